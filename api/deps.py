@@ -1,0 +1,42 @@
+"""Dependencies, each declared once as an `Annotated` alias; routes take only these."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from vlmq.api.services import Services
+from vlmq.fleet import Fleet
+from vlmq.registry import Registry
+from vlmq.settings import Settings
+from vlmq.store import JobStore
+
+
+def get_services(request: Request) -> Services:
+    return request.app.state.services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def get_settings(services: ServicesDep) -> Settings:
+    return services.settings
+
+
+def get_store(services: ServicesDep) -> JobStore:
+    return services.store
+
+
+def get_registry(services: ServicesDep) -> Registry:
+    return services.registry
+
+
+def get_fleet(services: ServicesDep) -> Fleet:
+    return services.fleet
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+StoreDep = Annotated[JobStore, Depends(get_store)]
+RegistryDep = Annotated[Registry, Depends(get_registry)]
+FleetDep = Annotated[Fleet, Depends(get_fleet)]

@@ -1,0 +1,40 @@
+"""Publishing jobs to their model's queue through Celery (the API never runs a task itself)."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Celery
+from kombu.exceptions import KombuError
+
+from vlmq.api.errors import ApiError
+from vlmq.jobs import JobRecord
+from vlmq.queues import queue_name, task_name
+
+log = logging.getLogger("vlmq.api")
+# Fail fast when the broker is away: the client gets a 503 and retries, nothing half-accepted.
+RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
+
+
+class JobQueue:
+    def __init__(self, celery: Celery) -> None:
+        self.celery = celery
+
+    def publish(self, record: JobRecord, priority: int = 0) -> None:
+        assert record.model is not None
+        try:
+            self.celery.send_task(
+                task_name(record.type, record.model),
+                args=[record.id],
+                task_id=record.id,
+                queue=queue_name(record.model),
+                routing_key=queue_name(record.model),
+                priority=priority,
+                retry=True,
+                retry_policy=RETRY_POLICY,
+            )
+        except (KombuError, OSError) as exc:
+            log.warning("enqueue failed for %s: %s", record.id, exc, extra={"job_id": record.id})
+            raise ApiError(
+                503, "unavailable", "the queue is unreachable; try again shortly", headers={"Retry-After": "5"}
+            ) from exc

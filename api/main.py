@@ -1,0 +1,63 @@
+"""The FastAPI application: `create_app()` wires settings, services, routes and error handlers.
+
+Run it with `vlmq api` (or `uvicorn --factory vlmq.api.main:create_app`).
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from pydantic import TypeAdapter
+
+from vlmq import __version__
+from vlmq.api.body_limit import BodySizeLimit
+from vlmq.api.errors import install_error_handlers
+from vlmq.api.routes import health, jobs, models
+from vlmq.api.services import Services
+from vlmq.jobs import JobRequest
+from vlmq.logs import setup_logging
+from vlmq.settings import Settings, get_settings
+
+
+def _openapi_with_request_schema(app: FastAPI):
+    base = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = base()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        request_schema = TypeAdapter(JobRequest).json_schema(ref_template="#/components/schemas/{model}")
+        components.update(request_schema.pop("$defs", {}))
+        components["JobRequest"] = request_schema
+        app.openapi_schema = schema
+        return schema
+
+    return openapi
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    setup_logging("api", settings.log_format, settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.services = Services.build(settings)
+        try:
+            yield
+        finally:
+            app.state.services.close()
+
+    app = FastAPI(
+        title="vlmq",
+        version=__version__,
+        description="Asynchronous jobs for vision-language models. See docs/api.md for the contract.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    for module in (jobs, models, health):
+        app.include_router(module.router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_image_bytes * 4 // 3 + 256 * 1024)
+    app.openapi = _openapi_with_request_schema(app)
+    return app

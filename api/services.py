@@ -1,0 +1,40 @@
+"""The long-lived objects one API process holds, built once at start-up from `Settings`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+
+from vlmq.api.enqueue import JobQueue
+from vlmq.fleet import Fleet
+from vlmq.registry import Registry, load_registry
+from vlmq.settings import Settings
+from vlmq.store import JobStore, redis_client
+from vlmq.tasks.app import make_celery
+
+
+@dataclass
+class Services:
+    settings: Settings
+    registry: Registry
+    redis: redis.Redis
+    store: JobStore
+    fleet: Fleet
+    queue: JobQueue
+
+    @classmethod
+    def build(cls, settings: Settings) -> Services:
+        client = redis_client(settings.redis_url)
+        return cls(
+            settings=settings,
+            registry=load_registry(settings),
+            redis=client,
+            store=JobStore(client, settings.job_ttl_s),
+            fleet=Fleet(client),
+            queue=JobQueue(make_celery(settings)),
+        )
+
+    def close(self) -> None:
+        self.queue.celery.close()
+        self.redis.close()

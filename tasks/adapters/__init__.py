@@ -1,0 +1,34 @@
+"""Model adapters: one module per model family, named by the registry's `adapter` field.
+
+Each module exposes its `ModelAdapter` subclass as `Adapter`; `load_adapter_class(name)` finds it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from vlmq.tasks.adapters.base import ModelAdapter
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def load_adapter_class(name: str) -> type[ModelAdapter]:
+    """The adapter class of `vlmq.tasks.adapters.<name>`; `SetupError` for an unknown or broken name."""
+    from vlmq.tasks.adapters.base import ModelAdapter, SetupError
+
+    if not _NAME.match(name) or name == "base":
+        raise SetupError(f"unknown adapter {name!r}: adapters are modules of vlmq.tasks.adapters")
+    module_name = f"{__name__}.{name}"
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            raise SetupError(f"unknown adapter {name!r}: there is no module {module_name}") from exc
+        raise SetupError(f"adapter {name!r} needs a package that is not installed: {exc}") from exc
+    adapter = getattr(module, "Adapter", None)
+    if not (isinstance(adapter, type) and issubclass(adapter, ModelAdapter)):
+        raise SetupError(f"adapter {name!r}: {module_name} has no `Adapter` (a ModelAdapter subclass)")
+    return adapter

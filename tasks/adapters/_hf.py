@@ -1,0 +1,93 @@
+"""Helpers shared by the transformers adapters (private: not an adapter, `load_adapter_class` refuses it)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from vlmq.tasks.adapters.base import GenerationHooks, ModelAdapter, SetupError
+
+
+def load_pretrained(adapter: ModelAdapter, loader: Callable[..., Any]) -> Any:
+    """`loader.from_pretrained(source, dtype=..., device_map=..., ...)` with setup errors made clear.
+
+    The precision / device checks (`load_kwargs`) run first, so a bad spec (quantization on a CPU
+    host) fails with its own reason before any weight is read.
+    """
+    kwargs = adapter.load_kwargs()
+    try:
+        model = loader.from_pretrained(adapter.source, **kwargs)
+    except (OSError, ValueError, KeyError, TypeError, ImportError) as exc:
+        raise SetupError(
+            f"model {adapter.spec.name}: cannot load {getattr(loader, '__name__', loader)} "
+            f"from {adapter.source!r}: {exc}"
+        ) from exc
+    model.eval()
+    return model
+
+
+def load_processor(adapter: ModelAdapter, loader: Any = None) -> Any:
+    """The model's processor (image processor + tokenizer) from the same source and revision."""
+    if loader is None:
+        from transformers import AutoProcessor as loader
+    kwargs: dict[str, Any] = {}
+    if adapter.spec.revision:
+        kwargs["revision"] = adapter.spec.revision
+    try:
+        return loader.from_pretrained(adapter.source, **kwargs)
+    except (OSError, ValueError, KeyError, TypeError, ImportError) as exc:
+        raise SetupError(
+            f"model {adapter.spec.name}: cannot load the processor from {adapter.source!r}: {exc}"
+        ) from exc
+
+
+def to_model(batch: Any, model: Any) -> Any:
+    """Move a processor's output to the model's device; floating tensors (pixels) to its dtype."""
+    return batch.to(model.device, dtype=model.dtype) if hasattr(batch, "to") else batch
+
+
+def rgb(image: Any) -> Any:
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def subset_hooks(hooks: GenerationHooks, rows: Sequence[int]) -> GenerationHooks:
+    """Hooks for a sub-batch made of the items `rows` (local row i is item rows[i])."""
+    rows = list(rows)
+    on_text = None
+    if hooks.on_text is not None:
+        parent_on_text = hooks.on_text
+
+        def on_text(row: int, text: str) -> None:
+            parent_on_text(rows[row], text)
+
+    is_cancelled = None
+    if hooks.is_cancelled is not None:
+        parent_is_cancelled = hooks.is_cancelled
+
+        def is_cancelled(row: int) -> bool:
+            return parent_is_cancelled(rows[row])
+
+    return GenerationHooks(on_text=on_text, is_cancelled=is_cancelled)
+
+
+def group_rows(keys: Sequence[Any]) -> list[list[int]]:
+    """Row indices grouped by equal key, groups in first-seen order."""
+    groups: dict[Any, list[int]] = {}
+    for row, key in enumerate(keys):
+        groups.setdefault(key, []).append(row)
+    return list(groups.values())
+
+
+def beam_kwargs(num_beams: int, early_stopping: bool = False) -> dict[str, Any]:
+    """`num_beams` (and `early_stopping`, which only means something for beam search)."""
+    kwargs: dict[str, Any] = {"num_beams": num_beams}
+    if num_beams > 1:
+        kwargs["early_stopping"] = early_stopping
+    return kwargs
+
+
+def new_tokens(sequences: torch.Tensor, prompt_length: int) -> torch.Tensor:
+    """The generated part of decoder-only `generate()` output (prompt, left padding included, cut)."""
+    return sequences[:, prompt_length:]

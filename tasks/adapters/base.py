@@ -1,0 +1,108 @@
+"""The model adapter protocol: `setup()` once, `predict(batch)` many times.
+
+One adapter class wraps one model family (one file in this package, named in the registry's
+`adapter` field). A worker process serves exactly one registry model and drives its adapter:
+
+1. ``adapter = AdapterClass(spec, source)``: cheap, reads no weights.
+2. ``adapter.setup()``: once per worker process, before any job is taken: the real
+   ``from_pretrained`` path (hub id or local folder), dtype / quantization / device from the spec.
+   An exception here is a *setup failure*, reported on the model (``GET /v1/models``), never a
+   job failure.
+3. ``adapter.predict(items, hooks)``: many times. ``items`` is a non-empty list of `WorkItem` of
+   one job type whose `batch_key`s are equal, so they may share one forward pass. It returns one
+   entry per item, in order: the job type's output as a dict, or an `Exception` instance for an
+   item that failed alone. Raising fails the call; the worker then retries each item on its own
+   so that one bad item fails only its own job.
+
+Generative adapters pass ``**hooks.generate_kwargs(tokenizer, n)`` to ``model.generate``: it
+streams each item's text as it is produced and stops an item whose job was cancelled.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from PIL import Image
+
+from vlmq.jobtypes import JobType, Params
+from vlmq.registry import ModelSpec
+
+
+class SetupError(RuntimeError):
+    """The model cannot be loaded as configured (bad source, no CUDA for quantization, ...)."""
+
+
+class ItemError(ValueError):
+    """One item cannot be run by this model (bad prompt for it, say): fails that job alone."""
+
+    code = "model_error"
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    job_id: str
+    image: Image.Image  # RGB, EXIF orientation applied
+    params: Params
+
+
+@dataclass
+class GenerationHooks:
+    """Per-batch callbacks from the worker: stream text out, and ask whether a job was cancelled."""
+
+    on_text: Callable[[int, str], None] | None = None
+    is_cancelled: Callable[[int], bool] | None = None
+
+    def generate_kwargs(self, tokenizer: Any, batch_size: int, num_beams: int = 1) -> dict[str, Any]:
+        """`streamer` (greedy or sampled, not beam search) and `stopping_criteria` for generate()."""
+        from vlmq.tasks.generation import CancelledRows, BatchTextStreamer
+
+        kwargs: dict[str, Any] = {}
+        if self.on_text is not None and num_beams == 1:
+            kwargs["streamer"] = BatchTextStreamer(tokenizer, batch_size, self.on_text)
+        if self.is_cancelled is not None:
+            from transformers import StoppingCriteriaList
+
+            kwargs["stopping_criteria"] = StoppingCriteriaList([CancelledRows(self.is_cancelled, batch_size)])
+        return kwargs
+
+
+class ModelAdapter(ABC):
+    """Base of every adapter. Subclasses set `tasks` and implement `setup` and `predict`."""
+
+    #: The job types this model family can run (the registry may allow fewer).
+    tasks: ClassVar[frozenset[JobType]]
+
+    def __init__(self, spec: ModelSpec, source: str) -> None:
+        self.spec = spec
+        self.source = source  # resolved: a hub id or a local folder
+
+    @abstractmethod
+    def setup(self) -> None: ...
+
+    @abstractmethod
+    def predict(self, items: list[WorkItem], hooks: GenerationHooks) -> list[dict | Exception]: ...
+
+    def batch_key(self, item: WorkItem) -> Hashable:
+        """Items with equal keys may share a forward pass: by default, equal params but free text."""
+        data = item.params.model_dump(mode="json")
+        for free_text in ("question", "prompt", "messages"):
+            data.pop(free_text, None)
+        return json.dumps(data, sort_keys=True)
+
+    def revision(self) -> str:
+        """What identifies these weights (cache scoping): a commit hash or a fingerprint of files."""
+        from vlmq.tasks.fingerprint import weights_fingerprint
+
+        return weights_fingerprint(self.source, self.spec.revision)
+
+    # --- loading helpers shared by the transformers adapters ---------------------------------
+
+    def load_kwargs(self) -> dict[str, Any]:
+        """`from_pretrained` keyword arguments for the spec's dtype, quantization and device."""
+        from vlmq.tasks.precision import load_kwargs
+
+        return load_kwargs(self.spec)

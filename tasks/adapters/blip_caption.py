@@ -1,0 +1,82 @@
+"""BLIP image captioning (`BlipForConditionalGeneration`): unconditional or with a prefix prompt.
+
+Salesforce/blip-image-captioning-base / -large, or the demo models. A `prompt` ("a photograph of")
+is the caption's beginning: the model continues it, and the returned caption starts with it, as
+BLIP's own examples read. BLIP's text decoder uses absolute positions, so prompts of different
+lengths cannot share a padded batch: items are batched per prompt (the batch key includes it).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Hashable
+from typing import Any, ClassVar
+
+import torch
+
+from vlmq.jobtypes import CaptionOutput, CaptionParams, JobType
+from vlmq.tasks.adapters import _hf
+from vlmq.tasks.adapters.base import GenerationHooks, ItemError, ModelAdapter, WorkItem
+
+
+class BlipCaptionAdapter(ModelAdapter):
+    tasks: ClassVar[frozenset[JobType]] = frozenset({JobType.caption})
+
+    def setup(self) -> None:
+        from transformers import BlipForConditionalGeneration, BlipProcessor
+
+        self.model = _hf.load_pretrained(self, BlipForConditionalGeneration)
+        self.processor = _hf.load_processor(self, BlipProcessor)
+        self.tokenizer = self.processor.tokenizer
+
+    def batch_key(self, item: WorkItem) -> Hashable:
+        data = item.params.model_dump(mode="json")  # the prompt stays in: one prompt per batch
+        return json.dumps(data, sort_keys=True)
+
+    def predict(self, items: list[WorkItem], hooks: GenerationHooks) -> list[dict | Exception]:
+        results: list[dict | Exception] = [
+            ItemError(f"this model runs caption jobs, not {item.params.type}") for item in items
+        ]
+        valid = [row for row, item in enumerate(items) if isinstance(item.params, CaptionParams)]
+        prompts = [(items[row].params.prompt or "").strip() for row in valid]  # type: ignore[union-attr]
+        for group in _hf.group_rows(prompts):
+            rows = [valid[i] for i in group]
+            texts = self._caption([items[r] for r in rows], prompts[group[0]], _hf.subset_hooks(hooks, rows))
+            for row, text in zip(rows, texts, strict=True):
+                results[row] = CaptionOutput(text=text).model_dump()
+        return results
+
+    def _caption(self, items: list[WorkItem], prompt: str, hooks: GenerationHooks) -> list[str]:
+        params: CaptionParams = items[0].params  # type: ignore[assignment]
+        images = [_hf.rgb(item.image) for item in items]
+        kwargs: dict[str, Any] = {"images": images, "return_tensors": "pt"}
+        if prompt:
+            kwargs["text"] = [prompt] * len(items)
+        inputs = _hf.to_model(self.processor(**kwargs), self.model)
+        inputs.pop("token_type_ids", None)
+        hook_kwargs = hooks.generate_kwargs(self.tokenizer, len(items), params.num_beams)
+        if prompt and "streamer" in hook_kwargs and hooks.on_text is not None:
+            # The streamer skips the prompt ids; the caption starts with the prompt, so stream it first.
+            for row in range(len(items)):
+                hooks.on_text(row, self._prefix_text(prompt))
+        with torch.inference_mode():
+            out = self.model.generate(
+                **inputs,
+                max_new_tokens=params.max_new_tokens,
+                **_hf.beam_kwargs(params.num_beams, params.early_stopping),
+                **params.decoding.generate_kwargs(),
+                **hook_kwargs,
+            )
+        if not prompt:
+            return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
+        # generate() returns the prompt ids too ([DEC] + prompt): prefix text + the continuation.
+        prompt_length = inputs["input_ids"].shape[1] - 1
+        continuations = self.tokenizer.batch_decode(out[:, prompt_length:], skip_special_tokens=True)
+        return [(self._prefix_text(prompt) + t).strip() for t in continuations]
+
+    def _prefix_text(self, prompt: str) -> str:
+        ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        return self.tokenizer.decode(ids, skip_special_tokens=True).strip() + " "
+
+
+Adapter = BlipCaptionAdapter

@@ -1,0 +1,97 @@
+"""BLIP visual question answering (`BlipForQuestionAnswering`): a generated short answer, no scores.
+
+Salesforce/blip-vqa-base, or the demo model. `BlipForQuestionAnswering.generate` lets the answer
+decoder attend to the question's padding: it passes an all-ones question mask, and (transformers 5)
+BLIP's cross-attention drops whatever mask it is given anyway. A batch of questions of different
+lengths would then answer differently than each question alone. So this adapter runs the three
+steps itself: the vision encoder and the question encoder once for the whole (right padded,
+masked) batch, then the answer decoder once per question length, on unpadded question states.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+
+from vlmq.jobtypes import JobType, VqaOutput, VqaParams
+from vlmq.tasks.adapters import _hf
+from vlmq.tasks.adapters.base import GenerationHooks, ItemError, ModelAdapter, WorkItem
+
+
+class BlipVqaAdapter(ModelAdapter):
+    tasks: ClassVar[frozenset[JobType]] = frozenset({JobType.vqa})
+
+    def setup(self) -> None:
+        from transformers import BlipForQuestionAnswering, BlipProcessor
+
+        self.model = _hf.load_pretrained(self, BlipForQuestionAnswering)
+        self.processor = _hf.load_processor(self, BlipProcessor)
+        self.tokenizer = self.processor.tokenizer
+        self.tokenizer.padding_side = "right"  # the question encoder is bidirectional, BERT-style
+
+    def predict(self, items: list[WorkItem], hooks: GenerationHooks) -> list[dict | Exception]:
+        results: list[dict | Exception] = [
+            ItemError(f"this model runs vqa jobs, not {item.params.type}") for item in items
+        ]
+        rows = [row for row, item in enumerate(items) if isinstance(item.params, VqaParams)]
+        if not rows:
+            return results
+        answers = self._answer([items[r] for r in rows], _hf.subset_hooks(hooks, rows))
+        for row, answer in zip(rows, answers, strict=True):
+            results[row] = VqaOutput(answer=answer, scores=None).model_dump()
+        return results
+
+    def _answer(self, items: list[WorkItem], hooks: GenerationHooks) -> list[str]:
+        params: VqaParams = items[0].params  # type: ignore[assignment]
+        model = self.model
+        inputs = self.processor(
+            images=[_hf.rgb(item.image) for item in items],
+            text=[item.params.question for item in items],  # type: ignore[union-attr]
+            padding=True,
+            truncation=True,
+            return_tensors="pt",
+        )
+        inputs = _hf.to_model(inputs, model)
+        text_config = model.config.text_config
+        with torch.inference_mode():
+            image_embeds = model.vision_model(pixel_values=inputs["pixel_values"])[0]
+            image_mask = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=image_embeds.device)
+            question_embeds = model.text_encoder(
+                input_ids=inputs["input_ids"],
+                attention_mask=inputs["attention_mask"],
+                encoder_hidden_states=image_embeds,
+                encoder_attention_mask=image_mask,
+                return_dict=False,
+            )[0]
+            lengths = inputs["attention_mask"].sum(dim=1).tolist()
+            answers = [""] * len(items)
+            for rows in _hf.group_rows(lengths):
+                length = lengths[rows[0]]
+                states = question_embeds[rows, :length]
+                bos = torch.full(
+                    (len(rows), 1), model.decoder_start_token_id, dtype=torch.long, device=states.device
+                )
+                out = model.text_decoder.generate(
+                    input_ids=bos,
+                    eos_token_id=text_config.sep_token_id,
+                    pad_token_id=text_config.pad_token_id,
+                    encoder_hidden_states=states,
+                    encoder_attention_mask=torch.ones(
+                        states.shape[:-1], dtype=torch.long, device=states.device
+                    ),
+                    max_new_tokens=params.max_new_tokens,
+                    **_hf.beam_kwargs(params.num_beams),
+                    do_sample=False,
+                    **_hf.subset_hooks(hooks, rows).generate_kwargs(
+                        self.tokenizer, len(rows), params.num_beams
+                    ),
+                )
+                for row, text in zip(
+                    rows, self.tokenizer.batch_decode(out, skip_special_tokens=True), strict=True
+                ):
+                    answers[row] = text.strip()
+        return answers
+
+
+Adapter = BlipVqaAdapter

@@ -1,0 +1,130 @@
+"""Any chat vision-language model through `AutoModelForImageTextToText` and its chat template.
+
+llava-hf/llava-interleave-qwen-0.5b-hf, llava-hf/llava-1.5-7b-hf, Qwen2-VL, ... or the demo Llava
+models (and their training checkpoints). The conversation goes through the processor's own chat
+template (`apply_chat_template(..., add_generation_prompt=True)`), with the image attached to the
+first user turn as an ``{"type": "image"}`` content part. A template that refuses a system turn
+gets the system text folded into the first user turn instead.
+
+`chat` runs the job's messages; `caption` is a single user turn, "Describe this image." (or the
+job's prompt). Rows of a batch are left padded, and only the new tokens are decoded.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+
+from vlmq.jobtypes import CaptionOutput, CaptionParams, ChatOutput, ChatParams, JobType
+from vlmq.tasks.adapters import _hf
+from vlmq.tasks.adapters.base import GenerationHooks, ItemError, ModelAdapter, SetupError, WorkItem
+
+DEFAULT_CAPTION_PROMPT = "Describe this image."
+
+
+def build_conversation(messages: list[tuple[str, str]], fold_system: bool = False) -> list[dict[str, Any]]:
+    """Chat-template messages from (role, text) pairs; the image goes first in the first user turn."""
+    pairs = list(messages)
+    if fold_system and pairs and pairs[0][0] == "system":
+        system = pairs.pop(0)[1]
+        for i, (role, text) in enumerate(pairs):
+            if role == "user":
+                pairs[i] = (role, f"{system}\n\n{text}")
+                break
+    conversation: list[dict[str, Any]] = []
+    image_placed = False
+    for role, text in pairs:
+        content: list[dict[str, Any]] = []
+        if role == "user" and not image_placed:
+            content.append({"type": "image"})
+            image_placed = True
+        content.append({"type": "text", "text": text})
+        conversation.append({"role": role, "content": content})
+    return conversation
+
+
+class ImageTextToTextAdapter(ModelAdapter):
+    tasks: ClassVar[frozenset[JobType]] = frozenset({JobType.chat, JobType.caption})
+
+    def setup(self) -> None:
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        self.model = _hf.load_pretrained(self, AutoModelForImageTextToText)
+        self.processor = _hf.load_processor(self, AutoProcessor)
+        self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None and self.tokenizer.eos_token is not None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        if (
+            getattr(self.processor, "chat_template", None) is None
+            and getattr(self.tokenizer, "chat_template", None) is None
+        ):
+            raise SetupError(f"model {self.spec.name}: {self.source!r} has no chat template")
+
+    def prompt(self, params: Any) -> str:
+        """The chat-templated prompt text of one job (image placeholder included)."""
+        if isinstance(params, ChatParams):
+            pairs = [(m.role, m.content) for m in params.messages]
+        elif isinstance(params, CaptionParams):
+            pairs = [("user", (params.prompt or "").strip() or DEFAULT_CAPTION_PROMPT)]
+        else:
+            raise ItemError(f"this model runs chat and caption jobs, not {params.type}")
+        from jinja2 import TemplateError
+
+        try:
+            return self._template(build_conversation(pairs))
+        except (TemplateError, ValueError) as exc:  # raise_exception(...) for a role it does not know
+            if pairs[0][0] != "system":
+                raise ItemError(f"the model's chat template refused the conversation: {exc}") from exc
+            return self._template(build_conversation(pairs, fold_system=True))
+
+    def _template(self, conversation: list[dict[str, Any]]) -> str:
+        return self.processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+
+    def predict(self, items: list[WorkItem], hooks: GenerationHooks) -> list[dict | Exception]:
+        results: list[Any] = [None] * len(items)
+        prompts: list[str] = []
+        rows: list[int] = []
+        for row, item in enumerate(items):
+            try:
+                prompts.append(self.prompt(item.params))
+            except ItemError as exc:
+                results[row] = exc
+            else:
+                rows.append(row)
+        if not rows:
+            return results
+        batch = [items[r] for r in rows]
+        params = batch[0].params
+        if isinstance(params, ChatParams):
+            gen_kwargs, num_beams = params.generate_kwargs(), 1
+        else:
+            assert isinstance(params, CaptionParams)
+            num_beams = params.num_beams
+            gen_kwargs = {
+                "max_new_tokens": params.max_new_tokens,
+                **_hf.beam_kwargs(num_beams, params.early_stopping),
+                **params.decoding.generate_kwargs(),
+            }
+        inputs = self.processor(
+            images=[_hf.rgb(item.image) for item in batch], text=prompts, padding=True, return_tensors="pt"
+        )
+        inputs = _hf.to_model(inputs, self.model)
+        prompt_length = inputs["input_ids"].shape[1]
+        sub_hooks = _hf.subset_hooks(hooks, rows)
+        with torch.inference_mode():
+            out = self.model.generate(
+                **inputs,
+                **gen_kwargs,
+                pad_token_id=self.tokenizer.pad_token_id,
+                **sub_hooks.generate_kwargs(self.tokenizer, len(batch), num_beams),
+            )
+        texts = self.tokenizer.batch_decode(_hf.new_tokens(out, prompt_length), skip_special_tokens=True)
+        for row, item, text in zip(rows, batch, texts, strict=True):
+            output = ChatOutput if isinstance(item.params, ChatParams) else CaptionOutput
+            results[row] = output(text=text.strip()).model_dump()
+        return results
+
+
+Adapter = ImageTextToTextAdapter

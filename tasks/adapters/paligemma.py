@@ -1,0 +1,157 @@
+"""PaliGemma (`PaliGemmaForConditionalGeneration`): detection, captions and answers from task prompts.
+
+google/paligemma-3b-mix-224 (or -448, PaliGemma 2 mix), or the demo model. One model, three job
+types, each a PaliGemma task prompt:
+
+* detect:  ``detect dog ; person`` -> ``<loc0256><loc0128><loc0768><loc0896> dog ; <loc...>x4 person``:
+  four location tokens per box (y0 x0 y1 x1, 0..1023 on the model's square input), then the label;
+  `parse_loc_boxes` turns them into pixel boxes on the original image.
+* caption: ``caption en`` (or the job's own prompt, e.g. ``caption es``).
+* vqa:     ``answer en <question>``.
+
+Prompts of different lengths share one batch: the tokenizer pads on the left, and PaliGemma takes
+its positions from the attention mask, so each row generates what it would alone.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from typing import Any, ClassVar
+
+import torch
+
+from vlmq.jobtypes import (
+    Box,
+    CaptionOutput,
+    CaptionParams,
+    DetectOutput,
+    DetectParams,
+    JobType,
+    VqaOutput,
+    VqaParams,
+)
+from vlmq.tasks.adapters import _hf
+from vlmq.tasks.adapters.base import GenerationHooks, ItemError, ModelAdapter, WorkItem
+
+#: Location tokens are 0..1023 bins of the normalised image side.
+LOC_BINS = 1024
+
+# One detection: exactly four <locNNNN> tokens, optional segmentation tokens, then the label text up to
+# the next location token or ";" separator.
+_ENTRY = re.compile(
+    r"(?P<locs>(?:<loc\d{4}>){4})(?:<seg\d{3}>)*\s*(?P<label>[^<;]*)",
+)
+_LOC = re.compile(r"<loc(\d{4})>")
+
+
+def parse_loc_boxes(text: str, width: int, height: int) -> list[Box]:
+    """The boxes of a PaliGemma detection output, in pixels of a `width` x `height` image.
+
+    Each entry is four ``<locNNNN>`` tokens (y0, x0, y1, x1 in 0..1023, normalised to the image side:
+    ``x = v / 1024 * width``), then the label; entries are separated by `` ; ``. Coordinates are
+    put in order and clamped to the image. Malformed entries are skipped: fewer than four location
+    tokens, a value above 1023, an empty label, or a box with no area.
+    """
+    boxes: list[Box] = []
+    for match in _ENTRY.finditer(text):
+        values = [int(v) for v in _LOC.findall(match.group("locs"))]
+        label = match.group("label").strip()
+        if len(values) != 4 or any(v >= LOC_BINS for v in values) or not label:
+            continue
+        y0, x0, y1, x1 = values
+        y0, y1 = sorted((y0, y1))
+        x0, x1 = sorted((x0, x1))
+        px0 = min(max(x0 / LOC_BINS * width, 0.0), float(width))
+        px1 = min(max(x1 / LOC_BINS * width, 0.0), float(width))
+        py0 = min(max(y0 / LOC_BINS * height, 0.0), float(height))
+        py1 = min(max(y1 / LOC_BINS * height, 0.0), float(height))
+        if px1 <= px0 or py1 <= py0:
+            continue
+        boxes.append(Box(label=label, x0=round(px0, 2), y0=round(py0, 2), x1=round(px1, 2), y1=round(py1, 2)))
+    return boxes
+
+
+class PaliGemmaAdapter(ModelAdapter):
+    tasks: ClassVar[frozenset[JobType]] = frozenset({JobType.detect, JobType.caption, JobType.vqa})
+
+    def setup(self) -> None:
+        from transformers import PaliGemmaForConditionalGeneration, PaliGemmaProcessor
+
+        self.model = _hf.load_pretrained(self, PaliGemmaForConditionalGeneration)
+        self.processor = _hf.load_processor(self, PaliGemmaProcessor)
+        self.tokenizer = self.processor.tokenizer
+        self.tokenizer.padding_side = "left"
+        self.image_token = getattr(self.processor, "image_token", "<image>")
+
+    @staticmethod
+    def prompt_for(params: Any) -> str:
+        if isinstance(params, DetectParams):
+            return params.prompt
+        if isinstance(params, CaptionParams):
+            return (params.prompt or "").strip() or "caption en"
+        if isinstance(params, VqaParams):
+            return f"answer en {params.question}"
+        raise ItemError(f"this model runs detect, caption and vqa jobs, not {params.type}")
+
+    def predict(self, items: list[WorkItem], hooks: GenerationHooks) -> list[dict | Exception]:
+        results: list[Any] = [None] * len(items)
+        prompts: list[str] = []
+        rows: list[int] = []
+        for row, item in enumerate(items):
+            try:
+                prompts.append(self.prompt_for(item.params))
+            except ItemError as exc:
+                results[row] = exc
+            else:
+                rows.append(row)
+        if rows:
+            batch = [items[r] for r in rows]
+            texts = self._generate(batch, prompts, _hf.subset_hooks(hooks, rows))
+            for row, item, text in zip(rows, batch, texts, strict=True):
+                results[row] = self._output(item, text)
+        return results
+
+    def _generate(self, items: list[WorkItem], prompts: list[str], hooks: GenerationHooks) -> list[str]:
+        params = items[0].params
+        max_new_tokens = params.max_new_tokens  # type: ignore[attr-defined]
+        num_beams = getattr(params, "num_beams", 1)
+        decoding = (
+            params.decoding.generate_kwargs() if isinstance(params, CaptionParams) else {"do_sample": False}
+        )
+        early_stopping = params.early_stopping if isinstance(params, CaptionParams) else False
+        with warnings.catch_warnings():  # the processor's training labels: numpy copy= deprecation noise
+            warnings.simplefilter("ignore", DeprecationWarning)
+            inputs = self.processor(
+                images=[_hf.rgb(item.image) for item in items],
+                text=[self.image_token + prompt for prompt in prompts],
+                padding="longest",
+                return_tensors="pt",
+            )
+        inputs.pop("labels", None)
+        inputs = _hf.to_model(inputs, self.model)
+        prompt_length = inputs["input_ids"].shape[1]
+        with torch.inference_mode():
+            out = self.model.generate(
+                **inputs,
+                max_new_tokens=max_new_tokens,
+                **_hf.beam_kwargs(num_beams, early_stopping),
+                **decoding,
+                **hooks.generate_kwargs(self.tokenizer, len(items), num_beams),
+            )
+        # skip_special_tokens drops <eos>/<pad> but keeps <locNNNN>/<segNNN> (ordinary added tokens).
+        return self.tokenizer.batch_decode(_hf.new_tokens(out, prompt_length), skip_special_tokens=True)
+
+    @staticmethod
+    def _output(item: WorkItem, text: str) -> dict:
+        params = item.params
+        if isinstance(params, DetectParams):
+            width, height = item.image.size
+            boxes = parse_loc_boxes(text, width, height)
+            return DetectOutput(boxes=boxes, width=width, height=height, text=text.strip()).model_dump()
+        if isinstance(params, VqaParams):
+            return VqaOutput(answer=text.strip(), scores=None).model_dump()
+        return CaptionOutput(text=text.strip()).model_dump()
+
+
+Adapter = PaliGemmaAdapter

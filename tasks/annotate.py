@@ -1,0 +1,63 @@
+"""The annotated image of a detect job: coloured boxes with their labels, as PNG bytes."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+from PIL import Image, ImageDraw, ImageFont
+
+from vlmq.jobtypes import Box
+
+#: One colour per label, in order of first appearance (then round again).
+PALETTE = ("#4285f4", "#db4437", "#f4b400", "#0f9d58", "#e48ef1", "#00acc1", "#ff7043", "#9e9d24")
+
+
+def label_colours(boxes: Sequence[Box]) -> dict[str, str]:
+    colours: dict[str, str] = {}
+    for box in boxes:
+        if box.label not in colours:
+            colours[box.label] = PALETTE[len(colours) % len(PALETTE)]
+    return colours
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError, ImportError):  # Pillow without FreeType: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def _text_colour(hex_colour: str) -> str:
+    r, g, b = (int(hex_colour[i : i + 2], 16) for i in (1, 3, 5))
+    return "#000000" if 0.299 * r + 0.587 * g + 0.114 * b > 160 else "#ffffff"
+
+
+def render_boxes(image: Image.Image, boxes: Sequence[Box]) -> bytes:
+    """`image` with each box drawn as a rectangle and its label on a filled tag; PNG bytes.
+
+    Line width and text size scale with the image. The input image is not modified.
+    """
+    canvas = image.convert("RGB")  # a copy
+    width, height = canvas.size
+    side = max(1, min(width, height))
+    line = max(2, round(side / 200))
+    font = _font(max(10, round(side / 30)))
+    draw = ImageDraw.Draw(canvas)
+    colours = label_colours(boxes)
+    for box in boxes:
+        colour = colours[box.label]
+        x0, x1 = sorted((min(max(box.x0, 0), width - 1), min(max(box.x1, 0), width - 1)))
+        y0, y1 = sorted((min(max(box.y0, 0), height - 1), min(max(box.y1, 0), height - 1)))
+        draw.rectangle((x0, y0, x1, y1), outline=colour, width=line)
+        text = box.label if box.score is None else f"{box.label} {box.score:.2f}"
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        pad = max(2, line)
+        tag_w, tag_h = right - left + 2 * pad, bottom - top + 2 * pad
+        tag_x = min(x0, max(0, width - tag_w))
+        tag_y = y0 - tag_h if y0 - tag_h >= 0 else y0  # above the box, or inside it at the top edge
+        draw.rectangle((tag_x, tag_y, tag_x + tag_w, tag_y + tag_h), fill=colour)
+        draw.text((tag_x + pad - left, tag_y + pad - top), text, fill=_text_colour(colour), font=font)
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="PNG")
+    return buffer.getvalue()

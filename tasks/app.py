@@ -1,0 +1,46 @@
+"""The Celery app: broker settings, delivery guarantees, routing. Light: no torch import here.
+
+Delivery (see docs/architecture.md, "Delivery guarantees"):
+- `task_acks_late` + `task_reject_on_worker_lost`: a job is acknowledged only after its result is
+  written; a worker that dies mid-job leaves the message unacknowledged and Redis redelivers it
+  after `visibility_timeout_s` (kept longer than the longest job).
+- A redelivered job runs again under a new attempt number; the store fences writes by attempt,
+  so one final result is recorded, and `max_attempts` bounds a job that kills its worker.
+- No result backend: job records in the store are the results (`task_ignore_result`).
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from vlmq.fleet import PRIORITY_STEPS
+from vlmq.settings import Settings
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery("vlmq", broker=settings.redis_url, set_as_current=False)
+    app.conf.update(
+        task_ignore_result=True,
+        task_store_errors_even_if_ignored=False,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_serializer="json",
+        accept_content=["json"],
+        worker_prefetch_multiplier=1,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        worker_hijack_root_logger=False,
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,
+        broker_transport_options={
+            "visibility_timeout": settings.visibility_timeout_s,
+            "priority_steps": list(PRIORITY_STEPS),
+            "queue_order_strategy": "priority",
+            "socket_connect_timeout": 2,
+            "socket_timeout": 10,
+            "retry_on_timeout": True,
+            "health_check_interval": 15,
+        },
+        task_default_queue="vlmq.default",
+    )
+    return app

@@ -1,0 +1,34 @@
+"""What a worker counts: finished jobs, queue and run time, batch sizes, model load time.
+
+Written to Redis through `vlmq.metrics_store` (see there why), read by the API's /metrics.
+"""
+
+from __future__ import annotations
+
+import time
+
+from vlmq.jobs import JobRecord, JobStatus
+from vlmq.metrics_store import BATCH_BUCKETS, SECONDS_BUCKETS, MetricsStore
+
+
+class WorkerMetrics:
+    def __init__(self, store: MetricsStore) -> None:
+        self.store = store
+
+    def batch(self, model: str, size: int, seconds: float) -> None:
+        pipe = self.store.redis.pipeline(transaction=False)
+        self.store.observe("batch_size", {"model": model}, size, BATCH_BUCKETS, pipe=pipe)
+        self.store.observe("batch_seconds", {"model": model}, seconds, SECONDS_BUCKETS, pipe=pipe)
+        pipe.execute()
+
+    def finished(self, record: JobRecord, status: JobStatus) -> None:
+        labels = {"type": record.type.value, "model": record.model or ""}
+        pipe = self.store.redis.pipeline(transaction=False)
+        self.store.inc("jobs_finished", {**labels, "status": status.value}, pipe=pipe)
+        if record.started_at:
+            self.store.observe("queue_seconds", labels, record.started_at - record.created_at, SECONDS_BUCKETS, pipe=pipe)
+            self.store.observe("run_seconds", labels, time.time() - record.started_at, SECONDS_BUCKETS, pipe=pipe)
+        pipe.execute()
+
+    def model_loaded(self, model: str, seconds: float) -> None:
+        self.store.set("model_load_seconds", {"model": model}, seconds)

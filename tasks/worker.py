@@ -1,0 +1,139 @@
+"""`vlmq worker --model NAME`: a Celery worker pinned to one model.
+
+Start-up, in order: read the registry entry; set torch's thread count; announce the worker as
+`loading`; load the weights once (`adapter.setup()`); announce `ready` with the weights'
+revision and load time; then consume only that model's queue with the solo pool (the model
+lives in this one process, no fork after loading). A setup failure is reported on the model
+(`GET /v1/models` shows it) and the process exits with status 3 without taking a job.
+
+Micro-batching: one celery-batches task per job type the model runs. The worker prefetches at
+most `max_batch_size` messages, which is exactly what its next batch runs, and a batch is
+flushed when it is full or `max_wait_ms` after its first job arrived.
+SIGTERM is Celery's warm shutdown: the batch in hand finishes and is acknowledged; messages
+prefetched but not started are given back to the queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+
+from celery_batches import Batches
+
+from vlmq.fleet import EXIT_SETUP_FAILED, HEARTBEAT_S, Fleet, WorkerInfo, WorkerState
+from vlmq.logs import setup_logging
+from vlmq.metrics_store import MetricsStore
+from vlmq.queues import queue_name, task_name
+from vlmq.registry import ModelSpec, load_registry
+from vlmq.settings import Settings
+from vlmq.store import JobStore, redis_client
+from vlmq.tasks.adapters import load_adapter_class
+from vlmq.tasks.app import make_celery
+from vlmq.tasks.metrics import WorkerMetrics
+from vlmq.tasks.runner import ModelRunner
+
+log = logging.getLogger("vlmq.worker")
+
+
+class Heartbeat(threading.Thread):
+    def __init__(self, fleet: Fleet, info: WorkerInfo) -> None:
+        super().__init__(daemon=True, name="vlmq-heartbeat")
+        self.fleet = fleet
+        self.info = info
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                self.fleet.heartbeat(self.info)
+            except Exception as exc:  # noqa: BLE001 - Redis away: try again at the next beat
+                log.warning("heartbeat failed: %s", exc)
+            self.stopped.wait(HEARTBEAT_S)
+
+
+def register_tasks(app, spec: ModelSpec, runner: ModelRunner) -> list[str]:
+    """One batch task per job type of the model, named `vlmq.<type>.<model>`."""
+    names = []
+    for job_type in spec.tasks:
+        name = task_name(job_type, spec.name)
+
+        def run(requests, _runner=runner):
+            _runner.run_batch([request.args[0] for request in requests])
+
+        app.task(
+            name=name,
+            base=Batches,
+            bind=False,
+            flush_every=spec.max_batch_size,
+            flush_interval=max(spec.max_wait_ms, 1) / 1000,
+            acks_late=True,
+            reject_on_worker_lost=True,
+        )(run)
+        names.append(name)
+    return names
+
+
+def run_worker(model: str, settings: Settings, hostname: str | None = None) -> int:
+    setup_logging("worker", settings.log_format, settings.log_level, model=model)
+    import torch
+
+    torch.set_num_threads(settings.torch_threads)
+    spec = load_registry(settings).get(model)
+    name = hostname or f"{model}@{socket.gethostname()}-{os.getpid()}"
+    client = redis_client(settings.redis_url)
+    fleet = Fleet(client)
+    metrics = WorkerMetrics(MetricsStore(client))
+    heartbeat = Heartbeat(fleet, WorkerInfo(name=name, model=model, state=WorkerState.loading, pid=os.getpid()))
+    heartbeat.start()
+
+    began = time.perf_counter()
+    try:
+        adapter = load_adapter_class(spec.adapter)(spec, spec.resolved_source(settings))
+        adapter.setup()
+        revision = adapter.revision()
+    except Exception as exc:  # noqa: BLE001 - any setup failure is reported, then we exit
+        heartbeat.stopped.set()
+        message = f"{exc.__class__.__name__}: {exc}"
+        log.error("model %s failed to load: %s", model, message)
+        fleet.report_setup_error(model, name, message)
+        return EXIT_SETUP_FAILED
+    load_s = time.perf_counter() - began
+    metrics.model_loaded(model, load_s)
+    heartbeat.info = WorkerInfo(
+        name=name, model=model, state=WorkerState.ready, revision=revision, load_s=load_s, pid=os.getpid()
+    )
+    fleet.heartbeat(heartbeat.info)
+    log.info("model %s loaded in %.2fs (revision %s)", model, load_s, revision)
+
+    app = make_celery(settings)
+    app.conf.worker_prefetch_multiplier = spec.max_batch_size
+    runner = ModelRunner(adapter, JobStore(client, settings.job_ttl_s), settings, name, metrics)
+    register_tasks(app, spec, runner)
+    worker = app.Worker(
+        hostname=name,
+        queues=[queue_name(model)],
+        pool="solo",
+        concurrency=1,
+        prefetch_multiplier=spec.max_batch_size,
+        loglevel="INFO",
+        without_mingle=True,
+        without_gossip=True,
+        task_events=True,
+    )
+    try:
+        worker.start()
+    finally:
+        heartbeat.stopped.set()
+        try:
+            fleet.leave(model, name)
+        except Exception:  # noqa: BLE001 - Redis may be gone at shutdown
+            pass
+    return worker.exitcode or 0
+
+
+if __name__ == "__main__":  # python -m vlmq.tasks.worker MODEL
+    sys.exit(run_worker(sys.argv[1], Settings()))

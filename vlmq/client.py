@@ -1,0 +1,180 @@
+"""A small Python client of the vlmq API, sync (`Client`) and async (`AsyncClient`).
+
+The CLI and the frontend use it, so no one writes the HTTP calls twice::
+
+    from vlmq.client import Client
+    with Client("http://127.0.0.1:8000") as vlmq:
+        job = vlmq.submit("photo.jpg", type="caption", model="blip-base")
+        job = vlmq.wait(job["id"])
+        print(job["output"]["text"])
+
+`image` may be a path, bytes, a PIL image, an http(s) URL or a data URI. Errors from the API
+raise `ApiError` carrying the API's own code, message and field.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from vlmq.jobs import FINAL_STATUSES, JobStatus
+
+FINAL = {s.value for s in FINAL_STATUSES}
+ImageInput = str | Path | bytes | Any  # Any: a PIL image
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, field: str | None = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+        self.retry_after = retry_after
+
+
+def _raise_for(response: httpx.Response) -> None:
+    if response.status_code < 400:
+        return
+    try:
+        error = response.json().get("error", {})
+    except ValueError:
+        error = {}
+    retry_after = response.headers.get("retry-after")
+    raise ApiError(
+        response.status_code,
+        error.get("code", "http_error"),
+        error.get("message", response.text[:500]),
+        error.get("field"),
+        float(retry_after) if retry_after and retry_after.replace(".", "", 1).isdigit() else None,
+    )
+
+
+def _image_part(image: ImageInput) -> tuple[dict[str, Any], bytes | None]:
+    """(JSON fields, upload bytes): URLs and data URIs go in JSON, everything else is uploaded."""
+    if isinstance(image, str) and image.startswith(("http://", "https://", "data:")):
+        return {"image_url": image}, None
+    if isinstance(image, (str, Path)):
+        return {}, Path(image).read_bytes()
+    if isinstance(image, bytes):
+        return {}, image
+    if hasattr(image, "save"):  # PIL image
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        return {}, buffer.getvalue()
+    raise TypeError(f"unsupported image input: {type(image).__name__}")
+
+
+def _submit_kwargs(image: ImageInput, fields: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
+    extra, upload = _image_part(image)
+    body = {**fields, **extra}
+    if upload is None:
+        return {"json": body, "headers": headers}
+    return {"data": {"request": json.dumps(body)}, "files": {"image": ("image", upload)}, "headers": headers}
+
+
+class _Base:
+    def __init__(self, base_url: str, api_key: str | None, timeout: float) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.timeout = timeout
+
+
+class Client(_Base):
+    def __init__(self, base_url: str = "http://127.0.0.1:8000", api_key: str | None = None, timeout: float = 30) -> None:
+        super().__init__(base_url, api_key, timeout)
+        self.http = httpx.Client(base_url=self.base_url, headers=self.headers, timeout=timeout)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        response = self.http.request(method, path, **kwargs)
+        _raise_for(response)
+        return response
+
+    def submit(self, image: ImageInput, *, type: str, headers: dict[str, str] | None = None, **fields: Any) -> dict:
+        """Submit one job; returns the job as accepted (status queued, or a cache answer)."""
+        kwargs = _submit_kwargs(image, {"type": type, **fields}, headers or {})
+        return self._call("POST", "/v1/jobs", **kwargs).json()
+
+    def get(self, job_id: str) -> dict:
+        return self._call("GET", f"/v1/jobs/{job_id}").json()
+
+    def models(self) -> list[dict]:
+        return self._call("GET", "/v1/models").json()["models"]
+
+    def artifact(self, path: str) -> bytes:
+        return self._call("GET", path).content
+
+    def wait(
+        self,
+        job_id: str,
+        timeout: float = 300,
+        poll_s: float = 0.2,
+        on_update: Callable[[dict], None] | None = None,
+    ) -> dict:
+        """Poll until the job is final (or `timeout` passes: then the job as it stands)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.get(job_id)
+            if on_update:
+                on_update(job)
+            if job["status"] in FINAL or time.monotonic() > deadline:
+                return job
+            time.sleep(poll_s)
+
+
+class AsyncClient(_Base):
+    def __init__(self, base_url: str = "http://127.0.0.1:8000", api_key: str | None = None, timeout: float = 30) -> None:
+        super().__init__(base_url, api_key, timeout)
+        self.http = httpx.AsyncClient(base_url=self.base_url, headers=self.headers, timeout=timeout)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        response = await self.http.request(method, path, **kwargs)
+        _raise_for(response)
+        return response
+
+    async def submit(self, image: ImageInput, *, type: str, headers: dict[str, str] | None = None, **fields: Any) -> dict:
+        kwargs = _submit_kwargs(image, {"type": type, **fields}, headers or {})
+        return (await self._call("POST", "/v1/jobs", **kwargs)).json()
+
+    async def get(self, job_id: str) -> dict:
+        return (await self._call("GET", f"/v1/jobs/{job_id}")).json()
+
+    async def models(self) -> list[dict]:
+        return (await self._call("GET", "/v1/models")).json()["models"]
+
+    async def wait(self, job_id: str, timeout: float = 300, poll_s: float = 0.2) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            job = await self.get(job_id)
+            if job["status"] in FINAL or time.monotonic() > deadline:
+                return job
+            await asyncio.sleep(poll_s)
+
+
+__all__ = ["ApiError", "AsyncClient", "Client", "FINAL", "JobStatus"]

@@ -1,0 +1,167 @@
+"""Which workers serve which model, in what state, and how deep each model's queue is.
+
+Each worker writes a heartbeat every few seconds:
+
+- ``vlmq:workers:{model}``: sorted set, worker name -> time of its last heartbeat;
+- ``vlmq:worker:{name}``: hash, that worker's model, state (``loading | ready | error``), weights
+  revision, load seconds, pid; it expires when the heartbeats stop;
+- ``vlmq:setup-error:{model}``: the last setup failure of any worker of the model (kept an hour).
+
+A worker is online while its heartbeat is younger than `ONLINE_S`. The API reads these for
+``GET /v1/models`` and the cache reads the revision to scope its keys.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import redis
+
+from vlmq.queues import queue_name
+
+#: A worker whose model failed to load exits with this status (a supervisor must not restart it).
+EXIT_SETUP_FAILED = 3
+HEARTBEAT_S = 3.0
+ONLINE_S = 12.0
+WORKERS = "vlmq:workers:{}"
+WORKER = "vlmq:worker:{}"
+SETUP_ERROR = "vlmq:setup-error:{}"
+REVISION = "vlmq:revision:{}"
+# kombu's Redis transport keeps one list per priority step: "<queue>" and "<queue>\x06\x16<step>".
+PRIORITY_STEPS = (0, 3, 6, 9)
+
+
+class WorkerState(StrEnum):
+    loading = "loading"
+    ready = "ready"
+    error = "error"
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    name: str
+    model: str
+    state: WorkerState
+    revision: str | None = None
+    load_s: float | None = None
+    pid: int | None = None
+    last_seen: float = 0.0
+
+
+@dataclass(frozen=True)
+class ModelFleet:
+    model: str
+    workers: list[WorkerInfo] = field(default_factory=list)
+    queue_depth: int = 0
+    setup_error: str | None = None
+    revision: str | None = None
+
+    @property
+    def ready_workers(self) -> int:
+        return sum(1 for w in self.workers if w.state is WorkerState.ready)
+
+
+def queue_keys(model: str) -> list[str]:
+    base = queue_name(model)
+    return [base] + [f"{base}\x06\x16{step}" for step in PRIORITY_STEPS[1:]]
+
+
+def _text(value: bytes | str | None) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class Fleet:
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+
+    # --- written by workers ---------------------------------------------------------------
+
+    def heartbeat(self, info: WorkerInfo) -> None:
+        stamp = time.time()
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zadd(WORKERS.format(info.model), {info.name: stamp})
+        pipe.zremrangebyscore(WORKERS.format(info.model), 0, stamp - 10 * ONLINE_S)
+        mapping = {"model": info.model, "state": info.state.value, "pid": str(info.pid or 0), "seen": repr(stamp)}
+        if info.revision:
+            mapping["revision"] = info.revision
+            pipe.set(REVISION.format(info.model), info.revision)
+        if info.load_s is not None:
+            mapping["load_s"] = f"{info.load_s:.3f}"
+        pipe.hset(WORKER.format(info.name), mapping=mapping)
+        pipe.expire(WORKER.format(info.name), int(ONLINE_S * 2))
+        if info.state is WorkerState.ready:
+            pipe.delete(SETUP_ERROR.format(info.model))
+        pipe.execute()
+
+    def leave(self, model: str, name: str) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrem(WORKERS.format(model), name)
+        pipe.delete(WORKER.format(name))
+        pipe.execute()
+
+    def report_setup_error(self, model: str, name: str, message: str) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(SETUP_ERROR.format(model), json.dumps({"worker": name, "message": message, "at": time.time()}), ex=3600)
+        pipe.zrem(WORKERS.format(model), name)
+        pipe.delete(WORKER.format(name))
+        pipe.execute()
+
+    # --- read by the API ------------------------------------------------------------------
+
+    def revision(self, model: str) -> str | None:
+        return _text(self.redis.get(REVISION.format(model)))
+
+    def queue_depth(self, model: str) -> int:
+        pipe = self.redis.pipeline(transaction=False)
+        for key in queue_keys(model):
+            pipe.llen(key)
+        return sum(pipe.execute())
+
+    def describe(self, models: list[str]) -> dict[str, ModelFleet]:
+        """Workers, queue depth and setup error of each model, in two round trips."""
+        since = time.time() - ONLINE_S
+        pipe = self.redis.pipeline(transaction=False)
+        for model in models:
+            pipe.zrangebyscore(WORKERS.format(model), since, "+inf")
+            for key in queue_keys(model):
+                pipe.llen(key)
+            pipe.get(SETUP_ERROR.format(model))
+            pipe.get(REVISION.format(model))
+        replies = pipe.execute()
+        width = 1 + len(PRIORITY_STEPS) + 2
+        names: dict[str, list[str]] = {}
+        partial: dict[str, tuple[int, str | None, str | None]] = {}
+        for i, model in enumerate(models):
+            chunk = replies[i * width : (i + 1) * width]
+            names[model] = [_text(n) for n in chunk[0]]
+            error = json.loads(chunk[-2])["message"] if chunk[-2] else None
+            partial[model] = (sum(chunk[1 : 1 + len(PRIORITY_STEPS)]), error, _text(chunk[-1]))
+        pipe = self.redis.pipeline(transaction=False)
+        for model in models:
+            for name in names[model]:
+                pipe.hgetall(WORKER.format(name))
+        raw_workers = iter(pipe.execute())
+        fleets = {}
+        for model in models:
+            workers = []
+            for name in names[model]:
+                raw = {_text(k): _text(v) for k, v in next(raw_workers).items()}
+                if not raw:
+                    continue
+                workers.append(
+                    WorkerInfo(
+                        name=name,
+                        model=model,
+                        state=WorkerState(raw.get("state", "loading")),
+                        revision=raw.get("revision"),
+                        load_s=float(raw["load_s"]) if raw.get("load_s") else None,
+                        pid=int(raw.get("pid", 0)) or None,
+                        last_seen=float(raw.get("seen", 0)),
+                    )
+                )
+            depth, error, revision = partial[model]
+            fleets[model] = ModelFleet(model, workers, depth, error, revision)
+        return fleets

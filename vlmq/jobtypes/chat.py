@@ -1,0 +1,52 @@
+"""`chat`: a multi-turn conversation about one image, through the model's own chat template."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from vlmq.jobtypes.base import JobType, Params, StrictModel
+
+
+class ChatMessage(StrictModel):
+    role: Literal["system", "user", "assistant"]
+    content: str = Field(..., min_length=1, max_length=8000)
+
+
+class ChatParams(Params):
+    type: Literal[JobType.chat] = JobType.chat
+    messages: list[ChatMessage] = Field(..., min_length=1, max_length=64)
+    max_new_tokens: int = Field(128, ge=1, le=2048)
+    temperature: float = Field(0.3, ge=0, le=2, description="0 means greedy decoding.")
+    top_p: float = Field(0.7, gt=0, le=1)
+    repetition_penalty: float = Field(1.0, ge=1, le=2)
+
+    @field_validator("messages")
+    @classmethod
+    def _well_formed(cls, messages: list[ChatMessage]) -> list[ChatMessage]:
+        roles = [m.role for m in messages]
+        if "system" in roles[1:]:
+            raise ValueError("a system message may only come first")
+        if roles[-1] != "user":
+            raise ValueError("the last message must be the user's")
+        return messages
+
+    @property
+    def sampled(self) -> bool:
+        return self.temperature > 0
+
+    def prompt_text(self) -> str | None:
+        return self.messages[-1].content if len(self.messages) == 1 else None
+
+    def generate_kwargs(self) -> dict:
+        kwargs: dict = {"max_new_tokens": self.max_new_tokens, "repetition_penalty": self.repetition_penalty}
+        if self.sampled:
+            kwargs.update(do_sample=True, temperature=self.temperature, top_p=self.top_p, top_k=0)
+        else:
+            kwargs.update(do_sample=False)
+        return kwargs
+
+
+class ChatOutput(StrictModel):
+    text: str

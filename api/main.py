@@ -47,7 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            app.state.services.close()
+            await app.state.services.aclose()
 
     app = FastAPI(
         title="vlmq",

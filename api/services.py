@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import redis
+import redis.asyncio as aioredis
 
 from vlmq.api.enqueue import JobQueue
+from vlmq.api.events import async_redis
 from vlmq.fleet import Fleet
 from vlmq.registry import Registry, load_registry
 from vlmq.settings import Settings
@@ -19,6 +21,7 @@ class Services:
     settings: Settings
     registry: Registry
     redis: redis.Redis
+    aredis: aioredis.Redis
     store: JobStore
     fleet: Fleet
     queue: JobQueue
@@ -30,11 +33,13 @@ class Services:
             settings=settings,
             registry=load_registry(settings),
             redis=client,
+            aredis=async_redis(settings.redis_url),
             store=JobStore(client, settings.job_ttl_s),
             fleet=Fleet(client),
             queue=JobQueue(make_celery(settings)),
         )
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
         self.queue.celery.close()
         self.redis.close()
+        await self.aredis.aclose()

@@ -15,7 +15,7 @@ Example entry::
     max_batch_size = 8
 
     [checkpoints.llava-ft]            # registers llava-ft@100, llava-ft@200, ... sorted by step
-    dir = "demo:llava-ft-checkpoints"
+    dir = "demo:llava-ft"
     adapter = "image_text_to_text"
     tasks = ["chat", "caption"]
 """

@@ -53,6 +53,15 @@ class Settings(BaseSettings):
         description="Hosts or CIDRs a URL may reach although private or loopback (for tests, intranets).",
     )
 
+    # --- cache ------------------------------------------------------------------------------
+    cache_enabled: bool = Field(True, description="Answer repeated requests from the cache.")
+    cache_ttl_s: int = Field(86_400, ge=1, description="How long a cached answer is served.")
+    cache_max_entries: int = Field(100_000, ge=10, description="Semantic-tier entries kept (LRU past it).")
+    cache_semantic: bool = Field(True, description="Also answer paraphrases (semantic tier).")
+    cache_similarity: float = Field(
+        0.85, gt=0, le=1, description="Least cosine similarity for a semantic hit (then the guard decides)."
+    )
+
     # --- workers ----------------------------------------------------------------------------
     torch_threads: int = Field(1, ge=1, description="torch.set_num_threads in each model worker.")
 
@@ -79,6 +88,10 @@ class Settings(BaseSettings):
     @property
     def demo_models_dir(self) -> Path:
         return self.data_dir / "demo-models"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "cache"
 
 
 @lru_cache(maxsize=1)

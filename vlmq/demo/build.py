@@ -541,15 +541,14 @@ def _readable(folder: Path) -> None:
 
 
 def build_demo_models(dest: Path, force: bool = False) -> list[Path]:
-    """Write every demo model under `dest`; returns the folders written by this call.
+    """Make sure every demo model is complete under `dest`; returns all their folders, in order.
 
     A folder that is already complete (marker of the current build version) is skipped unless
-    `force`; calling it twice writes nothing the second time.
+    `force`: calling it twice writes nothing the second time. `build_demo_model` tells, per model,
+    whether it was written.
     """
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    written = []
     for name in DEMO_MODELS:
-        if build_demo_model(name, dest, force=force):
-            written.append(dest / name)
-    return written
+        build_demo_model(name, dest, force=force)
+    return demo_model_dirs(dest)

@@ -79,6 +79,10 @@ class JobView(BaseModel):
         )
 
 
+class JobList(BaseModel):
+    jobs: list[JobView]
+
+
 class WorkerView(BaseModel):
     name: str
     state: str

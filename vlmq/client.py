@@ -18,7 +18,8 @@ import asyncio
 import io
 import json
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,46 @@ def _submit_kwargs(image: ImageInput, fields: dict[str, Any], headers: dict[str,
     return {"data": {"request": json.dumps(body)}, "files": {"image": ("image", upload)}, "headers": headers}
 
 
+@dataclass(frozen=True)
+class JobEvent:
+    """One Server-Sent Event of a job: `event` is a status, `text` (a piece of output) or `partial`."""
+
+    id: str | None
+    event: str
+    data: dict[str, Any]
+
+    @property
+    def final(self) -> bool:
+        return self.event in FINAL
+
+
+class _SseParser:
+    """Server-Sent Events from lines (the text/event-stream format)."""
+
+    def __init__(self) -> None:
+        self.event, self.data, self.id = "message", [], None
+
+    def feed(self, line: str) -> JobEvent | None:
+        if line == "":
+            if not self.data:
+                self.event = "message"
+                return None
+            event = JobEvent(self.id, self.event, json.loads("\n".join(self.data)))
+            self.event, self.data = "message", []
+            return event
+        if line.startswith(":"):
+            return None
+        name, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if name == "event":
+            self.event = value
+        elif name == "data":
+            self.data.append(value)
+        elif name == "id":
+            self.id = value
+        return None
+
+
 class _Base:
     def __init__(self, base_url: str, api_key: str | None, timeout: float) -> None:
         self.base_url = base_url.rstrip("/")
@@ -118,8 +159,30 @@ class Client(_Base):
     def models(self) -> list[dict]:
         return self._call("GET", "/v1/models").json()["models"]
 
+    def jobs(self, limit: int = 50) -> list[dict]:
+        """The latest jobs, newest first."""
+        return self._call("GET", "/v1/jobs", params={"limit": limit}).json()["jobs"]
+
     def artifact(self, path: str) -> bytes:
         return self._call("GET", path).content
+
+    def cancel(self, job_id: str) -> dict:
+        return self._call("POST", f"/v1/jobs/{job_id}/cancel").json()
+
+    def stream(self, job_id: str, last_event_id: str | None = None) -> Iterator[JobEvent]:
+        """The job's events as they happen, until its final one (SSE; resumable by event id)."""
+        headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+        with self.http.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers, timeout=None) as response:
+            if response.status_code >= 400:
+                response.read()
+                _raise_for(response)
+            parser = _SseParser()
+            for line in response.iter_lines():
+                event = parser.feed(line)
+                if event is not None:
+                    yield event
+                    if event.final:
+                        return
 
     def wait(
         self,
@@ -168,6 +231,26 @@ class AsyncClient(_Base):
     async def models(self) -> list[dict]:
         return (await self._call("GET", "/v1/models")).json()["models"]
 
+    async def jobs(self, limit: int = 50) -> list[dict]:
+        return (await self._call("GET", "/v1/jobs", params={"limit": limit})).json()["jobs"]
+
+    async def cancel(self, job_id: str) -> dict:
+        return (await self._call("POST", f"/v1/jobs/{job_id}/cancel")).json()
+
+    async def stream(self, job_id: str, last_event_id: str | None = None) -> AsyncIterator[JobEvent]:
+        headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+        async with self.http.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers, timeout=None) as response:
+            if response.status_code >= 400:
+                await response.aread()
+                _raise_for(response)
+            parser = _SseParser()
+            async for line in response.aiter_lines():
+                event = parser.feed(line)
+                if event is not None:
+                    yield event
+                    if event.final:
+                        return
+
     async def wait(self, job_id: str, timeout: float = 300, poll_s: float = 0.2) -> dict:
         deadline = time.monotonic() + timeout
         while True:
@@ -177,4 +260,4 @@ class AsyncClient(_Base):
             await asyncio.sleep(poll_s)
 
 
-__all__ = ["ApiError", "AsyncClient", "Client", "FINAL", "JobStatus"]
+__all__ = ["ApiError", "AsyncClient", "Client", "FINAL", "JobEvent", "JobStatus"]

@@ -30,6 +30,9 @@ JOB = "vlmq:job:{}"
 EVENTS = "vlmq:events:{}"
 IMAGE = "vlmq:image:{}"
 ARTIFACT = "vlmq:artifact:{}:{}"
+RECENT = "vlmq:recent:{}"  # sorted set per owner: job id -> created_at (top-level jobs only)
+RECENT_KEEP = 1000
+ANONYMOUS = "anonymous"
 EVENTS_MAXLEN = 20_000
 
 _START = """
@@ -175,7 +178,17 @@ class JobStore:
                 data["output"] = record.output
             pipe.xadd(events, {"event": record.status.value, "data": json.dumps(data)}, maxlen=EVENTS_MAXLEN)
             pipe.expire(events, self.ttl_s)
+            if record.parent is None:
+                recent = RECENT.format(record.owner or ANONYMOUS)
+                pipe.zadd(recent, {record.id: record.created_at})
+                pipe.zremrangebyrank(recent, 0, -RECENT_KEEP - 1)
+                pipe.expire(recent, self.ttl_s)
         pipe.execute()
+
+    def recent(self, owner: str | None, limit: int = 50) -> list[JobRecord]:
+        """The owner's latest top-level jobs, newest first (expired ones left out)."""
+        ids = [_text(i) for i in self.redis.zrevrange(RECENT.format(owner or ANONYMOUS), 0, limit - 1)]
+        return [r for r in self.get_many(ids) if r is not None]
 
     def get(self, job_id: str) -> JobRecord | None:
         raw = self.redis.hgetall(JOB.format(job_id))

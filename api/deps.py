@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from vlmq.api.auth import Caller, identify
 from vlmq.api.services import Services
 from vlmq.fleet import Fleet
 from vlmq.registry import Registry
@@ -36,7 +37,12 @@ def get_fleet(services: ServicesDep) -> Fleet:
     return services.fleet
 
 
+def get_caller(request: Request, services: ServicesDep) -> Caller:
+    return identify(request, services)
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[JobStore, Depends(get_store)]
 RegistryDep = Annotated[Registry, Depends(get_registry)]
 FleetDep = Annotated[Fleet, Depends(get_fleet)]
+CallerDep = Annotated[Caller, Depends(get_caller)]

@@ -37,12 +37,12 @@ def _parse_json(raw: bytes | str, field: str) -> Any:
     return data
 
 
-async def read_submission(request: Request, settings: Settings) -> tuple[Any, bytes | None]:
-    """The validated job request, and the uploaded image bytes for a multipart submit."""
+async def read_submission(request: Request, settings: Settings) -> tuple[Any, bytes | None, dict]:
+    """The validated job request, the uploaded image for a multipart submit, and the raw JSON."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "application/json":
         data = _parse_json(await request.body(), "body")
-        return REQUEST_ADAPTER.validate_python(data), None
+        return REQUEST_ADAPTER.validate_python(data), None, data
     if content_type == "multipart/form-data":
         async with request.form(max_files=1, max_fields=4, max_part_size=MAX_JSON_FIELD) as form:
             raw = form.get("request")
@@ -58,7 +58,7 @@ async def read_submission(request: Request, settings: Settings) -> tuple[Any, by
             image = await upload.read(settings.max_image_bytes + 1)
             if len(image) > settings.max_image_bytes:
                 raise ApiError(413, "image_too_large", f"image: larger than {settings.max_image_bytes} bytes", "image")
-            return job, image
+            return job, image, data
     raise ApiError(
         415, "unsupported_media_type", "send application/json or multipart/form-data", field="content-type"
     )

@@ -13,7 +13,7 @@ from pydantic import TypeAdapter
 from vlmq import __version__
 from vlmq.api.body_limit import BodySizeLimit
 from vlmq.api.errors import install_error_handlers
-from vlmq.api.routes import health, jobs, models
+from vlmq.api.routes import batches, health, jobs, models
 from vlmq.api.services import Services
 from vlmq.jobs import JobRequest
 from vlmq.logs import setup_logging
@@ -56,7 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for module in (jobs, models, health):
+    for module in (jobs, batches, models, health):
         app.include_router(module.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_image_bytes * 4 // 3 + 256 * 1024)
     app.openapi = _openapi_with_request_schema(app)

@@ -2,81 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, Field
 
 from vlmq.fleet import ModelFleet
-from vlmq.jobs import CacheOutcome, JobRecord, JobStatus, iso
 from vlmq.jobtypes import JobType
 from vlmq.registry import ModelSpec
+from vlmq.views import ErrorBody, ErrorInfo, JobUrls, JobView
+
+__all__ = ["Delivery", "DeliveryList", "ErrorBody", "ErrorInfo", "JobList", "JobUrls", "JobView", "ModelList", "ModelView", "WorkerView"]
 
 
-class ErrorInfo(BaseModel):
-    code: str
-    message: str
-    field: str | None = None
+class Delivery(BaseModel):
+    attempt: int
+    event: str
+    webhook_id: str
+    at: float
+    outcome: str = Field(..., description="delivered | retry | rejected | refused | gave_up")
+    status_code: int | None = None
+    error: str | None = None
+    duration_ms: float | None = None
 
 
-class ErrorBody(BaseModel):
-    error: ErrorInfo
-
-
-class JobUrls(BaseModel):
-    get: str
-    events: str
-    cancel: str
-
-
-class JobView(BaseModel):
-    id: str
-    type: JobType
-    status: JobStatus
-    model: str | None = None
-    models: list[str] | None = Field(None, description="compare: the models, in request order.")
-    input: dict[str, Any] = Field(..., description="The job type's params as validated.")
-    created_at: str
-    started_at: str | None = None
-    completed_at: str | None = None
-    queue_ms: float | None = Field(None, description="From accepted to started (last attempt).")
-    run_ms: float | None = Field(None, description="From started to finished.")
-    attempts: int = 0
-    output: dict[str, Any] | None = None
-    error: ErrorInfo | None = None
-    cache: CacheOutcome
-    cached_from: str | None = Field(None, description="For a hit or a joined job: the job that ran.")
-    cancel_reason: str | None = None
-    urls: JobUrls
-
-    @classmethod
-    def of(cls, record: JobRecord) -> JobView:
-        output = record.output
-        if record.type is JobType.compare:
-            output = record.compare_output()
-        error = None
-        if record.error:
-            error = ErrorInfo(code=record.error.get("code", "error"), message=record.error.get("message", ""))
-        base = f"/v1/jobs/{record.id}"
-        return cls(
-            id=record.id,
-            type=record.type,
-            status=record.status,
-            model=record.model,
-            models=list(record.children) or None,
-            input=record.params,
-            created_at=iso(record.created_at),
-            started_at=iso(record.started_at),
-            completed_at=iso(record.completed_at),
-            queue_ms=record.queue_ms,
-            run_ms=record.run_ms,
-            attempts=record.attempts,
-            output=output,
-            error=error,
-            cache=record.cache,
-            cached_from=record.cached_from,
-            cancel_reason=record.cancel_reason,
-            urls=JobUrls(get=base, events=f"{base}/events", cancel=f"{base}/cancel"),
-        )
+class DeliveryList(BaseModel):
+    deliveries: list[Delivery]
 
 
 class JobList(BaseModel):

@@ -10,6 +10,8 @@ import redis.asyncio as aioredis
 from vlmq.api.enqueue import JobQueue
 from vlmq.api.events import async_redis
 from vlmq.fleet import Fleet
+from vlmq.keys import KeyStore
+from vlmq.notify import Notifier
 from vlmq.registry import Registry, load_registry
 from vlmq.settings import Settings
 from vlmq.store import JobStore, redis_client
@@ -25,10 +27,13 @@ class Services:
     store: JobStore
     fleet: Fleet
     queue: JobQueue
+    keys: KeyStore
+    notifier: Notifier
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
         client = redis_client(settings.redis_url)
+        queue = JobQueue(make_celery(settings))
         return cls(
             settings=settings,
             registry=load_registry(settings),
@@ -36,7 +41,9 @@ class Services:
             aredis=async_redis(settings.redis_url),
             store=JobStore(client, settings.job_ttl_s),
             fleet=Fleet(client),
-            queue=JobQueue(make_celery(settings)),
+            queue=queue,
+            keys=KeyStore(client),
+            notifier=Notifier(queue.celery.send_task),
         )
 
     async def aclose(self) -> None:

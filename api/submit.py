@@ -10,55 +10,91 @@ so a job is either accepted (202) and runs, or refused and never existed.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 
 from vlmq.api.errors import ApiError
 from vlmq.api.services import Services
 from vlmq.images import DecodedImage
-from vlmq.jobs import CacheOutcome, CompareRequest, JobRecord, JobStatus, now, request_params
+from vlmq.jobs import CacheOutcome, CompareRequest, JobRecord, JobStatus, Lane, now, request_params
 from vlmq.jobtypes import CompareParams, JobType, Params
 from vlmq.registry import Registry
+from vlmq.safe_http import UnsafeURL, check_url
 from vlmq.store import JOB
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """How a job is delivered and to whom, besides what it computes."""
+
+    owner: str
+    lane: Lane = Lane.interactive
+    deadline: float | None = None
+    webhook: str | None = None
+    webhook_events: tuple[str, ...] = ()
 
 
 def new_job_id() -> str:
     return uuid.uuid4().hex
 
 
-def check_models(request, registry: Registry) -> None:
+def check_models(request, registry: Registry, field_prefix: str = "") -> None:
     """Unknown models, and models that cannot run the job type, are 422s naming the field."""
     if isinstance(request, CompareRequest):
         task = request.task.type
         for i, name in enumerate(request.models):
-            _check_one(registry, name, task, f"models.{i}")
+            _check_one(registry, name, task, f"{field_prefix}models.{i}")
         return
-    _check_one(registry, request.model, JobType(request.type), "model")
+    _check_one(registry, request.model, JobType(request.type), f"{field_prefix}model")
 
 
 def _check_one(registry: Registry, name: str, task: JobType, field: str) -> None:
     if name not in registry:
-        raise ApiError(
-            422, "unknown_model", f"{field}: unknown model {name!r}; see GET /v1/models", field=field
-        )
+        raise ApiError(422, "unknown_model", f"{field}: unknown model {name!r}; see GET /v1/models", field=field)
     spec = registry.get(name)
     if task not in spec.tasks:
         runs = ", ".join(t.value for t in spec.tasks)
-        raise ApiError(
-            422, "model_cannot_run", f"{field}: model {name!r} runs {runs}, not {task.value}", field=field
-        )
+        raise ApiError(422, "model_cannot_run", f"{field}: model {name!r} runs {runs}, not {task.value}", field=field)
 
 
-def create_jobs(services: Services, request, image: DecodedImage, image_bytes: bytes) -> JobRecord:
+def check_webhook(url: str | None, services: Services, field: str = "webhook") -> None:
+    if url is None:
+        return
+    try:
+        check_url(url, services.settings.url_allow_hosts, field=field)
+    except UnsafeURL as exc:
+        raise ApiError(422, exc.code, exc.message, field=field) from exc
+
+
+def check_capacity(services: Services, models: list[str]) -> None:
+    """Backpressure: 429 with Retry-After when a model's queue is at its limit."""
+    for name in models:
+        spec = services.registry.get(name)
+        depth = services.fleet.queue_depth(name)
+        if depth >= spec.queue_limit:
+            raise ApiError(
+                429, "queue_full", f"model {name!r} has {depth} jobs queued (limit {spec.queue_limit})",
+                headers={"Retry-After": "10"},
+            )
+
+
+def models_of(request) -> list[str]:
+    return list(request.models) if isinstance(request, CompareRequest) else [request.model]
+
+
+def create_jobs(services: Services, request, image: DecodedImage, image_bytes: bytes, delivery: Delivery) -> JobRecord:
     params = request_params(request)
     services.store.put_image(image.key, image_bytes)
     cache = CacheOutcome.miss if request.cache else CacheOutcome.off
     if isinstance(params, CompareParams):
-        return _create_compare(services, params, image, cache)
-    record = _record(params, request.model, image, cache)
-    _store_and_publish(services, record, [record])
+        return _create_compare(services, params, image, cache, delivery)
+    record = _record(params, request.model, image, cache, delivery)
+    _store_and_publish(services, [record], [record])
     return record
 
 
-def _record(params: Params, model: str, image: DecodedImage, cache: CacheOutcome, parent: str | None = None) -> JobRecord:
+def _record(params: Params, model: str | None, image: DecodedImage, cache: CacheOutcome, delivery: Delivery,
+            parent: str | None = None, children: dict[str, str] | None = None) -> JobRecord:
+    top_level = parent is None
     return JobRecord(
         id=new_job_id(),
         type=JobType(params.type),
@@ -68,31 +104,27 @@ def _record(params: Params, model: str, image: DecodedImage, cache: CacheOutcome
         image=image.key,
         created_at=now(),
         parent=parent,
+        children=children or {},
         cache=cache,
+        owner=delivery.owner,
+        lane=delivery.lane,
+        deadline=delivery.deadline,
+        webhook=delivery.webhook if top_level else None,
+        webhook_events=delivery.webhook_events if top_level else (),
     )
 
 
-def _create_compare(services: Services, params: CompareParams, image: DecodedImage, cache: CacheOutcome) -> JobRecord:
+def _create_compare(services: Services, params: CompareParams, image: DecodedImage, cache: CacheOutcome,
+                    delivery: Delivery) -> JobRecord:
     parent_id = new_job_id()
-    children = [_record(params.task, model, image, cache, parent=parent_id) for model in params.models]
-    parent = JobRecord(
-        id=parent_id,
-        type=JobType.compare,
-        status=JobStatus.queued,
-        params=params.model_dump(mode="json"),
-        image=image.key,
-        created_at=now(),
-        children={child.model: child.id for child in children},
-        cache=cache,
-    )
-    _store_and_publish(services, parent, children, extra=[parent])
+    children = [_record(params.task, model, image, cache, delivery, parent=parent_id) for model in params.models]
+    parent = _record(params, None, image, cache, delivery, children={c.model: c.id for c in children})
+    parent = JobRecord(**{**parent.__dict__, "id": parent_id})
+    _store_and_publish(services, [parent, *children], children)
     return parent
 
 
-def _store_and_publish(
-    services: Services, answer: JobRecord, queued: list[JobRecord], extra: list[JobRecord] | None = None
-) -> None:
-    records = [*(extra or []), *queued]
+def _store_and_publish(services: Services, records: list[JobRecord], queued: list[JobRecord]) -> None:
     services.store.create(*records)
     try:
         for record in queued:
@@ -100,3 +132,14 @@ def _store_and_publish(
     except ApiError:
         services.redis.delete(*(JOB.format(r.id) for r in records))
         raise
+
+
+def submit_one(services: Services, request, upload: bytes | None, delivery: Delivery) -> JobRecord:
+    """Everything after parsing, blocking (downloads, Redis): the routes run it in the thread pool."""
+    from vlmq.api.intake import load_image
+
+    check_models(request, services.registry)
+    check_webhook(request.webhook, services)
+    image, image_bytes = load_image(request.image_url, upload, services.settings)
+    check_capacity(services, models_of(request))
+    return create_jobs(services, request, image, image_bytes, delivery)

@@ -25,8 +25,9 @@ import torch
 from pydantic import ValidationError
 
 from vlmq.images import ImageError, decode_image
-from vlmq.jobs import JobRecord, JobStatus
+from vlmq.jobs import JobRecord, JobStatus, now
 from vlmq.jobtypes import GENERATIVE, OUTPUTS, DetectOutput, JobType, parse_params
+from vlmq.notify import Notifier
 from vlmq.settings import Settings
 from vlmq.store import JobStore
 from vlmq.tasks.adapters.base import GenerationHooks, ItemError, ModelAdapter, WorkItem
@@ -60,6 +61,7 @@ class ModelRunner:
         settings: Settings,
         worker_name: str,
         metrics: WorkerMetrics | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self.adapter = adapter
         self.model = adapter.spec.name
@@ -67,6 +69,7 @@ class ModelRunner:
         self.settings = settings
         self.worker_name = worker_name
         self.metrics = metrics
+        self.notifier = notifier
 
     # --- entry point ------------------------------------------------------------------------
 
@@ -91,6 +94,8 @@ class ModelRunner:
             return None
         if record.parent:
             self.store.mark_parent_running(record.parent)
+        if self.notifier:
+            self.notifier.job_event(record, "start")
         try:
             data = self.store.get_image(record.image or "")
             if data is None:
@@ -154,9 +159,17 @@ class ModelRunner:
         self._after_final(record.id)
 
     def _after_final(self, job_id: str) -> None:
+        """Once a job is final: its webhooks, and its compare parent's settlement."""
         record = self.store.get(job_id)
-        if record is not None and record.parent and record.status.final:
-            self.store.settle_parent(record.parent, record.model or "", record)
+        if record is None or not record.status.final:
+            return
+        if self.notifier:
+            self.notifier.final(record)
+        if record.parent:
+            settled = self.store.settle_parent(record.parent, record.model or "", record)
+            parent = self.store.get(record.parent) if settled not in ("running", "") else None
+            if parent is not None and parent.status.final and self.notifier:
+                self.notifier.final(parent)
 
     # --- hooks: text streaming and cancellation --------------------------------------------
 
@@ -168,11 +181,15 @@ class ModelRunner:
             def on_text(row: int, text: str) -> None:
                 self.store.emit(ids[row], "text", {"text": text})
 
+        deadlines = [c.record.deadline for c in group]
         state = {"at": 0.0, "stopped": [False] * len(ids)}
 
         def is_cancelled(row: int) -> bool:
             if time.monotonic() - state["at"] > CANCEL_POLL_S:
                 state["at"] = time.monotonic()
+                for i, deadline in enumerate(deadlines):
+                    if deadline is not None and now() >= deadline:
+                        self.store.cancel(ids[i], "its deadline passed while it ran")
                 state["stopped"] = [s != JobStatus.running.value for s in self.store.statuses(ids)]
             return state["stopped"][row]
 

@@ -27,6 +27,7 @@ from celery_batches import Batches
 from vlmq.fleet import EXIT_SETUP_FAILED, HEARTBEAT_S, Fleet, WorkerInfo, WorkerState
 from vlmq.logs import setup_logging
 from vlmq.metrics_store import MetricsStore
+from vlmq.notify import Notifier
 from vlmq.queues import queue_name, task_name
 from vlmq.registry import ModelSpec, load_registry
 from vlmq.settings import Settings
@@ -111,7 +112,8 @@ def run_worker(model: str, settings: Settings, hostname: str | None = None) -> i
 
     app = make_celery(settings)
     app.conf.worker_prefetch_multiplier = spec.max_batch_size
-    runner = ModelRunner(adapter, JobStore(client, settings.job_ttl_s), settings, name, metrics)
+    runner = ModelRunner(adapter, JobStore(client, settings.job_ttl_s), settings, name, metrics,
+                         Notifier(app.send_task))
     register_tasks(app, spec, runner)
     worker = app.Worker(
         hostname=name,

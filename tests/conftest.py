@@ -18,6 +18,7 @@ import torch
 
 from tests.utils.processes import Proc, start_api, start_worker, wait_ready
 from vlmq.demo import build_demo_models
+from vlmq.redis_server import answers, start_embedded
 from vlmq.registry import load_registry
 from vlmq.settings import Settings
 
@@ -30,14 +31,21 @@ torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> str:
-    client = redis.Redis.from_url(TEST_REDIS_URL)
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The test Redis database, flushed. With none reachable (and none named), an embedded one."""
+    url, server = TEST_REDIS_URL, None
+    if not answers(url) and "VLMQ_TEST_REDIS_URL" not in os.environ:
+        server = start_embedded(tmp_path_factory.mktemp("redis"))
+        url = server.url
+    client = redis.Redis.from_url(url)
     try:
         client.ping()
     except redis.RedisError as exc:
-        pytest.fail(f"the tests need a Redis at {TEST_REDIS_URL} (set VLMQ_TEST_REDIS_URL): {exc}")
+        pytest.fail(f"the tests need a Redis at {url} (set VLMQ_TEST_REDIS_URL): {exc}")
     client.flushdb()
-    return TEST_REDIS_URL
+    yield url
+    if server is not None:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

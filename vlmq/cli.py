@@ -17,7 +17,9 @@ from vlmq.settings import Settings, get_settings
 
 app = typer.Typer(help="vlmq: asynchronous jobs for vision-language models.", no_args_is_help=True)
 demo_app = typer.Typer(help="The offline demo models.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys (stored hashed in Redis).", no_args_is_help=True)
 app.add_typer(demo_app, name="demo")
+app.add_typer(keys_app, name="keys")
 console = Console()
 
 
@@ -67,6 +69,8 @@ def up(
                 log_path=logs / f"worker-{name}.log")
         for name in chosen
     ]
+    services.append(Service("webhooks", python_module("vlmq.cli", "webhooks"), restart=True,
+                            log_path=logs / "webhooks.log"))
     if flower:
         services.append(Service("flower", python_module("vlmq.cli", "flower"), restart=True, log_path=logs / "flower.log"))
     if frontend:
@@ -85,7 +89,10 @@ def up(
     table.add_row("Workers", ", ".join(chosen))
     table.add_row("Logs", str(logs))
     console.print(table)
-    console.print("Local mode: the API is open on loopback, no API key needed. Ctrl-C stops everything.")
+    if settings.auth_open:
+        console.print("[yellow]Open mode: the API binds loopback and accepts requests without an API key "
+                      "(VLMQ_AUTH_MODE=required to demand one).[/yellow]")
+    console.print("Ctrl-C stops everything.")
     try:
         supervisor.watch()
     finally:
@@ -118,6 +125,14 @@ def worker(model: Annotated[str, typer.Option(help="The registry model this work
     from vlmq.tasks.worker import run_worker
 
     raise typer.Exit(run_worker(model, _settings()))
+
+
+@app.command()
+def webhooks(concurrency: Annotated[int, typer.Option(help="Deliveries in flight at once.")] = 8) -> None:
+    """Run the webhook delivery worker (its own queue: a slow receiver never holds a model worker)."""
+    from vlmq.tasks.webhooks import run_webhook_worker
+
+    raise typer.Exit(run_webhook_worker(_settings(), concurrency))
 
 
 @app.command()
@@ -233,6 +248,56 @@ def _follow(client, job_id: str, timeout: float) -> dict:
             status.update(f"{job['status']}  {time.monotonic() - began:5.1f}s  job {job_id}")
 
         return client.wait(job_id, timeout=timeout, on_update=show)
+
+
+# --- keys --------------------------------------------------------------------------------------
+
+
+def _key_store():
+    from vlmq.keys import KeyStore
+    from vlmq.store import redis_client
+
+    return KeyStore(redis_client(_settings().redis_url))
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Argument(help="Who the key is for.")],
+    rate: Annotated[float, typer.Option(help="Sustained submits per second.")] = 10.0,
+    burst: Annotated[int, typer.Option(help="Submits allowed at once before the rate applies.")] = 50,
+) -> None:
+    """Create an API key. The key is printed once; only its hash is stored."""
+    key, record = _key_store().create(name, rate=rate, burst=burst)
+    console.print(f"id:             {record.id}\nkey:            {key}\nwebhook secret: {record.webhook_secret}")
+    console.print("[yellow]Keep the key now: it cannot be shown again.[/yellow]")
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """Keys by id and name (never the keys themselves)."""
+    table = Table("id", "name", "rate/s", "burst")
+    for key in _key_store().list():
+        table.add_row(key.id, key.name, f"{key.rate:g}", str(key.burst))
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (key_...).")]) -> None:
+    """Revoke a key: its requests get 401 from now on."""
+    if not _key_store().revoke(key_id):
+        console.print(f"[red]no key {key_id}[/red]")
+        raise typer.Exit(1)
+    console.print(f"revoked {key_id}")
+
+
+@keys_app.command("secret")
+def keys_secret() -> None:
+    """The secret that signs webhooks of jobs sent without a key."""
+    from vlmq.store import redis_client
+    from vlmq.webhook_secrets import anonymous_secret
+
+    settings = _settings()
+    console.print(anonymous_secret(redis_client(settings.redis_url), settings))
 
 
 # --- models ------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -69,6 +69,17 @@ class _Common(BaseModel):
         "Multipart submits send the file instead.",
     )
     cache: bool = Field(True, description="false: never answer from the cache, always run the model.")
+    webhook: str | None = Field(
+        None, max_length=2048, description="http(s) URL that receives signed POSTs about this job."
+    )
+    webhook_events_filter: list[Literal["start", "output", "completed"]] = Field(
+        default_factory=lambda: ["completed"], max_length=3, description="Which events the webhook gets."
+    )
+    cancel_after: float | None = Field(
+        None, gt=0, le=7 * 86_400,
+        description="Deadline, seconds after submission: not started by then, the job ends aborted; "
+        "started but not finished, canceled. The Cancel-After header does the same.",
+    )
 
 
 class _OneModel(_Common):

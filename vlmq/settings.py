@@ -11,7 +11,7 @@ from pathlib import Path
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -53,6 +53,21 @@ class Settings(BaseSettings):
         description="Hosts or CIDRs a URL may reach although private or loopback (for tests, intranets).",
     )
 
+    # --- clients: keys, webhooks, idempotency -----------------------------------------------
+    auth_mode: Literal["auto", "required", "open"] = Field(
+        "auto", description="open: requests without a key are allowed (as 'anonymous'); auto: open only "
+        "when the API binds a loopback address; required: every request needs a key.",
+    )
+    webhook_secret: SecretStr | None = Field(
+        None, description="Signs webhooks of jobs sent without a key (whsec_...); default: one generated "
+        "and kept in Redis (`vlmq keys secret` shows it).",
+    )
+    webhook_max_attempts: int = Field(8, ge=1, le=30, description="Deliveries tried per webhook event.")
+    webhook_timeout_s: float = Field(10.0, gt=0, description="Per delivery attempt.")
+    webhook_backoff_s: float = Field(1.0, gt=0, description="First retry delay; doubles, with jitter.")
+    idempotency_ttl_s: int = Field(86_400, ge=60)
+    max_batch_jobs: int = Field(1000, ge=1, le=10_000)
+
     # --- cache ------------------------------------------------------------------------------
     cache_enabled: bool = Field(True, description="Answer repeated requests from the cache.")
     cache_ttl_s: int = Field(86_400, ge=1, description="How long a cached answer is served.")
@@ -74,7 +89,7 @@ class Settings(BaseSettings):
     api_port: int = 8000
     flower_port: int = 5555
     frontend_port: int = 7860
-    api_url: str = Field("http://127.0.0.1:8000", description="Where the frontend and CLI find the API.")
+    api_url: str = Field("", description="Where the frontend and CLI find the API (default: api_host:api_port).")
     api_key: SecretStr | None = Field(None, description="Bearer key the CLI and frontend send.")
     flower_basic_auth: SecretStr | None = Field(None, description="user:password for Flower (none: open).")
 
@@ -85,9 +100,29 @@ class Settings(BaseSettings):
             return [h.strip() for h in value.split(",") if h.strip()]
         return value
 
+    @model_validator(mode="after")
+    def _default_api_url(self) -> Settings:
+        if not self.api_url:
+            host = "127.0.0.1" if self.api_host in ("0.0.0.0", "::") else self.api_host
+            self.api_url = f"http://{host}:{self.api_port}"
+        return self
+
     @property
     def demo_models_dir(self) -> Path:
         return self.data_dir / "demo-models"
+
+    @property
+    def auth_open(self) -> bool:
+        if self.auth_mode == "auto":
+            return self.api_host in ("127.0.0.1", "localhost", "::1")
+        return self.auth_mode == "open"
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _real_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith("whsec_"):
+            raise ValueError("webhook_secret must be a Standard Webhooks secret: whsec_<base64>")
+        return value
 
     @property
     def cache_dir(self) -> Path:

@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from sse_starlette.sse import EventSourceResponse, ServerSentEvent
 
-from vlmq.api.deps import RegistryDep, ServicesDep, SettingsDep, StoreDep
+from vlmq.api.auth import owned, spend
+from vlmq.api.deps import CallerDep, ServicesDep, StoreDep
 from vlmq.api.errors import ApiError
 from vlmq.api.events import follow
-from vlmq.api.intake import load_image, read_submission
-from vlmq.api.schemas import ErrorBody, JobList, JobView
-from vlmq.api.submit import check_models, create_jobs
+from vlmq.api.headers import parse_duration, parse_prefer_wait
+from vlmq.api.idempotency import Idempotency, body_hash
+from vlmq.api.intake import read_submission
+from vlmq.api.schemas import DeliveryList, ErrorBody, JobList, JobView
+from vlmq.api.submit import Delivery, submit_one
+from vlmq.jobs import JobStatus, now
+from vlmq.notify import DELIVERIES
 from vlmq.store import EVENTS
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -53,32 +59,70 @@ SUBMIT_BODY = {
     "",
     status_code=202,
     response_model=JobView,
-    responses=ERRORS,
+    responses={**ERRORS, 200: {"model": JobView, "description": "Final already (Prefer: wait, cache, replay)."}},
     openapi_extra=SUBMIT_BODY,
     summary="Submit a job",
 )
-async def submit_job(request: Request, response: Response, services: ServicesDep, settings: SettingsDep,
-                     registry: RegistryDep) -> JobView:
+async def submit_job(
+    request: Request,
+    response: Response,
+    services: ServicesDep,
+    caller: CallerDep,
+    prefer: Annotated[str | None, Header(description="wait=N (N ≤ 60): hold the answer until the job ends")] = None,
+    idempotency_key: Annotated[str | None, Header(description="Same key + body: same job, 24 h")] = None,
+    cancel_after: Annotated[str | None, Header(description="Deadline: 30s, 500ms, 5m, 1h")] = None,
+) -> JobView:
     """Validate, store the image once by content, enqueue; answers at once with the job (202)."""
-    job_request, upload = await read_submission(request, settings)
-    check_models(job_request, registry)
-    image, image_bytes = await run_in_threadpool(load_image, job_request.image_url, upload, settings)
-    record = await run_in_threadpool(create_jobs, services, job_request, image, image_bytes)
+    spend(caller, services)
+    wait_s = parse_prefer_wait(prefer)
+    job_request, upload, raw = await read_submission(request, services.settings)
+    deadline_s = parse_duration(cancel_after, "Cancel-After") if cancel_after else job_request.cancel_after
+    delivery = Delivery(
+        owner=caller.owner,
+        deadline=now() + deadline_s if deadline_s else None,
+        webhook=job_request.webhook,
+        webhook_events=tuple(job_request.webhook_events_filter),
+    )
+    idempotency = Idempotency(services.redis, services.settings.idempotency_ttl_s)
+    if idempotency_key is not None:
+        digest = body_hash({**raw, "cancel_after_header": cancel_after}, upload)
+        replayed = await run_in_threadpool(idempotency.begin, caller.owner, idempotency_key, digest)
+        if replayed is not None:
+            record = owned(await run_in_threadpool(services.store.get, replayed), caller, replayed)
+            response.status_code = 200
+            response.headers["Idempotent-Replayed"] = "true"
+            return JobView.of(record)
+    try:
+        record = await run_in_threadpool(submit_one, services, job_request, upload, delivery)
+    except BaseException:
+        if idempotency_key is not None:
+            await run_in_threadpool(idempotency.abandon, caller.owner, idempotency_key)
+        raise
+    if idempotency_key is not None:
+        await run_in_threadpool(idempotency.complete, caller.owner, idempotency_key, digest, record.id)
     response.headers["Location"] = f"/v1/jobs/{record.id}"
+    if wait_s:
+        async for _event in follow(services.aredis, record.id, until=time.monotonic() + wait_s):
+            pass
+        record = await run_in_threadpool(services.store.get, record.id) or record
+        response.headers["Preference-Applied"] = f"wait={wait_s}"
+    if record.status.final:
+        response.status_code = 200
     return JobView.of(record)
 
 
 @router.get("", response_model=JobList)
-def list_jobs(store: StoreDep, limit: Annotated[int, Query(ge=1, le=200)] = 50) -> JobList:
-    """The latest jobs (newest first): status, model, queue and run time, cache outcome."""
-    return JobList(jobs=[JobView.of(r) for r in store.recent(None, limit)])
+def list_jobs(store: StoreDep, caller: CallerDep, limit: Annotated[int, Query(ge=1, le=200)] = 50) -> JobList:
+    """The caller's latest jobs (newest first): status, model, queue and run time, cache outcome."""
+    return JobList(jobs=[JobView.of(r) for r in store.recent(caller.owner, limit)])
 
 
 @router.get("/{job_id}", response_model=JobView, responses={404: {"model": ErrorBody}})
-def get_job(job_id: str, store: StoreDep) -> JobView:
-    record = store.get(job_id)
-    if record is None:
-        raise ApiError(404, "not_found", f"no job {job_id!r} (unknown, or expired)", field="job_id")
+def get_job(job_id: str, store: StoreDep, caller: CallerDep) -> JobView:
+    record = owned(store.get(job_id), caller, job_id)
+    if record.status is JobStatus.queued and record.deadline is not None and now() >= record.deadline:
+        store.cancel(job_id, "its deadline passed before it started", JobStatus.aborted)
+        record = store.get(job_id) or record
     return JobView.of(record)
 
 
@@ -87,8 +131,9 @@ def get_job(job_id: str, store: StoreDep) -> JobView:
     response_class=Response,
     responses={200: {"content": {"image/png": {}}}, 404: {"model": ErrorBody}},
 )
-def get_annotated(job_id: str, store: StoreDep) -> Response:
+def get_annotated(job_id: str, store: StoreDep, caller: CallerDep) -> Response:
     """The detect job's image with its boxes and labels drawn."""
+    owned(store.get(job_id), caller, job_id)
     data = store.get_artifact(job_id, "annotated.png")
     if data is None:
         raise ApiError(404, "not_found", f"job {job_id!r} has no annotated image (not a finished detect job)")
@@ -100,16 +145,14 @@ def get_annotated(job_id: str, store: StoreDep) -> Response:
     response_class=EventSourceResponse,
     responses={200: {"content": {"text/event-stream": {}}}, 404: {"model": ErrorBody}},
 )
-async def job_events(job_id: str, services: ServicesDep,
+async def job_events(job_id: str, services: ServicesDep, caller: CallerDep,
                      last_event_id: Annotated[str | None, Header()] = None) -> EventSourceResponse:
     """Server-Sent Events: each status change, `text` pieces of generative output, then the end.
 
     Reconnect with `Last-Event-ID` to resume after the last event seen. A finished job's stream
     replays and closes.
     """
-    record = await run_in_threadpool(services.store.get, job_id)
-    if record is None:
-        raise ApiError(404, "not_found", f"no job {job_id!r} (unknown, or expired)", field="job_id")
+    record = owned(await run_in_threadpool(services.store.get, job_id), caller, job_id)
     after = last_event_id if last_event_id and _STREAM_ID.match(last_event_id) else "0"
 
     async def stream():
@@ -124,13 +167,21 @@ async def job_events(job_id: str, services: ServicesDep,
 
 
 @router.post("/{job_id}/cancel", response_model=JobView, responses={404: {"model": ErrorBody}})
-def cancel_job(job_id: str, store: StoreDep) -> JobView:
+def cancel_job(job_id: str, services: ServicesDep, caller: CallerDep) -> JobView:
     """A queued job never runs; a running generative job stops at its next token. Idempotent:
     a job already final is returned as it is."""
-    record = store.get(job_id)
-    if record is None:
-        raise ApiError(404, "not_found", f"no job {job_id!r} (unknown, or expired)", field="job_id")
+    store = services.store
+    record = owned(store.get(job_id), caller, job_id)
     for child in record.children.values():
         store.cancel(child, "canceled by the client")
-    store.cancel(job_id, "canceled by the client")
-    return JobView.of(store.get(job_id))
+    if store.cancel(job_id, "canceled by the client") and not record.status.final:
+        services.notifier.final(store.get(job_id) or record)
+    return JobView.of(store.get(job_id) or record)
+
+
+@router.get("/{job_id}/deliveries", response_model=DeliveryList, responses={404: {"model": ErrorBody}})
+def job_deliveries(job_id: str, services: ServicesDep, caller: CallerDep) -> DeliveryList:
+    """Every webhook delivery attempt for this job: event, status code or error, outcome."""
+    owned(services.store.get(job_id), caller, job_id)
+    raw = services.redis.lrange(DELIVERIES.format(job_id), 0, -1)
+    return DeliveryList(deliveries=[json.loads(x) for x in raw])

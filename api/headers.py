@@ -1,0 +1,36 @@
+"""Request headers of the job contract: `Prefer: wait=N` and `Cancel-After`."""
+
+from __future__ import annotations
+
+import re
+
+from vlmq.api.errors import ApiError
+
+MAX_WAIT_S = 60
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}
+_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+)", re.IGNORECASE)
+
+
+def parse_duration(value: str, field: str) -> float:
+    """'30', '30s', '500ms', '5m', '1h' -> seconds (positive, at most 7 days)."""
+    match = _DURATION.match(value)
+    if not match:
+        raise ApiError(422, "invalid_request", f"{field}: a duration like 30s, 500ms, 5m or 1h", field=field)
+    seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if not 0 < seconds <= 7 * 86_400:
+        raise ApiError(422, "invalid_request", f"{field}: between 0 and 7 days", field=field)
+    return seconds
+
+
+def parse_prefer_wait(value: str | None) -> int | None:
+    """`Prefer: wait=N` (RFC 7240): N seconds, at most 60. Other preferences are ignored."""
+    if not value:
+        return None
+    match = _WAIT.search(value)
+    if not match:
+        return None
+    seconds = int(match.group(1))
+    if seconds > MAX_WAIT_S:
+        raise ApiError(422, "invalid_request", f"Prefer: wait is at most {MAX_WAIT_S} seconds", field="Prefer")
+    return seconds

@@ -1,0 +1,149 @@
+"""/v1/batches: up to `max_batch_jobs` jobs in one request; counts and pages of results.
+
+Each item is validated and accepted on its own: an invalid item is reported with its index and
+error, the rest are accepted. Batch jobs go to the bulk lane.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field, ValidationError
+
+from vlmq.api.auth import spend
+from vlmq.api.deps import CallerDep, ServicesDep
+from vlmq.api.errors import ApiError, validation_errors
+from vlmq.api.intake import REQUEST_ADAPTER
+from vlmq.api.schemas import ErrorBody
+from vlmq.api.submit import Delivery, submit_one
+from vlmq.jobs import JobStatus, Lane, now
+from vlmq.views import JobView
+
+router = APIRouter(prefix="/v1/batches", tags=["batches"])
+BATCH = "vlmq:batch:{}"
+FETCH_THREADS = 8
+
+
+class BatchItemError(BaseModel):
+    index: int
+    error: dict[str, Any]
+
+
+class BatchItem(BaseModel):
+    index: int
+    id: str
+
+
+class BatchAccepted(BaseModel):
+    id: str
+    accepted: int
+    rejected: int
+    jobs: list[BatchItem]
+    errors: list[BatchItemError]
+
+
+class BatchView(BaseModel):
+    id: str
+    created_at: float
+    total: int = Field(..., description="Accepted jobs.")
+    counts: dict[str, int] = Field(..., description="Accepted jobs by status.")
+    errors: list[BatchItemError] = Field(..., description="Items refused at submission.")
+    offset: int
+    limit: int
+    jobs: list[JobView] = Field(..., description="This page of the accepted jobs, in submission order.")
+
+
+BATCH_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {
+            "type": "object", "required": ["jobs"],
+            "properties": {"jobs": {"type": "array", "minItems": 1, "maxItems": 1000,
+                                    "items": {"$ref": "#/components/schemas/JobRequest"}}},
+        }}},
+    }
+}
+
+
+def _accept_item(services, caller, index: int, item: Any) -> tuple[int, str | None, dict | None]:
+    try:
+        if not isinstance(item, dict):
+            raise ApiError(422, "invalid_request", "each job must be a JSON object")
+        request = REQUEST_ADAPTER.validate_python(item)
+        deadline = now() + request.cancel_after if request.cancel_after else None
+        delivery = Delivery(owner=caller.owner, lane=Lane.bulk, deadline=deadline, webhook=request.webhook,
+                            webhook_events=tuple(request.webhook_events_filter))
+        return index, submit_one(services, request, None, delivery).id, None
+    except ValidationError as exc:
+        errors = validation_errors(exc)
+        return index, None, {"code": "invalid_request", "message": f"{errors[0]['field']}: {errors[0]['message']}",
+                             "field": errors[0]["field"]}
+    except ApiError as exc:
+        return index, None, {"code": exc.code, "message": exc.message, "field": exc.field}
+
+
+@router.post("", status_code=202, response_model=BatchAccepted, openapi_extra=BATCH_BODY,
+             responses={400: {"model": ErrorBody}, 413: {"model": ErrorBody}, 422: {"model": ErrorBody}})
+async def submit_batch(request: Request, services: ServicesDep, caller: CallerDep) -> BatchAccepted:
+    """Submit many jobs at once (images as URLs or data URIs). Each item succeeds or fails alone."""
+    spend(caller, services)
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+        raise ApiError(415, "unsupported_media_type", "send application/json", field="content-type")
+    body = await request.body()
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "invalid_json", f"body: not valid JSON ({exc})", field="body") from exc
+    jobs = data.get("jobs") if isinstance(data, dict) else None
+    if not isinstance(jobs, list) or not jobs:
+        raise ApiError(422, "invalid_request", "jobs: a non-empty list of job requests", field="jobs")
+    if set(data) - {"jobs"}:
+        raise ApiError(422, "invalid_request", f"{sorted(set(data) - {'jobs'})[0]}: unknown field")
+    limit = services.settings.max_batch_jobs
+    if len(jobs) > limit:
+        raise ApiError(422, "invalid_request", f"jobs: at most {limit} per batch", field="jobs")
+
+    def accept_all() -> list[tuple[int, str | None, dict | None]]:
+        with ThreadPoolExecutor(FETCH_THREADS) as pool:
+            return list(pool.map(lambda pair: _accept_item(services, caller, *pair), enumerate(jobs)))
+
+    results = await run_in_threadpool(accept_all)
+    accepted = [BatchItem(index=i, id=job_id) for i, job_id, _ in results if job_id]
+    errors = [BatchItemError(index=i, error={k: v for k, v in e.items() if v is not None})
+              for i, _, e in results if e]
+    batch_id = uuid.uuid4().hex
+    services.redis.hset(BATCH.format(batch_id), mapping={
+        "owner": caller.owner, "created_at": repr(time.time()),
+        "jobs": json.dumps([item.id for item in accepted]),
+        "errors": json.dumps([e.model_dump() for e in errors]),
+    })
+    services.redis.expire(BATCH.format(batch_id), services.settings.job_ttl_s)
+    return BatchAccepted(id=batch_id, accepted=len(accepted), rejected=len(errors), jobs=accepted, errors=errors)
+
+
+@router.get("/{batch_id}", response_model=BatchView, responses={404: {"model": ErrorBody}})
+def get_batch(batch_id: str, services: ServicesDep, caller: CallerDep,
+              offset: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=500)] = 100) -> BatchView:
+    """Counts by status over the whole batch, and one page of its jobs."""
+    raw = services.redis.hgetall(BATCH.format(batch_id))
+    data = {k.decode(): v.decode() for k, v in raw.items()}
+    if not data or data.get("owner") != caller.owner:
+        raise ApiError(404, "not_found", f"no batch {batch_id!r} (unknown, or expired)", field="batch_id")
+    ids = json.loads(data["jobs"])
+    statuses = services.store.statuses(ids)
+    counts = Counter(s or "expired" for s in statuses)
+    page = [r for r in services.store.get_many(ids[offset: offset + limit]) if r is not None]
+    return BatchView(
+        id=batch_id, created_at=float(data["created_at"]), total=len(ids),
+        counts={status.value: counts.get(status.value, 0) for status in JobStatus} | (
+            {"expired": counts["expired"]} if counts.get("expired") else {}),
+        errors=[BatchItemError(**e) for e in json.loads(data["errors"])],
+        offset=offset, limit=limit, jobs=[JobView.of(r) for r in page],
+    )

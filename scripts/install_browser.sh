@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs Debian's Chromium for the frontend's browser tests (tests/frontend/test_browser.py).
+# Playwright's own browser download is not used: the tests launch /usr/bin/chromium directly.
+# Idempotent: does nothing when /usr/bin/chromium is already there. Needs root (or sudo).
+set -euo pipefail
+
+if [ -x /usr/bin/chromium ]; then
+    echo "chromium already installed: $(/usr/bin/chromium --version 2>/dev/null || echo /usr/bin/chromium)"
+    exit 0
+fi
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+    SUDO="sudo"
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update
+$SUDO apt-get install -y --no-install-recommends chromium fonts-dejavu-core
+/usr/bin/chromium --version

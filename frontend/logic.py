@@ -26,15 +26,16 @@ JOB_HEADERS = ["job", "type", "status", "model", "created", "queue ms", "run ms"
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~])")
 _DETECT_PREFIX = re.compile(r"^\s*detect\b", re.IGNORECASE)
 
+#: Plain symbols (DejaVu has them), not emoji: they render on machines without an emoji font.
 STATUS_ICONS = {
-    "submitting": "📤",
-    "queued": "⏳",
-    "running": "⚙️",
-    "succeeded": "✅",
-    "failed": "❌",
-    "canceled": "⛔",
-    "aborted": "⛔",
-    "error": "❌",
+    "submitting": "↑",
+    "queued": "◷",
+    "running": "⚙",
+    "succeeded": "✔",
+    "failed": "✖",
+    "canceled": "⊘",
+    "aborted": "⊘",
+    "error": "✖",
 }
 
 
@@ -167,8 +168,6 @@ def caption_fields(
     }
     if fields["num_beams"] > 1:
         fields["early_stopping"] = True
-    if fields["decoding"]["strategy"] != "greedy" and fields["num_beams"] > 1:
-        raise InputError("sampled decoding runs with 1 beam: set beams to 1 or choose greedy")
     seed_value = parse_seed(seed)
     if seed_value is not None:
         fields["seed"] = seed_value
@@ -384,7 +383,7 @@ def error_progress(code: str, message: str, job_id: str | None = None) -> Progre
 
 
 def error_markdown(code: str | None, message: str | None) -> str:
-    return f"❌ **{md_escape(code or 'error')}**: {md_escape(message or '')}"
+    return f"✖ **{md_escape(code or 'error')}**: {md_escape(message or '')}"
 
 
 def status_line(progress: Progress) -> str:
@@ -420,7 +419,7 @@ def status_line(progress: Progress) -> str:
     if progress.job_id:
         parts.append(f"job `{short_id(progress.job_id)}`")
     if progress.note:
-        parts.append(f"⚠️ {md_escape(progress.note)}")
+        parts.append(f"⚠ {md_escape(progress.note)}")
     line = " · ".join(parts)
     if progress.status in ("failed", "canceled", "aborted"):
         error = progress.error or {}
@@ -507,9 +506,9 @@ def compare_columns(models: Sequence[str], task: str, partials: Mapping[str, Map
                 error.get("code", status), error.get("message", "")
             )
         elif final:
-            body = "⛔ **no result** (the compare job ended first)"
+            body = "⊘ **no result** (the compare job ended first)"
         else:
-            body = f"{STATUS_ICONS.get(status, '⏳')} *{status}…*"
+            body = f"{STATUS_ICONS.get(status, '◷')} *{status}…*"
         cells.append(head + "\n" + body)
     cells += [""] * (columns - len(cells))
     return cells

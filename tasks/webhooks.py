@@ -23,7 +23,7 @@ from standardwebhooks.webhooks import Webhook
 from vlmq.keys import KeyStore
 from vlmq.notify import DELIVER_TASK, DELIVERIES
 from vlmq.queues import WEBHOOK_QUEUE
-from vlmq.safe_http import UnsafeURL, check_url
+from vlmq.safe_http import UnsafeURL, check_url, pinned_request
 from vlmq.settings import Settings
 from vlmq.store import ANONYMOUS, JobStore, redis_client
 from vlmq.tasks.app import make_celery
@@ -69,10 +69,10 @@ def build_app(settings: Settings):
                 "webhook-id": message_id,
                 "webhook-timestamp": str(int(now.timestamp())),
                 "webhook-signature": Webhook(secret).sign(message_id, now, payload),
-                "host": httpx.URL(record.webhook).netloc.decode(),
             }
-            response = httpx.post(target.url, content=payload, headers=headers, timeout=settings.webhook_timeout_s,
-                                  extensions={"sni_hostname": target.host}, follow_redirects=False)
+            with httpx.Client(timeout=settings.webhook_timeout_s, trust_env=False) as http:
+                response = http.send(pinned_request(http, "POST", record.webhook, target, headers=headers,
+                                                    content=payload))
             entry["status_code"] = response.status_code
             retry = response.status_code >= 500 or response.status_code in RETRY_STATUSES
             entry["outcome"] = "delivered" if response.status_code < 300 else ("retry" if retry else "rejected")
@@ -80,7 +80,7 @@ def build_app(settings: Settings):
             entry.update(outcome="refused", error=exc.message)
         except LookupError as exc:
             entry.update(outcome="refused", error=str(exc))
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, OSError) as exc:
             entry.update(outcome="retry", error=f"{exc.__class__.__name__}: {exc}"[:500])
             retry = True
         entry["duration_ms"] = round((time.perf_counter() - began) * 1000, 1)

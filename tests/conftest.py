@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,16 +17,18 @@ import pytest
 import redis
 import torch
 
-from tests.utils.processes import Proc, start_api, start_worker, wait_ready
+from tests.utils.processes import Proc, spawn, start_api, start_worker, wait_ready
+from tests.utils.slow_model import SLOW_MODEL, build_slow_blip
 from vlmq.demo import build_demo_models
 from vlmq.redis_server import answers, start_embedded
 from vlmq.registry import load_registry
 from vlmq.settings import Settings
 
-#: A registry model that the session stack starts no worker for.
+#: Registry models that the session stack starts no worker for (one with a tiny queue limit).
 UNSERVED_MODEL = "blip-spare"
-UNSERVED_SPEC = {"adapter": "blip_caption", "source": "demo:blip-base", "tasks": ["caption"],
-                 "description": "served by no worker in the test stack"}
+FULL_MODEL = "blip-full"
+FULL_QUEUE_LIMIT = 2
+UNSERVED = {UNSERVED_MODEL, FULL_MODEL}
 TEST_REDIS_URL = os.environ.get("VLMQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 torch.set_num_threads(1)
 
@@ -56,23 +59,36 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def base_env(redis_url: str, data_dir: Path) -> dict[str, str]:
+def extra_models(data_dir: Path) -> dict[str, dict]:
+    """Test-only registry entries: models without workers, and a slow captioner (tests/utils/slow_model.py)."""
+    slow = build_slow_blip(data_dir / "demo-models", data_dir / "slow-models" / SLOW_MODEL)
+    caption = {"adapter": "blip_caption", "source": "demo:blip-base", "tasks": ["caption"]}
+    return {
+        UNSERVED_MODEL: {**caption, "description": "served by no worker in the test stack"},
+        FULL_MODEL: {**caption, "queue_limit": FULL_QUEUE_LIMIT, "description": "no worker, tiny queue limit"},
+        SLOW_MODEL: {**caption, "source": str(slow), "max_batch_size": 4, "description": "slow on purpose"},
+    }
+
+
+@pytest.fixture(scope="session")
+def base_env(redis_url: str, data_dir: Path, extra_models: dict[str, dict]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VLMQ_")}
     env.update(
         VLMQ_REDIS_URL=redis_url,
         VLMQ_DATA_DIR=str(data_dir),
         VLMQ_URL_ALLOW_HOSTS="localhost",  # test image servers run on loopback, reached by this name only
         VLMQ_LOG_FORMAT="json",
-        VLMQ_MODELS=json.dumps({UNSERVED_MODEL: UNSERVED_SPEC}),
+        VLMQ_MODELS=json.dumps(extra_models),
+        VLMQ_WEBHOOK_BACKOFF_S="0.2",
         PYTHONUNBUFFERED="1",
     )
     return env
 
 
 @pytest.fixture(scope="session")
-def settings(redis_url: str, data_dir: Path) -> Settings:
-    return Settings(redis_url=redis_url, data_dir=data_dir, url_allow_hosts=["localhost"],
-                    models={UNSERVED_MODEL: UNSERVED_SPEC})
+def settings(redis_url: str, data_dir: Path, extra_models: dict[str, dict]) -> Settings:
+    return Settings(redis_url=redis_url, data_dir=data_dir, url_allow_hosts=["localhost"], models=extra_models,
+                    webhook_backoff_s=0.2)
 
 
 @pytest.fixture(scope="session")
@@ -86,6 +102,7 @@ class Stack:
     redis_url: str
     api: Proc
     workers: dict[str, Proc] = field(default_factory=dict)
+    webhooks: Proc | None = None
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30)
@@ -94,15 +111,17 @@ class Stack:
 @pytest.fixture(scope="session")
 def stack(base_env: dict[str, str], settings: Settings, log_dir: Path) -> Stack:
     """The API and one worker per registry model, as real processes, for the whole session."""
-    models = [name for name in load_registry(settings).names if name != UNSERVED_MODEL]
+    models = [name for name in load_registry(settings).names if name not in UNSERVED]
     workers = {model: start_worker(model, base_env, log_dir) for model in models}
+    webhooks = spawn("webhooks", [sys.executable, "-m", "vlmq.cli", "webhooks"], base_env, log_dir)
     api, url = start_api(base_env, log_dir)
+    procs = [api, webhooks, *workers.values()]
     try:
         wait_ready(settings.redis_url, list(workers.values()), models)
     except RuntimeError:
-        for proc in [api, *workers.values()]:
+        for proc in procs:
             proc.stop()
         raise
-    yield Stack(url, settings.redis_url, api, workers)
-    for proc in [api, *workers.values()]:
+    yield Stack(url, settings.redis_url, api, workers, webhooks)
+    for proc in procs:
         proc.stop()

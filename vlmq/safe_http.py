@@ -92,6 +92,14 @@ def check_url(url: str, allow: list[str], field: str = "image_url") -> Target:
     return Target(url=target, host=host, address=address)
 
 
+def pinned_request(client: httpx.Client, method: str, url: str, target: Target, **kwargs) -> httpx.Request:
+    """A request for `url` sent to the checked address, with the real host in Host and TLS SNI."""
+    port = urlsplit(url).port
+    headers = {**kwargs.pop("headers", {}), "Host": target.host if port is None else f"{target.host}:{port}"}
+    return client.build_request(method, target.url, headers=headers, extensions={"sni_hostname": target.host},
+                                **kwargs)
+
+
 def fetch(
     url: str,
     *,
@@ -107,14 +115,8 @@ def fetch(
     with httpx.Client(timeout=httpx.Timeout(timeout_s, connect=min(5.0, timeout_s)), trust_env=False) as client:
         for _ in range(max_redirects + 1):
             target = check_url(current, allow, field)
-            port = urlsplit(current).port
-            host_header = target.host if port is None else f"{target.host}:{port}"
-            request = client.build_request(
-                "GET",
-                target.url,
-                headers={"Host": host_header, "User-Agent": "vlmq/0.1", "Accept": "image/*"},
-                extensions={"sni_hostname": target.host},
-            )
+            request = pinned_request(client, "GET", current, target,
+                                     headers={"User-Agent": "vlmq/0.1", "Accept": "image/*"})
             try:
                 response = client.send(request, stream=True)
             except httpx.TimeoutException as exc:

@@ -18,6 +18,23 @@ def api(stack) -> httpx.Client:
         yield client
 
 
+@pytest.mark.parametrize(("model", "job_type"), [("blip-large", "caption"), ("paligemma", "detect"),
+                                                ("blip-vqa", "vqa"), ("llava-chat", "chat")])
+def test_longest_generation_allowed_runs(api: httpx.Client, model: str, job_type: str) -> None:
+    """The largest max_new_tokens the API accepts must fit the model (no position overflow)."""
+    from vlmq.jobtypes import PARAMS
+
+    limit = PARAMS[job_type].model_fields["max_new_tokens"].metadata
+    most = next(m.le for m in limit if hasattr(m, "le"))
+    body = {"type": job_type, "model": model, "image_url": data_uri(cat()), "max_new_tokens": most,
+            "question": "what is it?", "prompt": "detect cat",
+            "messages": [{"role": "user", "content": "Describe it."}]}
+    keep = {"caption": [], "vqa": ["question"], "detect": ["prompt"], "chat": ["messages"]}[job_type]
+    body = {k: v for k, v in body.items() if k not in {"question", "prompt", "messages"} or k in keep}
+    job = run(api, body)
+    assert job["status"] == "succeeded", job
+
+
 def test_caption_json_data_uri(api: httpx.Client) -> None:
     job = run(api, {"type": "caption", "model": "blip-base", "image_url": data_uri(cat()), "max_new_tokens": 8})
     assert job["status"] == "succeeded", job

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 #: Bump when the demo models change: folders built by another version are rebuilt.
-BUILD_VERSION = "1"
+BUILD_VERSION = "2"
 MARKER = ".vlmq-demo"
 
 # --- vocabularies ---------------------------------------------------------------------------
@@ -231,7 +231,7 @@ _CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 def _blip_parts(hidden: int, layers: int, image_size: int) -> tuple[Any, Any]:
     from transformers import BlipConfig, BlipImageProcessorPil, BlipProcessor
 
-    tokenizer = _bert_tokenizer(model_max_length=64, bos_token="[DEC]")
+    tokenizer = _bert_tokenizer(model_max_length=512, bos_token="[DEC]")
     processor = BlipProcessor(
         BlipImageProcessorPil(
             size={"height": image_size, "width": image_size}, image_mean=_CLIP_MEAN, image_std=_CLIP_STD
@@ -246,7 +246,7 @@ def _blip_parts(hidden: int, layers: int, image_size: int) -> tuple[Any, Any]:
         "projection_dim": hidden,
         "num_hidden_layers": layers,
         "num_attention_heads": 2,
-        "max_position_embeddings": 64,
+        "max_position_embeddings": 512,  # as the real BLIP: room for the longest caption vlmq allows
         "initializer_range": 0.2,
         "tie_word_embeddings": False,
         "bos_token_id": tokenizer.convert_tokens_to_ids("[DEC]"),
@@ -343,7 +343,7 @@ def _build_paligemma(folder: Path) -> None:
         "num_attention_heads": 2,
         "num_key_value_heads": 1,
         "head_dim": 16,
-        "max_position_embeddings": 256,
+        "max_position_embeddings": 1024,  # prompt + the longest generation vlmq allows
         "initializer_range": 0.2,
         "tie_word_embeddings": False,
         "pad_token_id": tokenizer.pad_token_id,

@@ -1,0 +1,129 @@
+"""The vlmq web frontend: every demo as a Gradio tab, a pure HTTP client of the API.
+
+    vlmq frontend            # http://127.0.0.1:$VLMQ_FRONTEND_PORT, API at $VLMQ_API_URL
+
+Tabs: Caption, VQA, Detect, Compare, Chat, Jobs. Nothing here loads a model: every job goes
+through `vlmq.client` to the API (VLMQ_API_URL, VLMQ_API_KEY), so the frontend runs on a machine
+without a GPU and does not notice a worker restarting.
+
+On page load the app reads the API's model list (dropdowns offer the models that run each task),
+then follows again the last job of each tab, which the browser kept in its localStorage
+(gr.BrowserState): a reload, a lost connection or a restarted frontend does not lose a job.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import gradio as gr
+import httpx
+
+from vlmq.client import ApiError
+from vlmq.frontend import logic
+from vlmq.frontend.context import Context
+from vlmq.frontend.tabs import caption, chat, compare, detect, jobs, vqa
+from vlmq.frontend.tabs.common import TabUI, api_error_text, browser_state
+from vlmq.settings import Settings, get_settings
+
+log = logging.getLogger("vlmq.frontend")
+
+CSS = """
+.vlmq-status { min-height: 1.5em; }
+.vlmq-compare-col { min-height: 6em; }
+footer { display: none !important; }
+"""
+
+
+def theme() -> gr.themes.Base:
+    """The default look, with local fonts only (the frontend may run with no internet)."""
+    return gr.themes.Soft(
+        font=[gr.themes.Font("ui-sans-serif"), gr.themes.Font("system-ui"), "sans-serif"],
+        font_mono=[gr.themes.Font("ui-monospace"), gr.themes.Font("DejaVu Sans Mono"), "monospace"],
+    )
+
+
+def api_summary(url: str, models: list[dict[str, Any]]) -> str:
+    with_workers = sum(1 for m in models if m.get("workers_online"))
+    waiting = [m["name"] for m in models if not m.get("workers_online")]
+    line = f"API `{url}` · {len(models)} models, {with_workers} with a worker"
+    if waiting:
+        line += f" · no worker yet: {', '.join(waiting)} (their jobs wait for one)"
+    return line
+
+
+def build_app(settings: Settings | None = None, ctx: Context | None = None) -> gr.Blocks:
+    """The whole frontend as one gr.Blocks (not launched)."""
+    settings = settings or get_settings()
+    ctx = ctx or Context.from_settings(settings)
+    uis: list[TabUI] = []
+    with gr.Blocks(title="vlmq", analytics_enabled=False) as demo:
+        gr.Markdown("# vlmq · vision-language jobs", elem_id="vlmq-title")
+        api_line = gr.Markdown(f"API `{ctx.api_url}` · reading the model list…", elem_id="vlmq-api")
+        models_state = gr.State([])
+        # The browser-kept last job of each tab. Outside the tabs on purpose: a tab renders only
+        # once opened, and a BrowserState reads localStorage when it renders.
+        kept = {name: browser_state(name) for name in ("caption", "vqa", "detect", "compare", "chat")}
+        with gr.Tabs(elem_id="vlmq-tabs"):
+            with gr.Tab("Caption", id="caption", elem_id="tab-caption"):
+                uis.append(caption.build(ctx, kept["caption"]))
+            with gr.Tab("VQA", id="vqa", elem_id="tab-vqa"):
+                uis.append(vqa.build(ctx, kept["vqa"]))
+            with gr.Tab("Detect", id="detect", elem_id="tab-detect"):
+                uis.append(detect.build(ctx, kept["detect"]))
+            with gr.Tab("Compare", id="compare", elem_id="tab-compare"):
+                uis.append(compare.build(ctx, kept["compare"], models_state))
+            with gr.Tab("Chat", id="chat", elem_id="tab-chat"):
+                uis.append(chat.build(ctx, kept["chat"]))
+            with gr.Tab("Jobs", id="jobs", elem_id="tab-jobs") as jobs_tab:
+                _, (load_jobs, jobs_inputs, jobs_outputs) = jobs.build(ctx)
+
+        model_outputs = [component for ui in uis for component in ui.model_outputs]
+
+        async def load_models() -> dict[Any, Any]:
+            try:
+                async with ctx.client() as client:
+                    models = await client.models()
+            except (ApiError, httpx.HTTPError, OSError) as exc:
+                code, message = api_error_text(exc, ctx.api_url)
+                gr.Warning(f"{code}: {message}")
+                return {api_line: logic.error_markdown(code, message) + " · reload the page once the API runs"}
+            update: dict[Any, Any] = {api_line: api_summary(ctx.api_url, models), models_state: models}
+            for ui in uis:
+                update.update(ui.on_models(models))
+            return update
+
+        loaded = demo.load(load_models, outputs=[api_line, models_state, *model_outputs], show_progress="hidden")
+        for ui in uis:
+            if ui.resume is None:
+                continue
+            resumed = loaded.then(ui.resume, inputs=ui.resume_inputs, outputs=ui.resume_outputs,
+                                  show_progress="hidden")
+            if ui.starts:  # starting a new job stops following the remembered one
+                gr.on(triggers=ui.starts, fn=None, cancels=[resumed])
+        demo.load(load_jobs, inputs=jobs_inputs, outputs=jobs_outputs, show_progress="hidden")
+        jobs_tab.select(load_jobs, inputs=jobs_inputs, outputs=jobs_outputs, show_progress="hidden")
+    demo.vlmq_context = ctx  # type: ignore[attr-defined]
+    return demo
+
+
+def launch(settings: Settings | None = None, *, block: bool = True) -> gr.Blocks:
+    """Serve the frontend on 127.0.0.1:settings.frontend_port."""
+    settings = settings or get_settings()
+    ctx = Context.from_settings(settings)
+    demo = build_app(settings, ctx)
+    demo.queue(default_concurrency_limit=None)
+    log.info("frontend on http://127.0.0.1:%s, API at %s", settings.frontend_port, ctx.api_url)
+    demo.launch(
+        server_name="127.0.0.1",
+        server_port=settings.frontend_port,
+        allowed_paths=[str(ctx.files.root)],
+        show_error=True,
+        quiet=False,
+        ssr_mode=False,
+        prevent_thread_lock=not block,
+        theme=theme(),
+        css=CSS,
+        footer_links=[],
+    )
+    return demo

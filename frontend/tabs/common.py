@@ -1,0 +1,195 @@
+"""What the job tabs share: the browser-kept last job, the submit-and-follow loop, cancel, resume.
+
+Every job tab has a status line (a Markdown) and a `gr.BrowserState` holding its last job
+(`{"job_id", "image", "url"}` in the browser's localStorage). Its handlers are async generators:
+
+* submit: check the widgets (`frontend/logic.py`), submit through the client, remember the job in
+  the browser at once, then yield a UI update for every `Progress` of `follow_job`;
+* resume (on page load): the remembered job is read and followed the same way, and the tab's
+  inputs are restored from the job (its model, question, prompt, and the kept input image);
+* cancel: `POST /v1/jobs/{id}/cancel`; the follower then sees the job end.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import gradio as gr
+import httpx
+
+from vlmq.client import ApiError, AsyncClient
+from vlmq.frontend.context import Context
+from vlmq.frontend.follow import follow_job
+from vlmq.frontend import logic
+from vlmq.frontend.logic import (
+    InputError,
+    Progress,
+    error_markdown,
+    error_progress,
+    pick_default,
+    remembered,
+    remembered_job,
+)
+
+Render = Callable[[Progress], "dict[Any, Any] | Awaitable[dict[Any, Any]]"]
+
+#: BrowserState encrypts with this key. Fixed (not random per process) so that a restarted
+#: frontend still reads what browsers kept; what is kept is a job id and an image hash.
+BROWSER_SECRET = "vlmq-frontend-browser-state-v1"
+
+
+def browser_state(tab: str) -> gr.BrowserState:
+    return gr.BrowserState({}, storage_key=f"vlmq-{tab}-last-job", secret=BROWSER_SECRET)
+
+
+def status_markdown(tab: str) -> gr.Markdown:
+    return gr.Markdown("", elem_id=f"{tab}-status", elem_classes=["vlmq-status"])
+
+
+def input_error(status: gr.Markdown, exc: InputError) -> dict[Any, Any]:
+    gr.Warning(str(exc))
+    return {status: error_markdown("invalid_input", str(exc))}
+
+
+def api_error_text(exc: BaseException, api_url: str) -> tuple[str, str]:
+    """(code, message) of a failed call: the API's own, or why the API could not be reached."""
+    if isinstance(exc, ApiError):
+        return exc.code, exc.message
+    return "api_unreachable", f"cannot reach the API at {api_url} ({type(exc).__name__}: {exc})"
+
+
+async def _rendered(render: Render, progress: Progress) -> dict[Any, Any]:
+    update = render(progress)
+    if inspect.isawaitable(update):
+        update = await update
+    return dict(update)
+
+
+async def run_job(
+    ctx: Context,
+    render: Render,
+    *,
+    submit: Callable[[AsyncClient], Awaitable[dict[str, Any]]] | None = None,
+    job_id: str | None = None,
+    remember: Callable[[dict[str, Any]], dict[Any, Any]] | None = None,
+    on_first: Callable[[Progress], dict[Any, Any]] | None = None,
+    forget: dict[Any, Any] | None = None,
+) -> AsyncIterator[dict[Any, Any]]:
+    """UI updates for one job: submitted here (`submit`) or already known (`job_id`).
+
+    `remember(job)` gives the outputs that record the accepted job (the BrowserState), sent with
+    the first update; `on_first(progress)` more outputs for the first snapshot that has the job
+    (restored inputs); `forget`: the outputs sent instead when the job is gone (expired).
+    """
+    async with ctx.client() as client:
+        first: dict[str, Any] | None = None
+        extra: dict[Any, Any] = {}
+        if submit is not None:
+            yield await _rendered(render, Progress(job_id=None, status="submitting"))
+            try:
+                first = await submit(client)
+            except (ApiError, httpx.HTTPError, OSError) as exc:
+                code, message = api_error_text(exc, ctx.api_url)
+                gr.Warning(f"{code}: {message}")
+                yield await _rendered(render, error_progress(code, message))
+                return
+            job_id = first["id"]
+            if remember is not None:
+                extra = remember(first)
+        assert job_id is not None
+        async for progress in follow_job(client, job_id, first=first):
+            if forget is not None and progress.error and progress.error.get("code") == "not_found":
+                yield forget
+                return
+            update = await _rendered(render, progress)
+            if on_first is not None and progress.job is not None:
+                update.update(on_first(progress))
+                on_first = None
+            if extra:
+                update.update(extra)
+                extra = {}
+            yield update
+            if progress.status == "failed" and progress.error:
+                gr.Warning(f"{progress.error.get('code')}: {progress.error.get('message')}")
+
+
+def canceller(ctx: Context) -> Callable[[Any], Awaitable[None]]:
+    """The Cancel button's handler: cancels the tab's remembered job."""
+
+    async def cancel(state: Any) -> None:
+        await cancel_job(ctx, state)
+
+    return cancel
+
+
+async def cancel_job(ctx: Context, state: Any) -> None:
+    job_id, _, _ = remembered_job(state)
+    if not job_id:
+        gr.Info("no job to cancel")
+        return
+    try:
+        async with ctx.client() as client:
+            job = await client.cancel(job_id)
+    except (ApiError, httpx.HTTPError, OSError) as exc:
+        code, message = api_error_text(exc, ctx.api_url)
+        gr.Warning(f"{code}: {message}")
+        return
+    gr.Info(f"job {job_id[:8]}: {job.get('status')}")
+
+
+def remember_input(ctx: Context, state: gr.BrowserState, image: str | None, url: str | None = None
+                   ) -> Callable[[dict[str, Any]], dict[Any, Any]]:
+    """A `remember` for run_job: the job id plus the kept copy of its input image (or its URL)."""
+    key = ctx.files.keep_input(image) if image and not image.startswith(("http://", "https://")) else None
+    url = image if image and image.startswith(("http://", "https://")) else url
+
+    def remember(job: dict[str, Any]) -> dict[Any, Any]:
+        return {state: remembered(job["id"], key, url)}
+
+    return remember
+
+
+def skip_all(*components: Any) -> dict[Any, Any]:
+    return {c: gr.skip() for c in components}
+
+
+class TabUI:
+    """What app.py wires for a tab: its model pickers, its resume handler, its job-starting triggers."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        #: the outputs `on_models` fills once the API's model list is read (on page load)
+        self.model_outputs: list[Any] = []
+        self.on_models: Callable[[list[dict[str, Any]]], dict[Any, Any]] = lambda models: {}
+        self.resume: Callable[..., AsyncIterator[dict[Any, Any]]] | None = None
+        self.resume_inputs: list[Any] = []
+        self.resume_outputs: list[Any] = []
+        #: event triggers (e.g. `button.click`) that start a new job: they stop a resumed job's updates
+        self.starts: list[Any] = []
+
+    def picker(self, dropdown: gr.Dropdown, task: str, preferred: tuple[str, ...] = ()) -> None:
+        """A model dropdown offering the models that run `task`."""
+        previous = self.on_models
+        self.model_outputs.append(dropdown)
+
+        def on_models(models: list[dict[str, Any]]) -> dict[Any, Any]:
+            return {**previous(models), dropdown: picker_update(models, task, preferred)}
+
+        self.on_models = on_models
+
+
+def picker_update(models: list[dict[str, Any]], task: str, preferred: tuple[str, ...] = (),
+                  current: str | None = None, optional: bool = False) -> dict[str, Any]:
+    """gr.update for a model dropdown: the models running `task`, a sensible value selected."""
+    choices = logic.model_choices(models, task)
+    names = [name for _, name in choices]
+    value = pick_default(names, preferred, current)
+    if optional:
+        choices = [NONE_CHOICE, *choices]
+        value = current if current in names else ""
+    return gr.update(choices=choices, value=value)
+
+
+NONE_CHOICE = ("(none)", "")

@@ -1,0 +1,150 @@
+"""Detect: "detect dog ; person" with PaliGemma, or real faces and eyes with the OpenCV detector.
+
+The annotated image (coloured boxes and labels) is drawn by the worker; this tab fetches it from
+the job's `output.annotated_url` and lists the boxes in a table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import gradio as gr
+import httpx
+
+from vlmq.client import ApiError
+from vlmq.frontend import logic
+from vlmq.frontend.context import Context
+from vlmq.frontend.logic import InputError, Progress, remembered_job
+from vlmq.frontend.tabs.common import (
+    TabUI,
+    canceller,
+    input_error,
+    remember_input,
+    run_job,
+    status_markdown,
+)
+
+TAB = "detect"
+PREFERRED = ("faces", "paligemma")
+EXAMPLES = [
+    ("astronaut", "detect face ; eye"),
+    ("chelsea", "detect cat"),
+    ("coffee", "detect cup ; spoon"),
+    ("rocket", "detect rocket ; cloud"),
+]
+
+
+def fetch_annotated(ctx: Context, job_id: str, url: str) -> str:
+    """The job's annotated PNG as a local file (fetched once, through the client)."""
+    path = ctx.files.annotated_path(job_id)
+    if not path.exists():
+        with ctx.sync_client() as client:
+            data = client.artifact(url)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    return str(path)
+
+
+def build(ctx: Context, state: gr.BrowserState) -> TabUI:
+    ui = TabUI(TAB)
+    with gr.Row():
+        with gr.Column(scale=1):
+            image = gr.Image(type="filepath", image_mode=None, label="Image", sources=["upload", "clipboard"],
+                             elem_id="detect-image", height=360)
+            prompt = gr.Textbox(label="Prompt", value="detect face ; eye", elem_id="detect-prompt",
+                                info="'detect <label> ; <label> …'. The `faces` detector knows face and eye.")
+            with gr.Row():
+                model = gr.Dropdown(label="Model", choices=[], elem_id="detect-model")
+                max_tokens = gr.Slider(1, 256, value=64, step=1, label="Max new tokens (PaliGemma)",
+                                       elem_id="detect-max-tokens")
+            with gr.Row():
+                run = gr.Button("Detect", variant="primary", elem_id="detect-run")
+                clear = gr.Button("Clear", elem_id="detect-clear")
+                cancel = gr.Button("Cancel", variant="stop", elem_id="detect-cancel")
+            examples = ctx.example_rows(EXAMPLES)
+            if examples:
+                gr.Examples(examples, inputs=[image, prompt], label="Examples")
+        with gr.Column(scale=1):
+            annotated = gr.Image(label="Annotated", interactive=False, elem_id="detect-annotated", height=360,
+                                 format="png")
+            boxes = gr.Dataframe(headers=logic.BOX_HEADERS, label="Boxes (pixels of the original image)",
+                                 interactive=False, elem_id="detect-boxes", wrap=True)
+            raw = gr.Textbox(label="Model text (generative detectors)", interactive=False, visible=False,
+                             elem_id="detect-raw")
+            status = status_markdown(TAB)
+
+    async def render(progress: Progress) -> dict[Any, Any]:
+        update: dict[Any, Any] = {status: logic.status_line(progress)}
+        if progress.job_id is None:  # a new run: clear the last result
+            update.update({annotated: None, boxes: [], raw: gr.update(value="", visible=False)})
+        if not progress.final or progress.status == "error":
+            return update
+        output = progress.output if progress.status == "succeeded" else None
+        update[boxes] = logic.box_rows(output)
+        text = (output or {}).get("text")
+        update[raw] = gr.update(value=text or "", visible=bool(text))
+        update[annotated] = None
+        url = (output or {}).get("annotated_url")
+        if url and progress.job_id:
+            try:
+                update[annotated] = await asyncio.to_thread(fetch_annotated, ctx, progress.job_id, url)
+            except (ApiError, httpx.HTTPError, OSError) as exc:
+                message = exc.message if isinstance(exc, ApiError) else str(exc)
+                update[status] += "\n\n" + logic.error_markdown("annotated_image", message)
+        return update
+
+    async def submit(image_path, prompt_text, model_name, max_new):
+        try:
+            source = logic.choose_image(image_path)
+            fields = logic.detect_fields(model_name, prompt_text, max_new)
+        except InputError as exc:
+            yield input_error(status, exc)
+            return
+        async for update in run_job(
+            ctx, render,
+            submit=lambda client: client.submit(source, type="detect", **fields),
+            remember=remember_input(ctx, state, source),
+        ):
+            yield update
+
+    outputs = [status, annotated, boxes, raw, state]
+    run_event = run.click(submit, inputs=[image, prompt, model, max_tokens], outputs=outputs,
+                          show_progress="hidden")
+    prompt_event = prompt.submit(submit, inputs=[image, prompt, model, max_tokens], outputs=outputs,
+                                 show_progress="hidden")
+    cancel.click(canceller(ctx), inputs=[state], outputs=None, show_progress="hidden")
+    clear.click(
+        lambda: (None, None, [], gr.update(value="", visible=False), "", {}),
+        inputs=None, outputs=[image, annotated, boxes, raw, status, state], show_progress="hidden",
+        cancels=[run_event, prompt_event],
+    )
+    ui.starts += [run.click, prompt.submit]
+
+    def restore(job_image: str | None):
+        def on_first(progress: Progress) -> dict[Any, Any]:
+            job = progress.job or {}
+            params = job.get("input") or {}
+            return {
+                model: gr.update(value=job.get("model")) if job.get("model") else gr.skip(),
+                prompt: params.get("prompt") or "",
+                max_tokens: params.get("max_new_tokens", 64),
+                image: job_image if job_image else gr.skip(),
+            }
+        return on_first
+
+    async def resume(saved):
+        job_id, key, _ = remembered_job(saved)
+        if not job_id:
+            yield {status: gr.skip()}
+            return
+        async for update in run_job(ctx, render, job_id=job_id, forget={state: {}, status: ""},
+                                    on_first=restore(ctx.files.input_path(key))):
+            yield update
+
+    ui.picker(model, "detect", PREFERRED)
+    ui.resume = resume
+    ui.resume_inputs = [state]
+    ui.resume_outputs = [state, status, annotated, boxes, raw, model, prompt, max_tokens, image]
+    return ui

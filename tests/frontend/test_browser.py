@@ -1,0 +1,303 @@
+"""The frontend end to end, in headless Chromium, against a real stack (API + one worker per model).
+
+The frontend runs as a real subprocess (`python -m vlmq.cli frontend`) pointed at the session
+stack; Playwright drives Debian's Chromium (`scripts/install_browser.sh` installs it; Playwright's
+own browser download is not used). Each tab's result is saved to docs/screenshots/<tab>.png.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import UNSERVED_MODEL
+from tests.utils.processes import Proc, free_port, spawn, start_worker, wait_ready
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+VIEWPORT = {"width": 1360, "height": 960}
+JOB_TIMEOUT_MS = 60_000
+EXAMPLES = {"astronaut", "chelsea", "coffee", "rocket"}
+
+
+def require_chromium() -> None:
+    if not CHROMIUM.exists():
+        pytest.fail(
+            f"{CHROMIUM} is missing: the browser tests need Debian's Chromium. "
+            "Install it with `sudo scripts/install_browser.sh` (apt-get install -y chromium).",
+            pytrace=False,
+        )
+
+
+def test_chromium_is_installed() -> None:
+    require_chromium()
+
+
+# --- fixtures ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def frontend(stack, base_env: dict[str, str], log_dir: Path) -> Iterator[tuple[str, Proc]]:
+    """`vlmq frontend` as a real process, pointed at the stack's API."""
+    port = free_port()
+    env = {**base_env, "VLMQ_API_URL": stack.url, "VLMQ_FRONTEND_PORT": str(port)}
+    proc = spawn("frontend", [sys.executable, "-m", "vlmq.cli", "frontend"], env, log_dir)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        if not proc.alive():
+            pytest.fail(f"the frontend exited ({proc.process.returncode}):\n{proc.tail()}")
+        try:
+            if httpx.get(url + "/", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            proc.stop()
+            pytest.fail(f"the frontend did not start in time:\n{proc.tail()}")
+        time.sleep(0.3)
+    yield url, proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, frontend):
+    url, proc = frontend
+    context = browser.new_context(viewport=VIEWPORT)
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    open_app(page, url)
+    yield page
+    context.close()
+    assert proc.alive(), f"the frontend died:\n{proc.tail()}"
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def open_app(page, url: str) -> None:
+    page.goto(url)
+    wait_models(page)
+
+
+def wait_models(page) -> None:
+    """Until the model list came from the API (the dropdowns are filled)."""
+    page.wait_for_function(
+        "() => (document.querySelector('#vlmq-api')?.innerText || '').includes('models,')", timeout=30_000
+    )
+
+
+def example(frontend_data: Path, name: str) -> str:
+    return str(frontend_data / "examples" / f"{name}.jpg")
+
+
+@pytest.fixture(scope="module")
+def photos(frontend, data_dir: Path) -> dict[str, str]:
+    """The example photos the frontend wrote at start (scikit-image's real photos)."""
+    folder = data_dir / "frontend" / "examples"
+    found = {p.stem: str(p) for p in folder.glob("*.jpg")}
+    assert EXAMPLES <= set(found), f"example photos missing in {folder}: {sorted(found)}"
+    return found
+
+
+def open_tab(page, tab: str) -> None:
+    page.click(f"#tab-{tab}-button")
+    page.wait_for_selector(f"#tab-{tab}", state="visible")
+
+
+def upload(page, tab: str, path: str) -> None:
+    page.set_input_files(f"#{tab}-image input[type=file]", path)
+    page.wait_for_selector(f"#{tab}-image img", state="visible")
+
+
+def choose(page, dropdown: str, model: str) -> None:
+    """Pick `model` in a Gradio dropdown (labels may add a note after the name)."""
+    page.click(f"#{dropdown} input")
+    page.click(f"[role=option][aria-label^='{model}']")
+    assert page.input_value(f"#{dropdown} input").startswith(model)
+
+
+def status_of(page, tab: str) -> str:
+    return page.inner_text(f"#{tab}-status")
+
+
+def wait_status(page, tab: str, pattern: str, timeout_ms: int = JOB_TIMEOUT_MS) -> str:
+    """Until the tab's status line matches `pattern` (a regex); fails showing the last status."""
+    try:
+        page.wait_for_function(
+            "([id, pattern]) => new RegExp(pattern).test(document.querySelector('#' + id)?.innerText || '')",
+            arg=[f"{tab}-status", pattern],
+            timeout=timeout_ms,
+        )
+    except Exception as exc:  # noqa: BLE001 - re-raised with what the page showed
+        raise AssertionError(f"{tab} status never matched {pattern!r}; it reads {status_of(page, tab)!r}") from exc
+    return status_of(page, tab)
+
+
+def screenshot(page, tab: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.wait_for_timeout(300)  # let the last update paint
+    page.screenshot(path=str(SCREENSHOTS / f"{tab}.png"), full_page=True)
+
+
+# --- scenarios -----------------------------------------------------------------------------------
+
+
+def test_caption_upload_streams_a_caption(page, photos) -> None:
+    upload(page, "caption", photos["chelsea"])
+    choose(page, "caption-model", "blip-base")
+    page.click("#caption-run")
+    line = wait_status(page, "caption", "succeeded")
+    assert re.search(r"ran \d+ ms", line), line
+    caption = page.input_value("#caption-text textarea")
+    assert caption.strip(), "no caption text"
+    screenshot(page, "caption")
+
+    # A sampled decoding shows its own sliders and sends them.
+    page.click("#caption-decoding label:has-text('nucleus')")
+    page.wait_for_selector("#caption-decoding ~ * input, text=top_p (nucleus)")
+    page.fill("#caption-seed textarea, #caption-seed input", "7")
+    page.click("#caption-run")
+    wait_status(page, "caption", "succeeded")
+
+
+def test_caption_shows_the_apis_own_error(page) -> None:
+    page.fill("#caption-url textarea, #caption-url input", "http://127.0.0.1:9/photo.png")
+    page.click("#caption-run")
+    line = wait_status(page, "caption", "✖")
+    # The API refuses a loopback URL (not in VLMQ_URL_ALLOW_HOSTS): its code and message are shown.
+    assert "api_unreachable" not in line and "invalid_input" not in line, line
+    assert len(line) > 20, line
+
+
+def test_vqa_vilt_scores_and_blip_answer(page, photos) -> None:
+    open_tab(page, "vqa")
+    upload(page, "vqa", photos["astronaut"])
+    page.fill("#vqa-question textarea", "how many people are there?")
+    choose(page, "vqa-model", "vilt-vqa")
+    page.click("#vqa-run")
+    wait_status(page, "vqa", "succeeded")
+    answer = page.input_value("#vqa-answer textarea, #vqa-answer input")
+    assert answer.strip()
+    scores = page.locator("#vqa-scores")
+    scores.wait_for(state="visible")
+    text = scores.inner_text()
+    assert answer in text, (answer, text)
+    assert re.search(r"\d+(\.\d+)?%", text), text  # a score per answer
+    screenshot(page, "vqa")
+
+    choose(page, "vqa-model", "blip-vqa")  # generative: an answer, no scores
+    page.click("#vqa-run")
+    page.wait_for_function("() => !(document.querySelector('#vqa-status')?.innerText || '').includes('vilt')")
+    wait_status(page, "vqa", "succeeded")
+    page.wait_for_selector("#vqa-scores", state="hidden")
+
+    page.click("#vqa-clear")
+    page.wait_for_function("() => document.querySelector('#vqa-question textarea').value === ''")
+
+
+def test_detect_faces_on_the_astronaut(page, photos) -> None:
+    open_tab(page, "detect")
+    upload(page, "detect", photos["astronaut"])
+    choose(page, "detect-model", "faces")
+    page.fill("#detect-prompt textarea, #detect-prompt input", "detect face ; eye")
+    page.click("#detect-run")
+    wait_status(page, "detect", "succeeded")
+    annotated = page.locator("#detect-annotated img")
+    annotated.wait_for(state="visible")
+    page.wait_for_function("() => document.querySelector('#detect-annotated img')?.naturalWidth === 512")
+    table = page.inner_text("#detect-boxes")
+    assert "face" in table, table
+    screenshot(page, "detect")
+
+
+def test_compare_two_models_side_by_side(page, photos) -> None:
+    open_tab(page, "compare")
+    upload(page, "compare", photos["coffee"])
+    page.click("#compare-task label:has-text('caption')")
+    choose(page, "compare-model-0", "blip-base")
+    choose(page, "compare-model-1", "llava-ft@100")
+    page.click("#compare-run")
+    wait_status(page, "compare", "succeeded")
+    first, second = page.inner_text("#compare-col-0"), page.inner_text("#compare-col-1")
+    assert first.startswith("blip-base") and len(first.splitlines()) > 1, first
+    assert second.startswith("llava-ft@100") and len(second.splitlines()) > 1, second
+    assert page.inner_text("#compare-col-2").strip() == ""
+    screenshot(page, "compare")
+
+
+def test_chat_two_turns(page, photos) -> None:
+    open_tab(page, "chat")
+    upload(page, "chat", photos["astronaut"])
+    choose(page, "chat-model", "llava-chat")
+    page.fill("#chat-system textarea", "Answer briefly.")
+    page.fill("#chat-message textarea", "What is in the picture?")
+    page.click("#chat-send")
+    wait_status(page, "chat", "succeeded")
+    page.fill("#chat-message textarea", "And what colour is it?")
+    page.click("#chat-send")
+    page.wait_for_function(
+        "() => document.querySelectorAll('#chat-bot .message-row, #chat-bot [data-testid=user]').length >= 2"
+    )
+    wait_status(page, "chat", "succeeded")
+    bot = page.inner_text("#chat-bot")
+    assert "What is in the picture?" in bot and "And what colour is it?" in bot, bot
+    screenshot(page, "chat")
+
+
+def test_reload_mid_job_still_shows_the_result(page, frontend, photos, stack, base_env, log_dir) -> None:
+    """A job waits for a worker (its model has none); the page reloads; a worker starts; the result shows."""
+    upload(page, "caption", photos["rocket"])
+    choose(page, "caption-model", UNSERVED_MODEL)
+    page.fill("#caption-max-tokens input[type=number]", "12")
+    page.click("#caption-run")
+    line = wait_status(page, "caption", r"queued · \d")
+    job = re.search(r"job (\w{8})", line).group(1)
+
+    page.reload()
+    wait_models(page)
+    line = wait_status(page, "caption", f"queued.*{job}", timeout_ms=20_000)  # followed again
+    page.wait_for_function(  # the elapsed seconds keep counting while it waits
+        "([id, before]) => document.querySelector('#' + id).innerText !== before", arg=["caption-status", line]
+    )
+    page.wait_for_selector("#caption-image img", state="visible")  # the input image is back
+    assert page.input_value("#caption-model input").startswith(UNSERVED_MODEL)
+
+    worker = start_worker(UNSERVED_MODEL, base_env, log_dir)
+    try:
+        wait_ready(stack.redis_url, [worker], [UNSERVED_MODEL])
+        wait_status(page, "caption", f"succeeded.*{job}")
+        assert page.input_value("#caption-text textarea").strip()
+    finally:
+        worker.stop()
+
+
+def test_jobs_tab_lists_recent_jobs(page) -> None:
+    open_tab(page, "jobs")
+    page.click("#jobs-refresh")
+    page.wait_for_function("() => (document.querySelector('#jobs-summary')?.innerText || '').includes('jobs:')")
+    table = page.inner_text("#jobs-table")
+    for expected in ("caption", "vqa", "detect", "compare", "chat", "succeeded", "blip-base", "faces"):
+        assert expected in table, (expected, table[:2000])
+    screenshot(page, "jobs")

@@ -13,6 +13,7 @@ from pydantic import TypeAdapter
 from vlmq import __version__
 from vlmq.api.body_limit import BodySizeLimit
 from vlmq.api.errors import install_error_handlers
+from vlmq.api.metrics import FleetCollector, install_metrics
 from vlmq.api.routes import batches, health, jobs, models
 from vlmq.api.services import Services
 from vlmq.jobs import JobRequest
@@ -37,6 +38,13 @@ def _openapi_with_request_schema(app: FastAPI):
     return openapi
 
 
+def _fleet_collector(app: FastAPI) -> FleetCollector | None:
+    services = getattr(app.state, "services", None)
+    if services is None:
+        return None
+    return FleetCollector(services.metrics, services.fleet, services.registry)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     setup_logging("api", settings.log_format, settings.log_level)
@@ -58,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for module in (jobs, batches, models, health):
         app.include_router(module.router)
+    install_metrics(app, lambda: _fleet_collector(app))
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_image_bytes * 4 // 3 + 256 * 1024)
     app.openapi = _openapi_with_request_schema(app)
     return app

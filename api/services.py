@@ -11,6 +11,7 @@ from vlmq.api.enqueue import JobQueue
 from vlmq.api.events import async_redis
 from vlmq.fleet import Fleet
 from vlmq.keys import KeyStore
+from vlmq.metrics_store import MetricsStore
 from vlmq.notify import Notifier
 from vlmq.registry import Registry, load_registry
 from vlmq.settings import Settings
@@ -29,6 +30,7 @@ class Services:
     queue: JobQueue
     keys: KeyStore
     notifier: Notifier
+    metrics: MetricsStore
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -44,6 +46,7 @@ class Services:
             queue=queue,
             keys=KeyStore(client),
             notifier=Notifier(queue.celery.send_task),
+            metrics=MetricsStore(client),
         )
 
     async def aclose(self) -> None:

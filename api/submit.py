@@ -132,6 +132,10 @@ def _store_and_publish(services: Services, records: list[JobRecord], queued: lis
     except ApiError:
         services.redis.delete(*(JOB.format(r.id) for r in records))
         raise
+    pipe = services.redis.pipeline(transaction=False)
+    for record in records:
+        services.metrics.inc("jobs_submitted", {"type": record.type.value, "model": record.model or ""}, pipe=pipe)
+    pipe.execute()
 
 
 def submit_one(services: Services, request, upload: bytes | None, delivery: Delivery) -> JobRecord:

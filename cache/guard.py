@@ -92,9 +92,10 @@ _PHRASES: list[tuple[re.Pattern[str], str]] = [
         (r"\bin front of\b", "front"),
         (r"\bnext to\b", "beside"),
         (r"\b(?:turned|switched) (on|off)\b", r"\1"),
-        (r"\b(?:to|on|at) the (left|right)(?: hand)?(?: side)?(?: of)?\b", r"\1"),
-        (r"\b(left|right) (?:hand )?side of\b", r"\1"),
-        (r"\b(left|right) of\b", r"\1"),
+        # "on the left (side) (of)", "to the left of", "left of" are one place; "what is left" is not
+        (r"\b(?:to|on|at) the (left|right)(?: hand)?(?: side)?(?: of)?\b", r"\1side"),
+        (r"\b(left|right) (?:hand )?side of\b", r"\1side"),
+        (r"\b(left|right) of\b", r"\1side"),
     ]
 ]
 
@@ -145,7 +146,7 @@ _SYNONYMS = {
     "photos": "pictures", "photographs": "pictures", "images": "pictures", "pics": "pictures",
     "underneath": "under", "beneath": "under",
     "inside": "in", "within": "in",
-    "beside": "beside", "besides": "beside", "alongside": "beside",
+    "alongside": "beside",
     "larger": "bigger", "largest": "biggest",
     "sliced": "cut",
     "seated": "sit", "asleep": "sleep", "opened": "open",
@@ -173,8 +174,13 @@ _ING_NOUNS = frozenset("""
 ceiling building string ring king thing something nothing anything everything clothing morning
 evening wing swing spring painting drawing wedding sibling pudding stuffing icing frosting railing
 sling sing bring sting wring ping ding ling awning bedding siding topping dressing filling
-earring lightning parking during shilling viking herring
+earring lightning parking during shilling viking herring bowling boxing setting crossing opening
+landing clearing shopping fencing housing backing casing padding heading listing booking bearing
+parting stocking coating seating lighting marking flooring roofing ending footing
 """.split())
+
+#: After these, an -ing word is a noun ("the coating", "a crossing"), kept as it is.
+_DETERMINERS = frozenset("the a an this that these those his her its their my your our some any no every each".split())
 
 #: Stems that take back their "e" once "-ing" is removed (riding -> ride).
 _E_VERBS = frozenset("""
@@ -189,10 +195,10 @@ _TOKEN = re.compile(r"[a-z]+|[0-9]+(?:[.:,][0-9]+)*|'s")
 _MAX_WORDS = 60
 
 
-def _base(word: str) -> str:
+def _base(word: str, previous: str = "") -> str:
     if word in _IRREGULAR:
         return _IRREGULAR[word]
-    if word.endswith("ing") and len(word) > 5 and word not in _ING_NOUNS:
+    if word.endswith("ing") and len(word) > 5 and word not in _ING_NOUNS and previous not in _DETERMINERS:
         stem = word[:-3]
         if stem + "e" in _E_VERBS:
             return stem + "e"
@@ -269,7 +275,7 @@ def signature(question: str) -> tuple[str, tuple[str, ...]] | None:
             continue
         word = _NUMBERS.get(word, word)
         word = _SYNONYMS.get(word, word)
-        word = _base(word)
+        word = _base(word, words[i - 1] if i else "")
         word = _SYNONYMS.get(word, word)
         content.append(word)
 

@@ -141,7 +141,7 @@ def flower() -> None:
     from vlmq.tasks.app import make_celery
 
     settings = _settings()
-    argv = ["flower", f"--port={settings.flower_port}", "--address=127.0.0.1"]
+    argv = ["flower", f"--port={settings.flower_port}", f"--address={settings.flower_host}"]
     if settings.flower_basic_auth:
         argv.append(f"--basic-auth={settings.flower_basic_auth.get_secret_value()}")
     else:

@@ -87,7 +87,9 @@ class Settings(BaseSettings):
     # --- services started by `vlmq up` ------------------------------------------------------
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    flower_host: str = "127.0.0.1"
     flower_port: int = 5555
+    frontend_host: str = "127.0.0.1"
     frontend_port: int = 7860
     api_url: str = Field("", description="Where the frontend and CLI find the API (default: api_host:api_port).")
     api_key: SecretStr | None = Field(None, description="Bearer key the CLI and frontend send.")

@@ -44,8 +44,10 @@ def build(ctx: Context, state: gr.BrowserState) -> TabUI:
                                        elem_id="caption-max-tokens")
             decoding = gr.Radio(list(logic.DECODINGS), value="greedy", label="Decoding", elem_id="caption-decoding")
             with gr.Row():
-                top_p = gr.Slider(0.05, 1.0, value=0.9, step=0.05, label="top_p (nucleus)", visible=False)
-                temperature = gr.Slider(0.05, 2.0, value=0.7, step=0.05, label="temperature", visible=False)
+                top_p = gr.Slider(0.05, 1.0, value=0.9, step=0.05, label="top_p (nucleus)", visible=False,
+                                  elem_id="caption-top-p")
+                temperature = gr.Slider(0.05, 2.0, value=0.7, step=0.05, label="temperature", visible=False,
+                                        elem_id="caption-temperature")
                 seed = gr.Textbox(label="Seed (optional: fixes sampled decoding)", placeholder="random",
                                   elem_id="caption-seed")
             with gr.Row():

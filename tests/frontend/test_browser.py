@@ -176,7 +176,7 @@ def test_caption_upload_streams_a_caption(page, photos) -> None:
 
     # A sampled decoding shows its own sliders and sends them.
     page.click("#caption-decoding label:has-text('nucleus')")
-    page.wait_for_selector("#caption-decoding ~ * input, text=top_p (nucleus)")
+    page.wait_for_selector("#caption-top-p", state="visible")
     page.fill("#caption-seed textarea, #caption-seed input", "7")
     page.click("#caption-run")
     wait_status(page, "caption", "succeeded")

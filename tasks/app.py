@@ -34,6 +34,9 @@ def make_celery(settings: Settings) -> Celery:
         broker_connection_max_retries=None,
         broker_transport_options={
             "visibility_timeout": settings.visibility_timeout_s,
+            # sweep for unacknowledged jobs of dead workers a few times per visibility timeout
+            "unacked_restore_interval": max(1, min(10, settings.visibility_timeout_s // 4)),
+            "unacked_restore_throttle": 1,
             "priority_steps": list(PRIORITY_STEPS),
             "queue_order_strategy": "priority",
             "socket_connect_timeout": 2,

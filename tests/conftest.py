@@ -28,7 +28,11 @@ from vlmq.settings import Settings
 UNSERVED_MODEL = "blip-spare"
 FULL_MODEL = "blip-full"
 FULL_QUEUE_LIMIT = 2
-UNSERVED = {UNSERVED_MODEL, FULL_MODEL}
+#: The slow weights again, for tests that kill, stop or restart their own workers of it.
+CRASH_MODEL = "blip-crash"
+#: Asks for 8-bit quantization: on a machine without CUDA its worker must refuse to start.
+QUANTIZED_MODEL = "blip-8bit"
+UNSERVED = {UNSERVED_MODEL, FULL_MODEL, CRASH_MODEL, QUANTIZED_MODEL}
 TEST_REDIS_URL = os.environ.get("VLMQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 torch.set_num_threads(1)
 
@@ -67,6 +71,8 @@ def extra_models(data_dir: Path) -> dict[str, dict]:
         UNSERVED_MODEL: {**caption, "description": "served by no worker in the test stack"},
         FULL_MODEL: {**caption, "queue_limit": FULL_QUEUE_LIMIT, "description": "no worker, tiny queue limit"},
         SLOW_MODEL: {**caption, "source": str(slow), "max_batch_size": 4, "description": "slow on purpose"},
+        CRASH_MODEL: {**caption, "source": str(slow), "max_batch_size": 1, "description": "killed by tests"},
+        QUANTIZED_MODEL: {**caption, "quantization": "8bit", "description": "needs CUDA"},
     }
 
 

@@ -8,6 +8,8 @@ import time
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from tests.cache.conftest import new_scope
 from vlmq.cache import AnswerCache, CacheMatch
@@ -199,7 +201,9 @@ def _closed_port() -> int:
 
 
 def test_redis_down_is_a_miss_never_an_exception(make_cache, scope):
-    down = redis.Redis(host="127.0.0.1", port=_closed_port(), socket_connect_timeout=0.5)
+    # no retries: redis-py 8's default policy would spend ~4.5 s per call before giving up
+    down = redis.Redis(host="127.0.0.1", port=_closed_port(), socket_connect_timeout=0.5,
+                       retry=Retry(NoBackoff(), 0))
     cache = make_cache(client_=down)
     assert cache.lookup(scope, "what color is the dog?") is None
     assert cache.claim(scope, "what color is the dog?", "job-1") is None

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests.conftest import UNSERVED_MODEL
+from tests.utils.slow_model import SLOW_MODEL
 from tests.utils.processes import Proc, free_port, spawn, start_worker, wait_ready
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -155,6 +156,13 @@ def wait_status(page, tab: str, pattern: str, timeout_ms: int = JOB_TIMEOUT_MS) 
     return status_of(page, tab)
 
 
+def job_of(status: str) -> str:
+    """The short job id a status line names."""
+    found = re.search(r"job (\w{8})", status)
+    assert found, status
+    return found.group(1)
+
+
 def screenshot(page, tab: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.wait_for_timeout(300)  # let the last update paint
@@ -180,6 +188,24 @@ def test_caption_upload_streams_a_caption(page, photos) -> None:
     page.fill("#caption-seed textarea, #caption-seed input", "7")
     page.click("#caption-run")
     wait_status(page, "caption", "succeeded")
+
+
+def test_caption_text_streams_while_the_job_runs(page, photos) -> None:
+    """A slow captioner: its words show up one by one (SSE `text` events) before the job ends."""
+    upload(page, "caption", photos["astronaut"])
+    choose(page, "caption-model", SLOW_MODEL)
+    page.fill("#caption-max-tokens input[type=number]", "160")
+    page.click("#caption-run")
+    page.wait_for_function(
+        """() => (document.querySelector('#caption-status')?.innerText || '').includes('running')
+                 && document.querySelector('#caption-text textarea').value.trim().length > 0""",
+        timeout=JOB_TIMEOUT_MS,
+    )
+    partial = page.input_value("#caption-text textarea")
+    line = wait_status(page, "caption", "succeeded")
+    final = page.input_value("#caption-text textarea")
+    assert len(final) > len(partial) and final.startswith(partial.strip()[:10]), (partial, final)
+    assert job_of(line)
 
 
 def test_caption_shows_the_apis_own_error(page) -> None:
@@ -232,37 +258,55 @@ def test_detect_faces_on_the_astronaut(page, photos) -> None:
     screenshot(page, "detect")
 
 
-def test_compare_two_models_side_by_side(page, photos) -> None:
+def test_compare_models_side_by_side(page, photos) -> None:
     open_tab(page, "compare")
     upload(page, "compare", photos["coffee"])
     page.click("#compare-task label:has-text('caption')")
     choose(page, "compare-model-0", "blip-base")
     choose(page, "compare-model-1", "llava-ft@100")
+    choose(page, "compare-model-2", "llava-ft@200")
     page.click("#compare-run")
     wait_status(page, "compare", "succeeded")
-    first, second = page.inner_text("#compare-col-0"), page.inner_text("#compare-col-1")
-    assert first.startswith("blip-base") and len(first.splitlines()) > 1, first
-    assert second.startswith("llava-ft@100") and len(second.splitlines()) > 1, second
-    assert page.inner_text("#compare-col-2").strip() == ""
+    for column, model in enumerate(["blip-base", "llava-ft@100", "llava-ft@200"]):
+        text = page.inner_text(f"#compare-col-{column}")
+        assert text.startswith(model) and len(text.strip().splitlines()) > 1, (model, text)
     screenshot(page, "compare")
 
 
-def test_chat_two_turns(page, photos) -> None:
+def test_compare_shows_each_models_own_error(page, photos) -> None:
+    """The face detector knows no cats: its column shows its error, PaliGemma's its boxes."""
+    open_tab(page, "compare")
+    upload(page, "compare", photos["chelsea"])
+    page.click("#compare-task label:has-text('detect')")
+    page.wait_for_function(  # the task's own prompt is in (choosing a task fills it in)
+        "() => document.querySelector('#compare-prompt').innerText.includes('Detect prompt')")
+    page.fill("#compare-prompt textarea, #compare-prompt input", "detect cat")
+    choose(page, "compare-model-0", "faces")
+    choose(page, "compare-model-1", "paligemma")
+    page.click("#compare-run")
+    wait_status(page, "compare", "succeeded")
+    faces, paligemma = page.inner_text("#compare-col-0"), page.inner_text("#compare-col-1")
+    assert "failed" in faces and "cat" in faces, faces
+    assert "failed" not in paligemma and len(paligemma.strip().splitlines()) > 1, paligemma
+    assert page.inner_text("#compare-col-2").strip() == ""
+
+
+def test_chat_two_turns_streamed(page, photos) -> None:
     open_tab(page, "chat")
     upload(page, "chat", photos["astronaut"])
     choose(page, "chat-model", "llava-chat")
     page.fill("#chat-system textarea", "Answer briefly.")
     page.fill("#chat-message textarea", "What is in the picture?")
     page.click("#chat-send")
-    wait_status(page, "chat", "succeeded")
+    first = job_of(wait_status(page, "chat", "succeeded"))
     page.fill("#chat-message textarea", "And what colour is it?")
     page.click("#chat-send")
-    page.wait_for_function(
-        "() => document.querySelectorAll('#chat-bot .message-row, #chat-bot [data-testid=user]').length >= 2"
-    )
-    wait_status(page, "chat", "succeeded")
+    page.wait_for_function("() => document.querySelector('#chat-bot').innerText.includes('And what colour is it?')")
+    second = job_of(wait_status(page, "chat", r"succeeded.*job (?!" + first + r")\w{8}"))
+    assert second != first
     bot = page.inner_text("#chat-bot")
-    assert "What is in the picture?" in bot and "And what colour is it?" in bot, bot
+    assert bot.index("What is in the picture?") < bot.index("And what colour is it?"), bot
+    assert page.input_value("#chat-message textarea") == ""  # sent: the box is cleared
     screenshot(page, "chat")
 
 
@@ -273,7 +317,7 @@ def test_reload_mid_job_still_shows_the_result(page, frontend, photos, stack, ba
     page.fill("#caption-max-tokens input[type=number]", "12")
     page.click("#caption-run")
     line = wait_status(page, "caption", r"queued · \d")
-    job = re.search(r"job (\w{8})", line).group(1)
+    job = job_of(line)
 
     page.reload()
     wait_models(page)

@@ -59,6 +59,7 @@ VECTOR_DIM = DIM + SCOPE_DIM
 TOP_K = 8
 FORMAT = {"format": 1, "embedding": MODEL_NAME, "question_dim": DIM, "scope_dim": SCOPE_DIM,
           "lambda": LAMBDA, "entry": "digest\\x1fquestion\\x1fmodel"}
+_CHUNK = 500  # ids per SQL IN (...)
 _FILES = ("sqlite.db", "sqlite.db-wal", "sqlite.db-shm", "faiss.index")
 
 
@@ -381,25 +382,32 @@ class SemanticTier:
     # --- internals --------------------------------------------------------------------------------
 
     def _drop(self, ids: list[int]) -> int:
-        """Delete rows and vectors now (and the ids GPTCache's eviction only marked)."""
+        """Delete rows and vectors now (with the rows GPTCache's eviction only marked), in chunks."""
         if not ids:
             return 0
         manager = self._gpt.data_manager
         scalar, vector = manager.s, manager.v
-        live = set(scalar.get_ids(deleted=False))
-        ids = sorted({int(i) for i in ids} & live)
-        if not ids:
-            return 0
-        scalar.mark_deleted(ids)
-        marked = sorted(set(scalar.get_ids(deleted=True)) | set(ids))
-        scalar.clear_deleted_data()
-        vector.delete(np.array(marked, dtype=np.int64))
+        wanted = {int(i) for i in ids}
+        marked = set(scalar.get_ids(deleted=True))
+        dropped = 0
+        todo = sorted(wanted | marked)
+        for start in range(0, len(todo), _CHUNK):
+            chunk = todo[start : start + _CHUNK]
+            with scalar.Session() as session:
+                session.query(scalar._answer).filter(scalar._answer.question_id.in_(chunk)).delete()
+                session.query(scalar._ques_dep).filter(scalar._ques_dep.question_id.in_(chunk)).delete()
+                session.query(scalar._session).filter(scalar._session.question_id.in_(chunk)).delete()
+                live = session.query(scalar._ques).filter(scalar._ques.id.in_(chunk), scalar._ques.deleted == 0)
+                dropped += sum(1 for row in live.with_entities(scalar._ques.id) if row.id in wanted)
+                session.query(scalar._ques).filter(scalar._ques.id.in_(chunk)).delete()
+                session.commit()
+            vector.delete(np.array(chunk, dtype=np.int64))
         lru = getattr(manager.eviction_base, "_cache", None)
         if lru is not None:
-            for i in ids:
+            for i in wanted:
                 lru.pop(i, None)
         self._dirty = True
-        return len(ids)
+        return dropped
 
     def _sweep_expired(self) -> int:
         if self._gpt is None:
@@ -448,8 +456,19 @@ class _Closed:
         pass
 
 
+#: GPTCache's tables have no index but their primary keys: each candidate it reads looks up its
+#: answer by question id, `forget` looks rows up by job id and the TTL sweep by age.
+_INDEXES = (
+    ("vlmq_answer_question", "gptcache_answer", "question_id"),
+    ("vlmq_answer_job", "gptcache_answer", "answer"),
+    ("vlmq_dep_question", "gptcache_question_dep", "question_id"),
+    ("vlmq_session_question", "gptcache_session", "question_id"),
+    ("vlmq_question_created", "gptcache_question", "create_on"),
+)
+
+
 def _tune_sqlite(scalar: Any) -> None:
-    """WAL and synchronous=NORMAL: a put commits in well under a millisecond."""
+    """WAL and synchronous=NORMAL (a put commits in well under a millisecond), and indexes."""
     from sqlalchemy import event
 
     engine = scalar._engine
@@ -462,6 +481,9 @@ def _tune_sqlite(scalar: Any) -> None:
         cursor.close()
 
     engine.dispose()
+    with engine.begin() as conn:
+        for name, table, column in _INDEXES:
+            conn.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({column})")
 
 
 class _ScopedDataManager(SSDataManager):

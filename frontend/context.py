@@ -142,7 +142,7 @@ class Context:
         files = Files.under(settings.data_dir, settings.job_ttl_s)
         try:
             examples = write_examples(files.examples_dir)
-        except Exception:  # noqa: BLE001 - examples are a convenience; the app works without them
+        except Exception:
             log.exception("could not write the example photos")
             examples = {}
         return cls(settings, files, examples)

@@ -74,7 +74,7 @@ async def _pump(client: AsyncClient, job_id: str, queue: asyncio.Queue, retry_s:
                     await queue.put(("error", exc))
                     return
                 continue
-            except (httpx.HTTPError, OSError, asyncio.TimeoutError, ValueError):
+            except (TimeoutError, httpx.HTTPError, OSError, ValueError):
                 continue
             await queue.put(("view", view))
             if view.get("status") in FINAL:
@@ -121,7 +121,7 @@ async def follow_job(
     except ApiError as exc:
         yield error_progress(exc.code, exc.message, job_id)
         return
-    except (httpx.HTTPError, OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, httpx.HTTPError, OSError) as exc:
         yield error_progress("api_unreachable", f"cannot reach the API: {exc or type(exc).__name__}", job_id)
         return
     progress = progress_of_job(view, clock())
@@ -137,7 +137,7 @@ async def follow_job(
         while True:
             try:
                 kind, payload = await asyncio.wait_for(queue.get(), tick_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 kind, payload = "tick", None
             if kind == "tick" and pump.done() and queue.empty():
                 kind, payload = "note", LOST  # the pump died unexpectedly: read the job instead
@@ -183,7 +183,7 @@ async def _final(client: AsyncClient, job_id: str, event: JobEvent, progress: Pr
         await asyncio.sleep(delay)
         try:
             view = await _get(client, job_id, timeout_s)
-        except (ApiError, httpx.HTTPError, OSError, asyncio.TimeoutError, ValueError):
+        except (TimeoutError, ApiError, httpx.HTTPError, OSError, ValueError):
             continue
         if view.get("status") in FINAL:
             final = progress_of_job(view, clock())

@@ -20,9 +20,9 @@ import gradio as gr
 import httpx
 
 from vlmq.client import ApiError, AsyncClient
+from vlmq.frontend import logic
 from vlmq.frontend.context import Context
 from vlmq.frontend.follow import follow_job
-from vlmq.frontend import logic
 from vlmq.frontend.logic import (
     InputError,
     Progress,

@@ -124,3 +124,26 @@ def test_periodic_flush_and_ttl_sweep(tmp_path, embedder):
         assert tier.count() == 0  # swept after its TTL, not only skipped
     finally:
         tier.close()
+
+
+def test_clear_many_entries_in_chunks(tmp_path, embedder):
+    tier = open_tier(tmp_path / "semantic", embedder, max_entries=5000)
+    try:
+        for _ in range(240):
+            s = new_scope()
+            for q in ("what color is the dog", "is there a cat", "how many people are there",
+                      "what is the man holding", "where is the ball"):
+                tier.put(s.digest(), s.model, q, "job")
+        assert tier.count() == 1200
+        assert tier.clear() == 1200
+        assert tier.count() == 0 and tier._gpt.data_manager.v.count() == 0
+    finally:
+        tier.close()
+
+
+def test_sqlite_indexes_exist(tier, tmp_path):
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "semantic" / "sqlite.db") as conn:
+        names = {r[0] for r in conn.execute("select name from sqlite_master where type = 'index'")}
+    assert {"vlmq_answer_question", "vlmq_answer_job", "vlmq_question_created"} <= names

@@ -17,8 +17,8 @@ import httpx
 import pytest
 
 from tests.conftest import UNSERVED_MODEL
-from tests.utils.slow_model import SLOW_MODEL
 from tests.utils.processes import Proc, free_port, spawn, start_worker, wait_ready
+from tests.utils.slow_model import SLOW_MODEL
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -151,7 +151,7 @@ def wait_status(page, tab: str, pattern: str, timeout_ms: int = JOB_TIMEOUT_MS) 
             arg=[f"{tab}-status", pattern],
             timeout=timeout_ms,
         )
-    except Exception as exc:  # noqa: BLE001 - re-raised with what the page showed
+    except Exception as exc:
         raise AssertionError(f"{tab} status never matched {pattern!r}; it reads {status_of(page, tab)!r}") from exc
     return status_of(page, tab)
 
@@ -194,7 +194,8 @@ def test_caption_text_streams_while_the_job_runs(page, photos) -> None:
     """A slow captioner: its words show up one by one (SSE `text` events) before the job ends."""
     upload(page, "caption", photos["astronaut"])
     choose(page, "caption-model", SLOW_MODEL)
-    page.fill("#caption-max-tokens input[type=number]", "160")
+    page.fill("#caption-max-tokens input[type=number]", "100")
+    page.press("#caption-max-tokens input[type=number]", "Enter")
     page.click("#caption-run")
     page.wait_for_function(
         """() => (document.querySelector('#caption-status')?.innerText || '').includes('running')
@@ -296,6 +297,9 @@ def test_chat_two_turns_streamed(page, photos) -> None:
     upload(page, "chat", photos["astronaut"])
     choose(page, "chat-model", "llava-chat")
     page.fill("#chat-system textarea", "Answer briefly.")
+    page.click("text=Generation settings")
+    page.fill("#chat-max-tokens input[type=number]", "24")
+    page.press("#chat-max-tokens input[type=number]", "Enter")
     page.fill("#chat-message textarea", "What is in the picture?")
     page.click("#chat-send")
     first = job_of(wait_status(page, "chat", "succeeded"))
@@ -315,6 +319,7 @@ def test_reload_mid_job_still_shows_the_result(page, frontend, photos, stack, ba
     upload(page, "caption", photos["rocket"])
     choose(page, "caption-model", UNSERVED_MODEL)
     page.fill("#caption-max-tokens input[type=number]", "12")
+    page.press("#caption-max-tokens input[type=number]", "Enter")
     page.click("#caption-run")
     line = wait_status(page, "caption", r"queued · \d")
     job = job_of(line)
@@ -327,6 +332,8 @@ def test_reload_mid_job_still_shows_the_result(page, frontend, photos, stack, ba
     )
     page.wait_for_selector("#caption-image img", state="visible")  # the input image is back
     assert page.input_value("#caption-model input").startswith(UNSERVED_MODEL)
+    assert page.input_value("#caption-max-tokens input[type=number]") == "12"
+    screenshot(page, "resume")
 
     worker = start_worker(UNSERVED_MODEL, base_env, log_dir)
     try:

@@ -193,7 +193,7 @@ def test_models_for_a_task_and_their_labels() -> None:
     assert logic.models_for(MODELS, "chat") == []
     choices = logic.model_choices(MODELS, "caption")
     assert [value for _, value in choices] == ["blip-base", "paligemma", "blip-spare"]
-    labels = dict((value, label) for label, value in choices)
+    labels = {value: label for label, value in choices}
     assert labels["blip-base"] == "blip-base"
     assert "loading" in labels["paligemma"]
     assert "no worker" in labels["blip-spare"]
@@ -224,7 +224,7 @@ def test_status_line_while_running() -> None:
     progress = Progress("j1", "running", elapsed_s=75, text="a cat on a mat", attempt=2, note="lost the API")
     line = logic.status_line(progress)
     assert "**running** · 1 min 15 s" in line
-    assert "attempt 2" in line and "4 words so far" in line and "lost the API" in line
+    assert "attempt 2" in line and "5 words so far" in line and "lost the API" in line
 
 
 def test_status_line_when_done_shows_times_and_cache() -> None:

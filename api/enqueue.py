@@ -21,14 +21,15 @@ class JobQueue:
         self.celery = celery
 
     def publish(self, record: JobRecord, priority: int = 0) -> None:
+        """To the model's queue for the record's lane, at a priority step (0 is served first)."""
         assert record.model is not None
         try:
             self.celery.send_task(
                 task_name(record.type, record.model),
                 args=[record.id],
                 task_id=record.id,
-                queue=queue_name(record.model),
-                routing_key=queue_name(record.model),
+                queue=queue_name(record.model, record.lane),
+                routing_key=queue_name(record.model, record.lane),
                 priority=priority,
                 retry=True,
                 retry_policy=RETRY_POLICY,

@@ -55,7 +55,8 @@ class ModelView(BaseModel):
     workers_online: int
     workers_ready: int
     workers: list[WorkerView]
-    queue_depth: int
+    queue_depth: int = Field(..., description="Messages waiting in the model's queues (both lanes).")
+    queue_depth_by_lane: dict[str, int]
     setup_error: str | None = Field(None, description="The last failure of a worker to load this model.")
     revision: str | None = None
 
@@ -79,6 +80,7 @@ class ModelView(BaseModel):
             workers_ready=fleet.ready_workers,
             workers=[WorkerView(name=w.name, state=w.state.value, revision=w.revision, load_s=w.load_s) for w in fleet.workers],
             queue_depth=fleet.queue_depth,
+            queue_depth_by_lane={lane.value: n for lane, n in fleet.depth.items()},
             setup_error=fleet.setup_error,
             revision=fleet.revision,
         )

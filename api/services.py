@@ -11,6 +11,7 @@ from vlmq.api.enqueue import JobQueue
 from vlmq.api.events import async_redis
 from vlmq.fleet import Fleet
 from vlmq.keys import KeyStore
+from vlmq.lanes import Lanes
 from vlmq.metrics_store import MetricsStore
 from vlmq.notify import Notifier
 from vlmq.registry import Registry, load_registry
@@ -31,6 +32,7 @@ class Services:
     keys: KeyStore
     notifier: Notifier
     metrics: MetricsStore
+    lanes: Lanes
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -47,6 +49,7 @@ class Services:
             keys=KeyStore(client),
             notifier=Notifier(queue.celery.send_task),
             metrics=MetricsStore(client),
+            lanes=Lanes(client, settings.job_ttl_s),
         )
 
     async def aclose(self) -> None:

@@ -9,6 +9,8 @@ so a job is either accepted (202) and runs, or refused and never existed.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import uuid
 from dataclasses import dataclass
 
@@ -17,9 +19,10 @@ from vlmq.api.services import Services
 from vlmq.images import DecodedImage
 from vlmq.jobs import CacheOutcome, CompareRequest, JobRecord, JobStatus, Lane, now, request_params
 from vlmq.jobtypes import CompareParams, JobType, Params
+from vlmq.lanes import LaneFull
 from vlmq.registry import Registry
 from vlmq.safe_http import UnsafeURL, check_url
-from vlmq.store import JOB
+from vlmq.store import ANONYMOUS, JOB
 
 
 @dataclass(frozen=True)
@@ -65,20 +68,16 @@ def check_webhook(url: str | None, services: Services, field: str = "webhook") -
         raise ApiError(422, exc.code, exc.message, field=field) from exc
 
 
-def check_capacity(services: Services, models: list[str]) -> None:
-    """Backpressure: 429 with Retry-After when a model's queue is at its limit."""
-    for name in models:
-        spec = services.registry.get(name)
-        depth = services.fleet.queue_depth(name)
-        if depth >= spec.queue_limit:
-            raise ApiError(
-                429, "queue_full", f"model {name!r} has {depth} jobs queued (limit {spec.queue_limit})",
-                headers={"Retry-After": "10"},
-            )
+def _queue_full(services: Services, full: LaneFull) -> ApiError:
+    """Backpressure, per lane: 429 with a Retry-After from the model's recent throughput."""
+    rate = services.lanes.throughput(full.model)
+    retry = max(1, min(300, math.ceil((full.depth - full.limit + 1) / rate))) if rate else 10
+    return ApiError(429, "queue_full", str(full), headers={"Retry-After": str(retry)})
 
 
-def models_of(request) -> list[str]:
-    return list(request.models) if isinstance(request, CompareRequest) else [request.model]
+def _release(services: Services, records: list[JobRecord]) -> None:
+    for record in records:
+        services.lanes.release(record.model, record.lane, record.owner or ANONYMOUS)
 
 
 def create_jobs(services: Services, request, image: DecodedImage, image_bytes: bytes, delivery: Delivery) -> JobRecord:
@@ -88,8 +87,7 @@ def create_jobs(services: Services, request, image: DecodedImage, image_bytes: b
     if isinstance(params, CompareParams):
         return _create_compare(services, params, image, cache, delivery)
     record = _record(params, request.model, image, cache, delivery)
-    _store_and_publish(services, [record], [record])
-    return record
+    return _store_and_publish(services, [record], [record])[0]
 
 
 def _record(params: Params, model: str | None, image: DecodedImage, cache: CacheOutcome, delivery: Delivery,
@@ -119,23 +117,41 @@ def _create_compare(services: Services, params: CompareParams, image: DecodedIma
     parent_id = new_job_id()
     children = [_record(params.task, model, image, cache, delivery, parent=parent_id) for model in params.models]
     parent = _record(params, None, image, cache, delivery, children={c.model: c.id for c in children})
-    parent = JobRecord(**{**parent.__dict__, "id": parent_id})
-    _store_and_publish(services, [parent, *children], children)
-    return parent
+    parent = dataclasses.replace(parent, id=parent_id)
+    return _store_and_publish(services, [parent, *children], children)[0]
 
 
-def _store_and_publish(services: Services, records: list[JobRecord], queued: list[JobRecord]) -> None:
+def _store_and_publish(services: Services, records: list[JobRecord], queued: list[JobRecord]) -> list[JobRecord]:
+    """Store the records (with their lane tickets) and publish the queued ones; the records as stored."""
+    records = list(records)
+    queued_ids = {r.id for r in queued}
+    steps: dict[str, int] = {}
+    try:
+        for i, record in enumerate(records):
+            if record.id in queued_ids:
+                ticket, steps[record.id] = services.lanes.admit(
+                    record.model, record.lane, record.owner or ANONYMOUS, services.registry.get(record.model).queue_limit
+                )
+                records[i] = dataclasses.replace(record, ticket=ticket)
+    except LaneFull as full:
+        _release(services, [r for r in records if r.id in steps])
+        raise _queue_full(services, full) from full
+    queued = [r for r in records if r.id in steps]
     services.store.create(*records)
+    published: list[JobRecord] = []
     try:
         for record in queued:
-            services.queue.publish(record)
+            services.queue.publish(record, priority=steps[record.id])
+            published.append(record)
     except ApiError:
         services.redis.delete(*(JOB.format(r.id) for r in records))
+        _release(services, [r for r in queued if r not in published])
         raise
     pipe = services.redis.pipeline(transaction=False)
     for record in records:
         services.metrics.inc("jobs_submitted", {"type": record.type.value, "model": record.model or ""}, pipe=pipe)
     pipe.execute()
+    return records
 
 
 def submit_one(services: Services, request, upload: bytes | None, delivery: Delivery) -> JobRecord:
@@ -145,5 +161,4 @@ def submit_one(services: Services, request, upload: bytes | None, delivery: Deli
     check_models(request, services.registry)
     check_webhook(request.webhook, services)
     image, image_bytes = load_image(request.image_url, upload, services.settings)
-    check_capacity(services, models_of(request))
     return create_jobs(services, request, image, image_bytes, delivery)

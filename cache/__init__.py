@@ -22,4 +22,6 @@ from vlmq.cache.guard import compatible, signature
 from vlmq.cache.normalize import normalise
 from vlmq.cache.scope import CacheScope
 
-__all__ = ["SEMANTIC_JOB_TYPES", "AnswerCache", "CacheMatch", "CacheScope", "compatible", "normalise", "signature"]
+__all__ = [
+    "SEMANTIC_JOB_TYPES", "AnswerCache", "CacheMatch", "CacheScope", "compatible", "normalise", "signature",
+]

@@ -25,6 +25,7 @@ import redis
 
 from vlmq.cache.embedding import QuestionEmbedder, shared_embedder
 from vlmq.cache.exact import ExactTier
+from vlmq.cache.guard import signature
 from vlmq.cache.normalize import normalise
 from vlmq.cache.scope import CacheScope
 from vlmq.cache.semantic import SemanticTier
@@ -77,7 +78,7 @@ class AnswerCache:
             )
             try:
                 self._semantic.start(background=background_load)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - a broken cache is a miss, never an error
                 self._failed("semantic.start", exc)
 
     # --- state -------------------------------------------------------------------------------------
@@ -98,8 +99,8 @@ class AnswerCache:
         if self._semantic is not None:
             try:
                 out["semantic_entries"] = self._semantic.count()
-            except Exception:
-                pass
+            except Exception as exc:  # noqa: BLE001 - a broken cache is a miss, never an error
+                self._failed("semantic.count", exc)
         return out
 
     # --- the interface ----------------------------------------------------------------------------
@@ -112,7 +113,7 @@ class AnswerCache:
         norm = normalise(question)
         try:
             job_id = self._exact.get(scope, norm)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a broken cache is a miss, never an error
             self._failed("exact.lookup", exc)
             job_id = None
         if job_id:
@@ -124,7 +125,7 @@ class AnswerCache:
             else:
                 try:
                     found = self._semantic.lookup(scope.digest(), scope.model, norm)
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - a broken cache is a miss, never an error
                     self._failed("semantic.lookup", exc)
                     found = None
                 if found is not None:
@@ -140,7 +141,7 @@ class AnswerCache:
         self._count("claims")
         try:
             holder = self._exact.claim(scope, normalise(question), job_id)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a broken cache is a miss, never an error
             self._failed("exact.claim", exc)
             return None
         if holder:
@@ -157,7 +158,7 @@ class AnswerCache:
         try:
             if self._semantic.put(scope.digest(), scope.model, norm, job_id):
                 self._count("remembered")
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a broken cache is a miss, never an error
             self._failed("semantic.remember", exc)
 
     def forget(self, scope: CacheScope, question: str | None, job_id: str) -> None:
@@ -165,12 +166,12 @@ class AnswerCache:
         dropped = 0
         try:
             dropped += self._exact.forget(scope, normalise(question), job_id)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a broken cache is a miss, never an error
             self._failed("exact.forget", exc)
         if self._semantic is not None:
             try:
                 dropped += self._semantic.forget(job_id)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - a broken cache is a miss, never an error
                 self._failed("semantic.forget", exc)
         self._count("forgotten", dropped)
 
@@ -179,12 +180,12 @@ class AnswerCache:
         dropped = 0
         try:
             dropped += self._exact.clear(model)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a broken cache is a miss, never an error
             self._failed("exact.clear", exc)
         if self._semantic is not None:
             try:
                 dropped += self._semantic.clear(model)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - a broken cache is a miss, never an error
                 self._failed("semantic.clear", exc)
         if model is None:
             self._revisions.clear()
@@ -204,15 +205,16 @@ class AnswerCache:
             before = self._exact.swap_revision(model, revision)
             if before is not None and before != revision:
                 dropped = self._exact.clear(model)
-                log.info("cache: %s changed revision %s -> %s; dropped %d exact entries", model, before, revision, dropped)
+                log.info("cache: %s changed revision %s -> %s; dropped %d exact entries",
+                         model, before, revision, dropped)
                 changed = True
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a broken cache is a miss, never an error
             self._failed("exact.check_revision", exc)
             return False
         if self._semantic is not None:
             try:
                 changed = self._semantic.check_revision(model, revision) or changed
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - a broken cache is a miss, never an error
                 self._failed("semantic.check_revision", exc)
                 return changed
         self._revisions[model] = revision
@@ -223,13 +225,16 @@ class AnswerCache:
         if self._semantic is not None:
             try:
                 self._semantic.close()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - a broken cache is a miss, never an error
                 self._failed("semantic.close", exc)
 
     # --- internals ----------------------------------------------------------------------------
 
     def _semantic_applies(self, scope: CacheScope, norm: str) -> bool:
-        return bool(norm) and self._semantic is not None and scope.job_type in SEMANTIC_JOB_TYPES
+        """A question the guard cannot reduce (empty, very long) can never match a paraphrase:
+        it is neither embedded nor stored."""
+        return (bool(norm) and self._semantic is not None and scope.job_type in SEMANTIC_JOB_TYPES
+                and signature(norm) is not None)
 
     def _count(self, name: str, amount: int = 1) -> None:
         with self._counts_lock:

@@ -54,7 +54,8 @@ class Report:
         return self.tp / (self.tp + self.fn) if self.tp + self.fn else 0.0
 
     def line(self) -> str:
-        return (f"{self.name}: {self.pairs} pairs ({self.tp + self.fn} paraphrases, {self.fp + self.tn} near-misses)"
+        return (f"{self.name}: {self.pairs} pairs ({self.tp + self.fn} paraphrases, "
+                f"{self.fp + self.tn} near-misses)"
                 f"  precision {self.precision:.3f}  recall {self.recall:.3f}"
                 f"  (tp {self.tp}, fp {self.fp}, fn {self.fn}, tn {self.tn})")
 
@@ -71,7 +72,8 @@ def load_pairs(*paths: str | Path) -> list[dict]:
         for line in path.read_text().splitlines():
             if line.strip():
                 row = json.loads(line)
-                rows.append({"a": row["a"], "b": row["b"], "same": bool(row["same"]), "kind": row.get("kind", "")})
+                rows.append({"a": row["a"], "b": row["b"], "same": bool(row["same"]),
+                             "kind": row.get("kind", "")})
     return rows
 
 
@@ -118,14 +120,20 @@ def tier_decider(tier) -> Decider:  # tier: vlmq.cache.semantic.SemanticTier (re
     return decide
 
 
-def threshold_table(pairs: list[dict], embedder: QuestionEmbedder,
-                    thresholds: Iterable[float] = (0.6, 0.7, 0.75, 0.8, 0.85, 0.9)) -> list[tuple[float, Report, Report]]:
-    """For each threshold: (threshold, with the guard, threshold alone)."""
+THRESHOLDS = (0.6, 0.7, 0.75, 0.8, 0.85, 0.9)
+
+
+def threshold_table(
+    pairs: list[dict], embedder: QuestionEmbedder, thresholds: Iterable[float] = THRESHOLDS
+) -> list[tuple[float, Report, Report]]:
+    """For each threshold: (threshold, report with the guard, report of the threshold alone)."""
     cos = pair_cosines(pairs, embedder)
     guard = [compatible(p["a"], p["b"]) for p in pairs]
     rows = []
     for t in thresholds:
-        with_guard = evaluate_pairs(pairs, lambda ps: [bool(c >= t) and g for c, g in zip(cos, guard)], f"t={t} +guard")
-        alone = evaluate_pairs(pairs, lambda ps: [bool(c >= t) for c in cos], f"t={t} alone")
+        near = [bool(c >= t) for c in cos]
+        both = [n and g for n, g in zip(near, guard, strict=True)]
+        with_guard = evaluate_pairs(pairs, lambda _, both=both: both, f"t={t} +guard")
+        alone = evaluate_pairs(pairs, lambda _, near=near: near, f"t={t} alone")
         rows.append((t, with_guard, alone))
     return rows

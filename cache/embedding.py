@@ -75,7 +75,9 @@ class QuestionEmbedder:
         with self._load_lock:
             if self._loaded.is_set() or (self._thread is not None and self._thread.is_alive()):
                 return
-            self._thread = threading.Thread(target=self._load_quietly, name="vlmq-cache-embedding", daemon=True)
+            self._thread = threading.Thread(
+                target=self._load_quietly, name="vlmq-cache-embedding", daemon=True
+            )
             self._thread.start()
 
     def _load_quietly(self) -> None:
@@ -124,7 +126,9 @@ class QuestionEmbedder:
         """Unit vectors for many texts at once (calibration); not memoised."""
         if not self._loaded.is_set():
             raise EmbeddingNotReady(f"{MODEL_NAME} is not loaded yet")
-        out = self._model.encode(texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False)
+        out = self._model.encode(
+            texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False
+        )
         with self._memo_lock:
             self.encodes += len(texts)
         return np.asarray(out, dtype=np.float32)

@@ -102,20 +102,23 @@ _PHRASES: list[tuple[re.Pattern[str], str]] = [
 # --- words ---------------------------------------------------------------------------------
 
 #: Dropped: they never change what is asked.
-_STOP = frozenset("""
-a an the this that it its is are am be been being do does 's of there here any
-""".split())
+_STOP = frozenset({
+    "a", "an", "the", "this", "that", "it", "its", "is", "are", "am", "be", "been", "being", "do",
+    "does", "'s", "of", "there", "here", "any"
+})
 
-#: Past and future are kept as one marker each (a photo shows now; "was it eaten" asks more).
+#: Past tense is kept as one marker ("was the cake eaten" asks more than "is the cake eaten");
+#: modals (can, will, should ...) are kept as words.
 _PAST = frozenset({"was", "were", "did"})
 
 _WH = {
     "what": "what", "which": "what", "who": "who", "whom": "who", "whose": "whose",
     "where": "where", "when": "when", "why": "why", "how": "how",
 }
-_YES_NO_OPENERS = frozenset(
-    "is are am was were do does did can could will would should shall may might must has have had".split()
-)
+_YES_NO_OPENERS = frozenset({
+    "is", "are", "am", "was", "were", "do", "does", "did", "can", "could", "will", "would", "should",
+    "shall", "may", "might", "must", "has", "have", "had",
+})
 
 _NUMBERS = {
     "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6",
@@ -154,10 +157,15 @@ _SYNONYMS = {
 }
 
 #: Attribute nouns: "what is the grass color" asks "what color is the grass".
-_ATTRIBUTES = frozenset("color colors brand name shape size material breed pattern flavor type make model".split())
+_ATTRIBUTES = frozenset({
+    "color", "colors", "brand", "name", "shape", "size", "material", "breed", "pattern", "flavor", "model",
+})
 #: "does the man look happy" asks "is the man happy"; not "does the man look at ...".
 _COPULAS = frozenset({"look", "seem", "appear"})
-_NOT_ADJECTIVE = frozenset("at like for into through to towards up down out over around in on after".split())
+_NOT_ADJECTIVE = frozenset({
+    "at", "like", "for", "into", "through", "to", "towards", "up", "down", "out", "above", "around", "in",
+    "on", "after",
+})
 
 _IRREGULAR = {
     "held": "hold", "holds": "hold", "worn": "wear", "wore": "wear", "wears": "wear",
@@ -170,25 +178,32 @@ _IRREGULAR = {
 }
 
 #: Words ending in -ing that are not a verb's -ing form.
-_ING_NOUNS = frozenset("""
-ceiling building string ring king thing something nothing anything everything clothing morning
-evening wing swing spring painting drawing wedding sibling pudding stuffing icing frosting railing
-sling sing bring sting wring ping ding ling awning bedding siding topping dressing filling
-earring lightning parking during shilling viking herring bowling boxing setting crossing opening
-landing clearing shopping fencing housing backing casing padding heading listing booking bearing
-parting stocking coating seating lighting marking flooring roofing ending footing
-""".split())
+_ING_NOUNS = frozenset({
+    "ceiling", "building", "string", "ring", "king", "thing", "something", "nothing", "anything",
+    "everything", "clothing", "morning", "evening", "wing", "swing", "spring", "painting", "drawing",
+    "wedding", "sibling", "pudding", "stuffing", "icing", "frosting", "railing", "sling", "sing",
+    "bring", "sting", "wring", "ping", "ding", "ling", "awning", "bedding", "siding", "topping",
+    "dressing", "filling", "earring", "lightning", "parking", "during", "shilling", "viking", "herring",
+    "bowling", "boxing", "setting", "crossing", "opening", "landing", "clearing", "shopping", "fencing",
+    "housing", "backing", "casing", "padding", "heading", "listing", "booking", "bearing", "parting",
+    "stocking", "coating", "seating", "lighting", "marking", "flooring", "roofing", "ending", "footing"
+})
 
 #: After these, an -ing word is a noun ("the coating", "a crossing"), kept as it is.
-_DETERMINERS = frozenset("the a an this that these those his her its their my your our some any no every each".split())
+_DETERMINERS = frozenset({
+    "the", "a", "an", "this", "that", "these", "those", "his", "her", "its", "their", "my", "your", "our",
+    "some", "any", "no", "every", "each",
+})
 
 #: Stems that take back their "e" once "-ing" is removed (riding -> ride).
-_E_VERBS = frozenset("""
-ride drive make take smile bake skate dance wave use close serve type write hide slide move race
-hike bike shave wipe leave smoke share come give live love have chase graze glide dive strike
-bathe breathe change charge judge place pose rake raise save score shake shine skate snore
-trade wade face paste taste hope file pile smile stare rinse juice surprise practice sneeze squeeze
-""".split())
+_E_VERBS = frozenset({
+    "ride", "drive", "make", "take", "smile", "bake", "skate", "dance", "wave", "use", "close", "serve",
+    "type", "write", "hide", "slide", "move", "race", "hike", "bike", "shave", "wipe", "leave", "smoke",
+    "share", "come", "give", "live", "love", "have", "chase", "graze", "glide", "dive", "strike",
+    "bathe", "breathe", "change", "charge", "judge", "place", "pose", "rake", "raise", "save", "score",
+    "shake", "shine", "snore", "trade", "wade", "face", "paste", "taste", "hope", "file",
+    "pile", "stare", "rinse", "juice", "surprise", "practice", "sneeze", "squeeze"
+})
 
 _DOUBLE_OK = ("ll", "ss", "zz", "ff")
 _TOKEN = re.compile(r"[a-z]+|[0-9]+(?:[.:,][0-9]+)*|'s")

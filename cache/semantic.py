@@ -197,7 +197,8 @@ class SemanticTier:
         except (OSError, ValueError):
             current = "unreadable"
         if current is not None and current != FORMAT:
-            log.warning("cache: semantic store in %s has another layout (%s); starting empty", folder, current)
+            log.warning("cache: semantic store in %s has another layout (%s); starting empty",
+                        folder, current)
             self._move_aside(folder)
         if current != FORMAT:
             meta.write_text(json.dumps(FORMAT))
@@ -217,11 +218,15 @@ class SemanticTier:
 
         scalar = CacheBase("sqlite", sql_url=f"sqlite:///{folder / 'sqlite.db'}")
         _tune_sqlite(scalar)
-        vector = VectorBase("faiss", dimension=VECTOR_DIM, index_path=str(folder / "faiss.index"), top_k=self.top_k)
+        vector = VectorBase(
+            "faiss", dimension=VECTOR_DIM, index_path=str(folder / "faiss.index"), top_k=self.top_k
+        )
         if vector._index.d != VECTOR_DIM:
             raise ValueError(f"faiss index has {vector._index.d} dimensions, expected {VECTOR_DIM}")
         self._reconcile(scalar, vector)
-        manager = _ScopedDataManager(scalar, vector, max_size=self.max_entries, max_distance=max_distance(self.similarity))
+        manager = _ScopedDataManager(
+            scalar, vector, max_size=self.max_entries, max_distance=max_distance(self.similarity)
+        )
         cache = Cache()
         cache.init(
             pre_embedding_func=get_prompt,
@@ -229,7 +234,9 @@ class SemanticTier:
             data_manager=manager,
             similarity_evaluation=ScopedEvaluation(self.ttl_s, on_expired=self._expired.append),
             post_process_messages_func=first,
-            config=Config(similarity_threshold=self.similarity, auto_flush=1_000_000_000, disable_report=True),
+            # flushing is ours (timer and close), not every N puts
+            config=Config(similarity_threshold=self.similarity, auto_flush=1_000_000_000,
+                          disable_report=True),
         )
         return cache
 
@@ -243,10 +250,12 @@ class SemanticTier:
         present = sorted(int(i) for i in faiss.vector_to_array(index.id_map)) if index.ntotal else []
         if live == present:
             return
-        log.info("cache: rebuilding the faiss index from sqlite (%d rows, index had %d)", len(live), len(present))
+        log.info("cache: rebuilding the faiss index from sqlite (%d rows, index had %d)",
+                 len(live), len(present))
         index.reset()
         with scalar.Session() as session:
-            rows = session.query(scalar._ques.id, scalar._ques.embedding_data).filter(scalar._ques.deleted == 0).all()
+            rows = (session.query(scalar._ques.id, scalar._ques.embedding_data)
+                    .filter(scalar._ques.deleted == 0).all())
         good = [(r.id, np.frombuffer(r.embedding_data, dtype=np.float32)) for r in rows if r.embedding_data]
         good = [(i, v) for i, v in good if v.shape == (VECTOR_DIM,)]
         if good:
@@ -285,7 +294,9 @@ class SemanticTier:
         if answer is None or not hits:
             return None
         entry = parse_entry(hits[0][0])
-        return SemanticHit(job_id=str(answer), question=entry.question if entry else "", similarity=float(hits[0][1]))
+        return SemanticHit(
+            job_id=str(answer), question=entry.question if entry else "", similarity=float(hits[0][1])
+        )
 
     def put(self, digest: str, model: str, question: str, job_id: str) -> bool:
         if not self.ready:
@@ -315,7 +326,8 @@ class SemanticTier:
                 return 0
             scalar = self._gpt.data_manager.s
             with scalar.Session() as session:
-                rows = session.query(scalar._ques.id, scalar._ques.question).filter(scalar._ques.deleted == 0).all()
+                rows = (session.query(scalar._ques.id, scalar._ques.question)
+                        .filter(scalar._ques.deleted == 0).all())
             ids = []
             for row in rows:
                 entry = parse_entry(row.question)
@@ -337,7 +349,8 @@ class SemanticTier:
             return False
         if before is not None:
             dropped = self.clear(model)
-            log.info("cache: %s changed revision %s -> %s; dropped %d semantic entries", model, before, revision, dropped)
+            log.info("cache: %s changed revision %s -> %s; dropped %d semantic entries",
+                     model, before, revision, dropped)
         self._revisions[model] = revision
         self._write_revisions()
         return before is not None
@@ -397,8 +410,9 @@ class SemanticTier:
                 session.query(scalar._answer).filter(scalar._answer.question_id.in_(chunk)).delete()
                 session.query(scalar._ques_dep).filter(scalar._ques_dep.question_id.in_(chunk)).delete()
                 session.query(scalar._session).filter(scalar._session.question_id.in_(chunk)).delete()
-                live = session.query(scalar._ques).filter(scalar._ques.id.in_(chunk), scalar._ques.deleted == 0)
-                dropped += sum(1 for row in live.with_entities(scalar._ques.id) if row.id in wanted)
+                live = (session.query(scalar._ques.id)
+                        .filter(scalar._ques.id.in_(chunk), scalar._ques.deleted == 0).all())
+                dropped += sum(1 for row in live if row.id in wanted)
                 session.query(scalar._ques).filter(scalar._ques.id.in_(chunk)).delete()
                 session.commit()
             vector.delete(np.array(chunk, dtype=np.int64))
@@ -415,7 +429,8 @@ class SemanticTier:
         scalar = self._gpt.data_manager.s
         cutoff = datetime.now() - timedelta(seconds=self.ttl_s)
         with scalar.Session() as session:
-            rows = session.query(scalar._ques.id).filter(scalar._ques.deleted == 0, scalar._ques.create_on < cutoff).all()
+            rows = (session.query(scalar._ques.id)
+                    .filter(scalar._ques.deleted == 0, scalar._ques.create_on < cutoff).all())
         return self._drop([r.id for r in rows])
 
     def _maintain(self) -> None:

@@ -1,6 +1,6 @@
 """The vlmq web frontend: every demo as a Gradio tab, a pure HTTP client of the API.
 
-    vlmq frontend            # http://127.0.0.1:$VLMQ_FRONTEND_PORT, API at $VLMQ_API_URL
+    vlmq frontend            # http://$VLMQ_FRONTEND_HOST:$VLMQ_FRONTEND_PORT, API at $VLMQ_API_URL
 
 Tabs: Caption, VQA, Detect, Compare, Chat, Jobs. Nothing here loads a model: every job goes
 through `vlmq.client` to the API (VLMQ_API_URL, VLMQ_API_KEY), so the frontend runs on a machine
@@ -23,7 +23,7 @@ from vlmq.client import ApiError
 from vlmq.frontend import logic
 from vlmq.frontend.context import Context
 from vlmq.frontend.tabs import caption, chat, compare, detect, jobs, vqa
-from vlmq.frontend.tabs.common import TabUI, api_error_text, browser_state
+from vlmq.frontend.tabs.common import TabUI, api_error_text, browser_state, image_restorer
 from vlmq.settings import Settings, get_settings
 
 log = logging.getLogger("vlmq.frontend")
@@ -31,6 +31,8 @@ log = logging.getLogger("vlmq.frontend")
 CSS = """
 .vlmq-status { min-height: 1.5em; }
 .vlmq-compare-col { min-height: 6em; }
+.vlmq-compare-col h3 { margin: 0 0 .4em 0; }
+.vlmq-error { color: var(--error-text-color, #b91c1c); }
 footer { display: none !important; }
 """
 
@@ -44,11 +46,12 @@ def theme() -> gr.themes.Base:
 
 
 def api_summary(url: str, models: list[dict[str, Any]]) -> str:
+    """The header line (HTML): where the API is, its models, which of them have no worker."""
     with_workers = sum(1 for m in models if m.get("workers_online"))
     waiting = [m["name"] for m in models if not m.get("workers_online")]
-    line = f"API `{url}` · {len(models)} models, {with_workers} with a worker"
+    line = f"API <code>{logic.esc(url)}</code> · {len(models)} models, {with_workers} with a worker"
     if waiting:
-        line += f" · no worker yet: {', '.join(waiting)} (their jobs wait for one)"
+        line += f" · no worker yet: {logic.esc(', '.join(waiting))} (their jobs wait for one)"
     return line
 
 
@@ -59,7 +62,8 @@ def build_app(settings: Settings | None = None, ctx: Context | None = None) -> g
     uis: list[TabUI] = []
     with gr.Blocks(title="vlmq", analytics_enabled=False) as demo:
         gr.Markdown("# vlmq · vision-language jobs", elem_id="vlmq-title")
-        api_line = gr.Markdown(f"API `{ctx.api_url}` · reading the model list…", elem_id="vlmq-api")
+        api_line = gr.HTML(f"API <code>{logic.esc(ctx.api_url)}</code> · reading the model list…",
+                           elem_id="vlmq-api")
         models_state = gr.State([])
         # The browser-kept last job of each tab. Outside the tabs on purpose: a tab renders only
         # once opened, and a BrowserState reads localStorage when it renders.
@@ -87,7 +91,7 @@ def build_app(settings: Settings | None = None, ctx: Context | None = None) -> g
             except (ApiError, httpx.HTTPError, OSError) as exc:
                 code, message = api_error_text(exc, ctx.api_url)
                 gr.Warning(f"{code}: {message}")
-                return {api_line: logic.error_markdown(code, message) + " · reload the page once the API runs"}
+                return {api_line: logic.error_html(code, message) + " · reload the page once the API runs"}
             update: dict[Any, Any] = {api_line: api_summary(ctx.api_url, models), models_state: models}
             for ui in uis:
                 update.update(ui.on_models(models))
@@ -95,6 +99,8 @@ def build_app(settings: Settings | None = None, ctx: Context | None = None) -> g
 
         loaded = demo.load(load_models, outputs=[api_line, models_state, *model_outputs], show_progress="hidden")
         for ui in uis:
+            if ui.state is not None and ui.image is not None:
+                demo.load(image_restorer(ctx), inputs=[ui.state], outputs=[ui.image], show_progress="hidden")
             if ui.resume is None:
                 continue
             resumed = loaded.then(ui.resume, inputs=ui.resume_inputs, outputs=ui.resume_outputs,
@@ -108,14 +114,14 @@ def build_app(settings: Settings | None = None, ctx: Context | None = None) -> g
 
 
 def launch(settings: Settings | None = None, *, block: bool = True) -> gr.Blocks:
-    """Serve the frontend on 127.0.0.1:settings.frontend_port."""
+    """Serve the frontend on settings.frontend_host:frontend_port (127.0.0.1:7860 by default)."""
     settings = settings or get_settings()
     ctx = Context.from_settings(settings)
     demo = build_app(settings, ctx)
     demo.queue(default_concurrency_limit=None)
-    log.info("frontend on http://127.0.0.1:%s, API at %s", settings.frontend_port, ctx.api_url)
+    log.info("frontend on http://%s:%s, API at %s", settings.frontend_host, settings.frontend_port, ctx.api_url)
     demo.launch(
-        server_name="127.0.0.1",
+        server_name=settings.frontend_host,
         server_port=settings.frontend_port,
         allowed_paths=[str(ctx.files.root)],
         show_error=True,

@@ -7,6 +7,7 @@ to widgets, and `frontend/follow.py` turns a job's events into `Progress` snapsh
 
 from __future__ import annotations
 
+import html
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -23,7 +24,6 @@ COMPARE_TASKS = (JobType.caption.value, JobType.vqa.value, JobType.detect.value,
 COMPARE_COLUMNS = 3
 BOX_HEADERS = ["label", "x0", "y0", "x1", "y1", "score"]
 JOB_HEADERS = ["job", "type", "status", "model", "created", "queue ms", "run ms", "attempts", "cache"]
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~])")
 _DETECT_PREFIX = re.compile(r"^\s*detect\b", re.IGNORECASE)
 
 #: Plain symbols (DejaVu has them), not emoji: they render on machines without an emoji font.
@@ -46,9 +46,12 @@ class InputError(ValueError):
 # --- small helpers ---------------------------------------------------------------------------
 
 
-def md_escape(text: Any) -> str:
-    """`text` as literal Markdown (model output may contain `*`, `#`, `<`, ...)."""
-    return _MD_SPECIAL.sub(r"\\\1", str(text)).replace("\n", "  \n")
+def esc(text: Any) -> str:
+    """`text` as literal HTML (model output and API messages may contain `<`, `&`, ...).
+
+    The status lines and compare columns are HTML, not Markdown, so that text shows exactly as
+    the API gave it (Markdown would autolink URLs and eat `*`, `_` and backslashes)."""
+    return html.escape(str(text)).replace("\n", "<br>")
 
 
 def short_id(job_id: str | None) -> str:
@@ -310,7 +313,9 @@ def model_choices(models: Iterable[Mapping[str, Any]], task: str) -> list[tuple[
         if task not in (m.get("tasks") or []):
             continue
         label = m["name"]
-        if not m.get("workers_online"):
+        if m.get("setup_error") and not m.get("ready"):
+            label += " (its workers cannot load it)"
+        elif not m.get("workers_online"):
             label += " (no worker yet: jobs wait)"
         elif not m.get("ready"):
             label += " (loading)"
@@ -382,18 +387,19 @@ def error_progress(code: str, message: str, job_id: str | None = None) -> Progre
     return Progress(job_id=job_id, status="error", error={"code": code, "message": message})
 
 
-def error_markdown(code: str | None, message: str | None) -> str:
-    return f"✖ **{md_escape(code or 'error')}**: {md_escape(message or '')}"
+def error_html(code: str | None, message: str | None) -> str:
+    """An error as the API gave it: its code, then its own message."""
+    return f'<span class="vlmq-error">✖ <b>{esc(code or "error")}</b>: {esc(message or "")}</span>'
 
 
 def status_line(progress: Progress) -> str:
-    """One Markdown line: the job's state, how long it has taken, its cache outcome, its errors."""
+    """The job's state as one line of HTML: how long it has taken, its cache outcome, its errors."""
     icon = STATUS_ICONS.get(progress.status, "•")
-    parts = [f"{icon} **{progress.status}**"]
+    parts = [f"{icon} <b>{esc(progress.status)}</b>"]
     job = progress.job or {}
     if progress.status == "error":
         error = progress.error or {}
-        return error_markdown(error.get("code"), error.get("message"))
+        return error_html(error.get("code"), error.get("message"))
     if progress.status in FINAL:
         if job.get("queue_ms") is not None:
             parts.append(f"queued {format_ms(job['queue_ms'])}")
@@ -403,31 +409,32 @@ def status_line(progress: Progress) -> str:
             parts.append(f"{job['attempts']} attempts")
         cache = job.get("cache")
         if cache and cache != "miss":
-            parts.append(f"cache {cache.replace('_', ' ')}")
+            parts.append(f"cache {esc(cache.replace('_', ' '))}")
     else:
         if progress.elapsed_s is not None:
             parts.append(format_seconds(progress.elapsed_s))
         if progress.status == "queued":
-            if job.get("position") is not None:
-                parts.append(f"position {job['position']} in the queue")
-            if job.get("eta_s") is not None:
-                parts.append(f"about {format_seconds(job['eta_s'])} to go")
+            ahead = job.get("position")  # jobs ahead of it in its lane
+            if ahead is not None:
+                parts.append("next in the queue" if ahead == 0 else f"{esc(ahead)} ahead in the queue")
+            if job.get("eta_s"):
+                parts.append(f"starts in about {format_seconds(job['eta_s'])}")
         if progress.status == "running" and progress.attempt and progress.attempt > 1:
-            parts.append(f"attempt {progress.attempt}")
+            parts.append(f"attempt {esc(progress.attempt)}")
         if progress.status == "running" and progress.text:
             parts.append(f"{len(progress.text.split())} words so far")
     if progress.job_id:
-        parts.append(f"job `{short_id(progress.job_id)}`")
+        parts.append(f"job <code>{esc(short_id(progress.job_id))}</code>")
     if progress.note:
-        parts.append(f"⚠ {md_escape(progress.note)}")
+        parts.append(f"⚠ {esc(progress.note)}")
     line = " · ".join(parts)
     if progress.status in ("failed", "canceled", "aborted"):
         error = progress.error or {}
         reason = job.get("cancel_reason")
         if error:
-            line += "\n\n" + error_markdown(error.get("code"), error.get("message"))
+            line += "<br>" + error_html(error.get("code"), error.get("message"))
         elif reason:
-            line += f"\n\n{md_escape(reason)}"
+            line += f"<br>{esc(reason)}"
     return line
 
 
@@ -470,26 +477,26 @@ def boxes_summary(output: Mapping[str, Any] | None) -> str:
     return ", ".join(f"{n} × {label}" for label, n in counts.items())
 
 
-def output_text(task: str, output: Mapping[str, Any] | None) -> str:
-    """One model's output as Markdown, for any task (used by the compare columns)."""
+def output_html(task: str, output: Mapping[str, Any] | None) -> str:
+    """One model's output as HTML, for any task (the compare columns)."""
     output = output or {}
     if task == JobType.vqa:
-        text = f"**{md_escape(output.get('answer', ''))}**"
+        text = f"<p><b>{esc(output.get('answer', ''))}</b></p>"
         scores = vqa_scores(output)
         if scores:
-            text += "\n\n" + "\n".join(f"- {md_escape(a)}: {s:.3f}" for a, s in scores.items())
+            text += "<ul>" + "".join(f"<li>{esc(a)}: {s:.3f}</li>" for a, s in scores.items()) + "</ul>"
         return text
     if task == JobType.detect:
-        lines = [md_escape(boxes_summary(output))]
-        for row in box_rows(output):
-            lines.append(f"- {md_escape(row[0])}: ({row[1]}, {row[2]}) – ({row[3]}, {row[4]})")
-        return "\n".join(lines)
-    return md_escape(output.get("text", ""))
+        rows = "".join(
+            f"<li>{esc(row[0])}: ({row[1]}, {row[2]}) – ({row[3]}, {row[4]})</li>" for row in box_rows(output)
+        )
+        return f"<p>{esc(boxes_summary(output))}</p>" + (f"<ul>{rows}</ul>" if rows else "")
+    return f"<p>{esc(output.get('text', ''))}</p>"
 
 
 def compare_columns(models: Sequence[str], task: str, partials: Mapping[str, Mapping[str, Any]],
                     final: bool = False, columns: int = COMPARE_COLUMNS) -> list[str]:
-    """Markdown for each compare column, in the order the models were chosen; spare columns blank.
+    """HTML for each compare column, in the order the models were chosen; spare columns blank.
 
     A model's column shows its output, its own error, or that it is still waiting.
     """
@@ -497,19 +504,18 @@ def compare_columns(models: Sequence[str], task: str, partials: Mapping[str, Map
     for model in list(models)[:columns]:
         outcome = partials.get(model) or {}
         status = outcome.get("status", "queued")
-        head = f"### {md_escape(model)}\n"
+        head = f"<h3>{esc(model)}</h3>"
         if status == "succeeded":
-            body = output_text(task, outcome.get("output"))
+            body = output_html(task, outcome.get("output"))
         elif status in FINAL:
             error = outcome.get("error") or {}
-            body = f"{STATUS_ICONS.get(status, '')} **{status}**\n\n" + error_markdown(
-                error.get("code", status), error.get("message", "")
-            )
+            body = (f"<p>{STATUS_ICONS.get(status, '')} <b>{esc(status)}</b></p>"
+                    f"<p>{error_html(error.get('code', status), error.get('message', ''))}</p>")
         elif final:
-            body = "⊘ **no result** (the compare job ended first)"
+            body = "<p>⊘ <b>no result</b> (the compare job ended first)</p>"
         else:
-            body = f"{STATUS_ICONS.get(status, '◷')} *{status}…*"
-        cells.append(head + "\n" + body)
+            body = f"<p>{STATUS_ICONS.get(status, '◷')} <i>{esc(status)}…</i></p>"
+        cells.append(head + body)
     cells += [""] * (columns - len(cells))
     return cells
 

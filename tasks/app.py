@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-from vlmq.fleet import PRIORITY_STEPS
+from vlmq.queues import PRIORITY_STEPS
 from vlmq.settings import Settings
 
 
@@ -38,7 +38,7 @@ def make_celery(settings: Settings) -> Celery:
             "unacked_restore_interval": max(1, min(10, settings.visibility_timeout_s // 4)),
             "unacked_restore_throttle": 1,
             "priority_steps": list(PRIORITY_STEPS),
-            "queue_order_strategy": "priority",
+            "queue_order_strategy": "priority",  # a worker's queues in order: interactive lane first
             "socket_connect_timeout": 2,
             "socket_timeout": 10,
             "retry_on_timeout": True,

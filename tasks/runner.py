@@ -26,6 +26,7 @@ from pydantic import ValidationError
 
 from vlmq.images import ImageError, decode_image
 from vlmq.jobs import JobRecord, JobStatus, now
+from vlmq.lanes import Lanes
 from vlmq.jobtypes import GENERATIVE, OUTPUTS, DetectOutput, JobType, parse_params
 from vlmq.notify import Notifier
 from vlmq.settings import Settings
@@ -62,6 +63,7 @@ class ModelRunner:
         worker_name: str,
         metrics: WorkerMetrics | None = None,
         notifier: Notifier | None = None,
+        lanes: Lanes | None = None,
     ) -> None:
         self.adapter = adapter
         self.model = adapter.spec.name
@@ -70,6 +72,7 @@ class ModelRunner:
         self.worker_name = worker_name
         self.metrics = metrics
         self.notifier = notifier
+        self.lanes = lanes
 
     # --- entry point ------------------------------------------------------------------------
 
@@ -85,11 +88,13 @@ class ModelRunner:
 
     def _claim(self, job_id: str) -> Claimed | None:
         start = self.store.start(job_id, self.worker_name, self.settings.max_attempts)
+        record = self.store.get(job_id)
+        if record is not None and self.lanes and start.attempt <= 1:
+            self.lanes.taken(record)  # its message left the lane (first delivery only)
         if start.action != "run":
             log.info("job %s not run: %s %s", job_id, start.action, start.status or "")
             self._after_final(job_id)
             return None
-        record = self.store.get(job_id)
         if record is None:  # expired between the two calls
             return None
         if record.parent:
@@ -130,6 +135,8 @@ class ModelRunner:
             results = [exc]
         if self.metrics:
             self.metrics.batch(self.model, len(group), time.perf_counter() - began)
+        if self.lanes:
+            self.lanes.finished(self.model, len(group))
         for claimed, result in zip(group, results, strict=True):
             if isinstance(result, BaseException):
                 self._finish(claimed.record, claimed.attempt, error=error_of(result))

@@ -26,9 +26,10 @@ from celery_batches import Batches
 
 from vlmq.fleet import EXIT_SETUP_FAILED, HEARTBEAT_S, Fleet, WorkerInfo, WorkerState
 from vlmq.logs import setup_logging
+from vlmq.lanes import Lanes
 from vlmq.metrics_store import MetricsStore
 from vlmq.notify import Notifier
-from vlmq.queues import queue_name, task_name
+from vlmq.queues import task_name, worker_queues
 from vlmq.registry import ModelSpec, load_registry
 from vlmq.settings import Settings
 from vlmq.store import JobStore, redis_client
@@ -113,11 +114,11 @@ def run_worker(model: str, settings: Settings, hostname: str | None = None) -> i
     app = make_celery(settings)
     app.conf.worker_prefetch_multiplier = spec.max_batch_size
     runner = ModelRunner(adapter, JobStore(client, settings.job_ttl_s), settings, name, metrics,
-                         Notifier(app.send_task))
+                         Notifier(app.send_task), Lanes(client, settings.job_ttl_s))
     register_tasks(app, spec, runner)
     worker = app.Worker(
         hostname=name,
-        queues=[queue_name(model)],
+        queues=worker_queues(model),
         pool="solo",
         concurrency=1,
         prefetch_multiplier=spec.max_batch_size,

@@ -32,7 +32,10 @@ FULL_QUEUE_LIMIT = 2
 CRASH_MODEL = "blip-crash"
 #: Asks for 8-bit quantization: on a machine without CUDA its worker must refuse to start.
 QUANTIZED_MODEL = "blip-8bit"
-UNSERVED = {UNSERVED_MODEL, FULL_MODEL, CRASH_MODEL, QUANTIZED_MODEL}
+#: Lane tests start and stop their own workers of these (one with a tiny per-lane limit).
+LANES_MODEL = "blip-lanes"
+LANES_SMALL_MODEL = "blip-lanes-small"
+UNSERVED = {UNSERVED_MODEL, FULL_MODEL, CRASH_MODEL, QUANTIZED_MODEL, LANES_MODEL, LANES_SMALL_MODEL}
 TEST_REDIS_URL = os.environ.get("VLMQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 torch.set_num_threads(1)
 
@@ -73,6 +76,8 @@ def extra_models(data_dir: Path) -> dict[str, dict]:
         SLOW_MODEL: {**caption, "source": str(slow), "max_batch_size": 4, "description": "slow on purpose"},
         CRASH_MODEL: {**caption, "source": str(slow), "max_batch_size": 1, "description": "killed by tests"},
         QUANTIZED_MODEL: {**caption, "quantization": "8bit", "description": "needs CUDA"},
+        LANES_MODEL: {**caption, "max_batch_size": 4, "description": "lane tests"},
+        LANES_SMALL_MODEL: {**caption, "queue_limit": 3, "description": "lane tests, 3 jobs per lane"},
     }
 
 

@@ -20,7 +20,8 @@ from enum import StrEnum
 
 import redis
 
-from vlmq.queues import queue_name
+from vlmq.jobs import Lane
+from vlmq.queues import queue_keys
 
 #: A worker whose model failed to load exits with this status (a supervisor must not restart it).
 EXIT_SETUP_FAILED = 3
@@ -30,8 +31,6 @@ WORKERS = "vlmq:workers:{}"
 WORKER = "vlmq:worker:{}"
 SETUP_ERROR = "vlmq:setup-error:{}"
 REVISION = "vlmq:revision:{}"
-# kombu's Redis transport keeps one list per priority step: "<queue>" and "<queue>\x06\x16<step>".
-PRIORITY_STEPS = (0, 3, 6, 9)
 
 
 class WorkerState(StrEnum):
@@ -55,18 +54,17 @@ class WorkerInfo:
 class ModelFleet:
     model: str
     workers: list[WorkerInfo] = field(default_factory=list)
-    queue_depth: int = 0
+    depth: dict[Lane, int] = field(default_factory=dict)
     setup_error: str | None = None
     revision: str | None = None
 
     @property
+    def queue_depth(self) -> int:
+        return sum(self.depth.values())
+
+    @property
     def ready_workers(self) -> int:
         return sum(1 for w in self.workers if w.state is WorkerState.ready)
-
-
-def queue_keys(model: str) -> list[str]:
-    base = queue_name(model)
-    return [base] + [f"{base}\x06\x16{step}" for step in PRIORITY_STEPS[1:]]
 
 
 def _text(value: bytes | str | None) -> str | None:
@@ -114,31 +112,37 @@ class Fleet:
     def revision(self, model: str) -> str | None:
         return _text(self.redis.get(REVISION.format(model)))
 
-    def queue_depth(self, model: str) -> int:
+    def queue_depth(self, model: str, lane: Lane | None = None) -> int:
+        """Messages waiting in one lane of the model (both lanes when `lane` is None)."""
         pipe = self.redis.pipeline(transaction=False)
-        for key in queue_keys(model):
-            pipe.llen(key)
+        for each in [lane] if lane else list(Lane):
+            for key in queue_keys(model, each):
+                pipe.llen(key)
         return sum(pipe.execute())
 
     def describe(self, models: list[str]) -> dict[str, ModelFleet]:
         """Workers, queue depth and setup error of each model, in two round trips."""
         since = time.time() - ONLINE_S
         pipe = self.redis.pipeline(transaction=False)
+        lanes = list(Lane)
+        per_lane = len(queue_keys("x", Lane.interactive))
         for model in models:
             pipe.zrangebyscore(WORKERS.format(model), since, "+inf")
-            for key in queue_keys(model):
-                pipe.llen(key)
+            for lane in lanes:
+                for key in queue_keys(model, lane):
+                    pipe.llen(key)
             pipe.get(SETUP_ERROR.format(model))
             pipe.get(REVISION.format(model))
         replies = pipe.execute()
-        width = 1 + len(PRIORITY_STEPS) + 2
+        width = 1 + per_lane * len(lanes) + 2
         names: dict[str, list[str]] = {}
-        partial: dict[str, tuple[int, str | None, str | None]] = {}
+        partial: dict[str, tuple[dict[Lane, int], str | None, str | None]] = {}
         for i, model in enumerate(models):
             chunk = replies[i * width : (i + 1) * width]
             names[model] = [_text(n) for n in chunk[0]]
             error = json.loads(chunk[-2])["message"] if chunk[-2] else None
-            partial[model] = (sum(chunk[1 : 1 + len(PRIORITY_STEPS)]), error, _text(chunk[-1]))
+            depth = {lane: sum(chunk[1 + j * per_lane : 1 + (j + 1) * per_lane]) for j, lane in enumerate(lanes)}
+            partial[model] = (depth, error, _text(chunk[-1]))
         pipe = self.redis.pipeline(transaction=False)
         for model in models:
             for name in names[model]:

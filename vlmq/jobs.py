@@ -69,6 +69,9 @@ class _Common(BaseModel):
         "Multipart submits send the file instead.",
     )
     cache: bool = Field(True, description="false: never answer from the cache, always run the model.")
+    priority: Lane | None = Field(
+        None, description="Lane: interactive (default for a single job) or bulk (default in a batch)."
+    )
     webhook: str | None = Field(
         None, max_length=2048, description="http(s) URL that receives signed POSTs about this job."
     )
@@ -159,6 +162,7 @@ class JobRecord:
     webhook_events: tuple[str, ...] = ()
     worker: str | None = None
     cancel_reason: str | None = None
+    ticket: int | None = None  # place in its lane's queue at submit (see vlmq/lanes.py)
 
     @property
     def queue_ms(self) -> float | None:
@@ -194,6 +198,7 @@ class JobRecord:
             "deadline": repr(self.deadline) if self.deadline else None,
             "webhook": self.webhook,
             "webhook_events": ",".join(self.webhook_events) if self.webhook_events else None,
+            "ticket": str(self.ticket) if self.ticket is not None else None,
         }
         return {k: v for k, v in fields.items() if v is not None}
 
@@ -231,6 +236,7 @@ class JobRecord:
             webhook_events=tuple(x for x in raw.get("webhook_events", "").split(",") if x),
             worker=raw.get("worker"),
             cancel_reason=raw.get("cancel_reason"),
+            ticket=int(raw["ticket"]) if raw.get("ticket") else None,
         )
 
     def compare_output(self) -> dict[str, Any]:

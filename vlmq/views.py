@@ -44,10 +44,13 @@ class JobView(BaseModel):
     cache: CacheOutcome
     cached_from: str | None = Field(None, description="For a hit or a joined job: the job that ran.")
     cancel_reason: str | None = None
+    lane: Lane
+    position: int | None = Field(None, description="Queued: jobs ahead of it in its lane (estimate in bulk).")
+    eta_s: float | None = Field(None, description="Queued: estimated seconds until it starts.")
     urls: JobUrls
 
     @classmethod
-    def of(cls, record: JobRecord) -> JobView:
+    def of(cls, record: JobRecord, place: tuple[int | None, float | None] = (None, None)) -> JobView:
         output = record.output
         if record.type is JobType.compare:
             output = record.compare_output()
@@ -73,6 +76,9 @@ class JobView(BaseModel):
             cache=record.cache,
             cached_from=record.cached_from,
             cancel_reason=record.cancel_reason,
+            lane=record.lane,
+            position=place[0],
+            eta_s=place[1],
             urls=JobUrls(get=base, events=f"{base}/events", cancel=f"{base}/cancel"),
         )
 

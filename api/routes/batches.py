@@ -78,7 +78,7 @@ def _accept_item(services, caller, index: int, item: Any) -> tuple[int, str | No
             raise ApiError(422, "invalid_request", "each job must be a JSON object")
         request = REQUEST_ADAPTER.validate_python(item)
         deadline = now() + request.cancel_after if request.cancel_after else None
-        delivery = Delivery(owner=caller.owner, lane=Lane.bulk, deadline=deadline, webhook=request.webhook,
+        delivery = Delivery(owner=caller.owner, lane=request.priority or Lane.bulk, deadline=deadline, webhook=request.webhook,
                             webhook_events=tuple(request.webhook_events_filter))
         return index, submit_one(services, request, None, delivery).id, None
     except ValidationError as exc:

@@ -20,7 +20,7 @@ from vlmq.api.idempotency import Idempotency, body_hash
 from vlmq.api.intake import read_submission
 from vlmq.api.schemas import DeliveryList, ErrorBody, JobList, JobView
 from vlmq.api.submit import Delivery, submit_one
-from vlmq.jobs import JobStatus, now
+from vlmq.jobs import JobStatus, Lane, now
 from vlmq.notify import DELIVERIES
 from vlmq.store import EVENTS
 
@@ -79,6 +79,7 @@ async def submit_job(
     deadline_s = parse_duration(cancel_after, "Cancel-After") if cancel_after else job_request.cancel_after
     delivery = Delivery(
         owner=caller.owner,
+        lane=job_request.priority or Lane.interactive,
         deadline=now() + deadline_s if deadline_s else None,
         webhook=job_request.webhook,
         webhook_events=tuple(job_request.webhook_events_filter),
@@ -108,7 +109,8 @@ async def submit_job(
         response.headers["Preference-Applied"] = f"wait={wait_s}"
     if record.status.final:
         response.status_code = 200
-    return JobView.of(record)
+        return JobView.of(record)
+    return JobView.of(record, await run_in_threadpool(services.lanes.place, record))
 
 
 @router.get("", response_model=JobList)
@@ -118,11 +120,15 @@ def list_jobs(store: StoreDep, caller: CallerDep, limit: Annotated[int, Query(ge
 
 
 @router.get("/{job_id}", response_model=JobView, responses={404: {"model": ErrorBody}})
-def get_job(job_id: str, store: StoreDep, caller: CallerDep) -> JobView:
+def get_job(job_id: str, services: ServicesDep, caller: CallerDep) -> JobView:
+    """The job; while queued, with its position in its lane and an estimated wait."""
+    store = services.store
     record = owned(store.get(job_id), caller, job_id)
     if record.status is JobStatus.queued and record.deadline is not None and now() >= record.deadline:
         store.cancel(job_id, "its deadline passed before it started", JobStatus.aborted)
         record = store.get(job_id) or record
+    if record.status is JobStatus.queued:
+        return JobView.of(record, services.lanes.place(record))
     return JobView.of(record)
 
 

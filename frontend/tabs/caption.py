@@ -15,7 +15,7 @@ from vlmq.frontend.tabs.common import (
     input_error,
     remember_input,
     run_job,
-    status_markdown,
+    status_html,
 )
 
 TAB = "caption"
@@ -55,7 +55,7 @@ def build(ctx: Context, state: gr.BrowserState) -> TabUI:
                 cancel = gr.Button("Cancel", variant="stop", elem_id="caption-cancel")
             caption = gr.Textbox(label="Caption", lines=3, interactive=False, elem_id="caption-text",
                                  buttons=["copy"])
-            status = status_markdown(TAB)
+            status = status_html(TAB)
 
     decoding.change(
         lambda choice: (gr.update(visible=choice == "nucleus"), gr.update(visible=choice == "temperature")),
@@ -85,7 +85,7 @@ def build(ctx: Context, state: gr.BrowserState) -> TabUI:
     cancel.click(canceller(ctx), inputs=[state], outputs=None, show_progress="hidden")
     ui.starts.append(run.click)
 
-    def restore(job_image: str | None, job_url: str | None):
+    def restore(job_url: str | None):
         def on_first(progress: Progress) -> dict[Any, Any]:
             job = progress.job or {}
             params = job.get("input") or {}
@@ -100,24 +100,24 @@ def build(ctx: Context, state: gr.BrowserState) -> TabUI:
                 temperature: gr.update(value=dec.get("temperature") or 0.7,
                                        visible=dec.get("strategy") == "temperature"),
                 seed: "" if params.get("seed") is None else str(params["seed"]),
-                image: job_image if job_image else gr.skip(),
                 url: job_url or "",
             }
             return restored
         return on_first
 
     async def resume(saved):
-        job_id, key, saved_url = remembered_job(saved)
+        job_id, _, saved_url = remembered_job(saved)
         if not job_id:
             yield {status: gr.skip()}
             return
         async for update in run_job(ctx, render, job_id=job_id, forget={state: {}, status: ""},
-                                    on_first=restore(ctx.files.input_path(key), saved_url)):
+                                    on_first=restore(saved_url)):
             yield update
 
     ui.picker(model, "caption", PREFERRED)
     ui.resume = resume
+    ui.state, ui.image = state, image
     ui.resume_inputs = [state]
     ui.resume_outputs = [state, status, caption, model, prompt, beams, max_tokens, decoding, top_p, temperature, seed,
-                         image, url]
+                         url]
     return ui

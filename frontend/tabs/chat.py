@@ -19,7 +19,7 @@ from vlmq.frontend.tabs.common import (
     input_error,
     remember_input,
     run_job,
-    status_markdown,
+    status_html,
 )
 
 TAB = "chat"
@@ -76,7 +76,7 @@ def build(ctx: Context, state: gr.BrowserState) -> TabUI:
                 send = gr.Button("Send", variant="primary", elem_id="chat-send")
                 stop = gr.Button("Stop", variant="stop", elem_id="chat-stop")
                 clear = gr.Button("Clear", elem_id="chat-clear")
-            status = status_markdown(TAB)
+            status = status_html(TAB)
 
     async def submit(image_path, model_name, system_text, temp, p, max_new, rep, seed_value, text, history):
         history = plain(history)
@@ -124,7 +124,7 @@ def build(ctx: Context, state: gr.BrowserState) -> TabUI:
             update[chatbot] = shown
         return update
 
-    def restore(job_image: str | None):
+    def restore():
         def on_first(progress: Progress) -> dict[Any, Any]:
             job = progress.job or {}
             params = job.get("input") or {}
@@ -137,22 +137,21 @@ def build(ctx: Context, state: gr.BrowserState) -> TabUI:
                 max_tokens: params.get("max_new_tokens", 128),
                 repetition: params.get("repetition_penalty", 1.0),
                 seed: "" if params.get("seed") is None else str(params["seed"]),
-                image: job_image if job_image else gr.skip(),
             }
         return on_first
 
     async def resume(saved):
-        job_id, key, _ = remembered_job(saved)
+        job_id, _, _ = remembered_job(saved)
         if not job_id:
             yield {status: gr.skip()}
             return
         async for update in run_job(ctx, resume_render, job_id=job_id, forget={state: {}, status: ""},
-                                    on_first=restore(ctx.files.input_path(key))):
+                                    on_first=restore()):
             yield update
 
     ui.picker(model, "chat", PREFERRED)
     ui.resume = resume
+    ui.state, ui.image = state, image
     ui.resume_inputs = [state]
-    ui.resume_outputs = [state, status, chatbot, model, system, temperature, top_p, max_tokens, repetition, seed,
-                         image]
+    ui.resume_outputs = [state, status, chatbot, model, system, temperature, top_p, max_tokens, repetition, seed]
     return ui

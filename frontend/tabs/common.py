@@ -1,6 +1,6 @@
 """What the job tabs share: the browser-kept last job, the submit-and-follow loop, cancel, resume.
 
-Every job tab has a status line (a Markdown) and a `gr.BrowserState` holding its last job
+Every job tab has a status line (HTML) and a `gr.BrowserState` holding its last job
 (`{"job_id", "image", "url"}` in the browser's localStorage). Its handlers are async generators:
 
 * submit: check the widgets (`frontend/logic.py`), submit through the client, remember the job in
@@ -26,7 +26,7 @@ from vlmq.frontend.follow import follow_job
 from vlmq.frontend.logic import (
     InputError,
     Progress,
-    error_markdown,
+    error_html,
     error_progress,
     pick_default,
     remembered,
@@ -44,13 +44,14 @@ def browser_state(tab: str) -> gr.BrowserState:
     return gr.BrowserState({}, storage_key=f"vlmq-{tab}-last-job", secret=BROWSER_SECRET)
 
 
-def status_markdown(tab: str) -> gr.Markdown:
-    return gr.Markdown("", elem_id=f"{tab}-status", elem_classes=["vlmq-status"])
+def status_html(tab: str) -> gr.HTML:
+    """The tab's status line (HTML: API messages show exactly as given)."""
+    return gr.HTML("", elem_id=f"{tab}-status", elem_classes=["vlmq-status"])
 
 
-def input_error(status: gr.Markdown, exc: InputError) -> dict[Any, Any]:
+def input_error(status: gr.HTML, exc: InputError) -> dict[Any, Any]:
     gr.Warning(str(exc))
-    return {status: error_markdown("invalid_input", str(exc))}
+    return {status: error_html("invalid_input", str(exc))}
 
 
 def api_error_text(exc: BaseException, api_url: str) -> tuple[str, str]:
@@ -151,8 +152,20 @@ def remember_input(ctx: Context, state: gr.BrowserState, image: str | None, url:
     return remember
 
 
-def skip_all(*components: Any) -> dict[Any, Any]:
-    return {c: gr.skip() for c in components}
+def image_restorer(ctx: Context) -> Callable[[Any], Any]:
+    """On page load: the input image of the tab's remembered job, from the frontend's kept copy.
+
+    A plain (not generator) handler on purpose: Gradio 6 garbles a file value that a generator
+    yields once and then leaves out of its later updates (the Image then holds an
+    `{"__type__": "update", "url": ...}` and the next submit fails to preprocess it).
+    """
+
+    def restore_image(saved: Any) -> Any:
+        _, key, _ = remembered_job(saved)
+        path = ctx.files.input_path(key)
+        return path if path else gr.skip()
+
+    return restore_image
 
 
 class TabUI:
@@ -168,6 +181,9 @@ class TabUI:
         self.resume_outputs: list[Any] = []
         #: event triggers (e.g. `button.click`) that start a new job: they stop a resumed job's updates
         self.starts: list[Any] = []
+        #: the tab's BrowserState and input image: on load the kept image comes back (`restore_image`)
+        self.state: gr.BrowserState | None = None
+        self.image: gr.Image | None = None
 
     def picker(self, dropdown: gr.Dropdown, task: str, preferred: tuple[str, ...] = ()) -> None:
         """A model dropdown offering the models that run `task`."""

@@ -20,7 +20,7 @@ from vlmq.frontend.tabs.common import (
     picker_update,
     remember_input,
     run_job,
-    status_markdown,
+    status_html,
 )
 
 TAB = "compare"
@@ -75,12 +75,12 @@ def build(ctx: Context, state: gr.BrowserState, models_state: gr.State) -> TabUI
             with gr.Row():
                 run = gr.Button("Compare", variant="primary", elem_id="compare-run")
                 cancel = gr.Button("Cancel", variant="stop", elem_id="compare-cancel")
-            status = status_markdown(TAB)
+            status = status_html(TAB)
     with gr.Row(equal_height=True):
         columns = []
         for i in range(COMPARE_COLUMNS):
             with gr.Column(min_width=200, variant="panel"):
-                columns.append(gr.Markdown("", elem_id=f"compare-col-{i}", elem_classes=["vlmq-compare-col"]))
+                columns.append(gr.HTML("", elem_id=f"compare-col-{i}", elem_classes=["vlmq-compare-col"]))
 
     def on_task(new_task, models, a, b, c):
         label, placeholder, value = PROMPTS.get(new_task, PROMPTS["caption"])
@@ -125,7 +125,7 @@ def build(ctx: Context, state: gr.BrowserState, models_state: gr.State) -> TabUI
     ui.model_outputs = list(pickers)
     ui.on_models = lambda models: dict(zip(pickers, pickers_for(models, "caption"), strict=True))
 
-    def restore(job_image: str | None, models: list[dict[str, Any]]):
+    def restore(models: list[dict[str, Any]]):
         def on_first(progress: Progress) -> dict[Any, Any]:
             job = progress.job or {}
             spec = (job.get("input") or {}).get("task") or {}
@@ -143,21 +143,21 @@ def build(ctx: Context, state: gr.BrowserState, models_state: gr.State) -> TabUI
                 task: job_task,
                 prompt: gr.update(label=label, placeholder=placeholder, value=text),
                 max_tokens: spec.get("max_new_tokens", 20),
-                image: job_image if job_image else gr.skip(),
                 **dict(zip(pickers, updates, strict=True)),
             }
         return on_first
 
     async def resume(saved, models):
-        job_id, key, _ = remembered_job(saved)
+        job_id, _, _ = remembered_job(saved)
         if not job_id:
             yield {status: gr.skip()}
             return
         async for update in run_job(ctx, render, job_id=job_id, forget={state: {}, status: ""},
-                                    on_first=restore(ctx.files.input_path(key), models or [])):
+                                    on_first=restore(models or [])):
             yield update
 
     ui.resume = resume
+    ui.state, ui.image = state, image
     ui.resume_inputs = [state, models_state]
-    ui.resume_outputs = [state, status, *columns, task, prompt, max_tokens, image, *pickers]
+    ui.resume_outputs = [state, status, *columns, task, prompt, max_tokens, *pickers]
     return ui

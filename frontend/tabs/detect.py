@@ -22,7 +22,7 @@ from vlmq.frontend.tabs.common import (
     input_error,
     remember_input,
     run_job,
-    status_markdown,
+    status_html,
 )
 
 TAB = "detect"
@@ -73,7 +73,7 @@ def build(ctx: Context, state: gr.BrowserState) -> TabUI:
                                  interactive=False, elem_id="detect-boxes", wrap=True)
             raw = gr.Textbox(label="Model text (generative detectors)", interactive=False, visible=False,
                              elem_id="detect-raw")
-            status = status_markdown(TAB)
+            status = status_html(TAB)
 
     async def render(progress: Progress) -> dict[Any, Any]:
         update: dict[Any, Any] = {status: logic.status_line(progress)}
@@ -92,7 +92,7 @@ def build(ctx: Context, state: gr.BrowserState) -> TabUI:
                 update[annotated] = await asyncio.to_thread(fetch_annotated, ctx, progress.job_id, url)
             except (ApiError, httpx.HTTPError, OSError) as exc:
                 message = exc.message if isinstance(exc, ApiError) else str(exc)
-                update[status] += "\n\n" + logic.error_markdown("annotated_image", message)
+                update[status] += "<br>" + logic.error_html("annotated_image", message)
         return update
 
     async def submit(image_path, prompt_text, model_name, max_new):
@@ -122,7 +122,7 @@ def build(ctx: Context, state: gr.BrowserState) -> TabUI:
     )
     ui.starts += [run.click, prompt.submit]
 
-    def restore(job_image: str | None):
+    def restore():
         def on_first(progress: Progress) -> dict[Any, Any]:
             job = progress.job or {}
             params = job.get("input") or {}
@@ -130,21 +130,21 @@ def build(ctx: Context, state: gr.BrowserState) -> TabUI:
                 model: gr.update(value=job.get("model")) if job.get("model") else gr.skip(),
                 prompt: params.get("prompt") or "",
                 max_tokens: params.get("max_new_tokens", 64),
-                image: job_image if job_image else gr.skip(),
             }
         return on_first
 
     async def resume(saved):
-        job_id, key, _ = remembered_job(saved)
+        job_id, _, _ = remembered_job(saved)
         if not job_id:
             yield {status: gr.skip()}
             return
         async for update in run_job(ctx, render, job_id=job_id, forget={state: {}, status: ""},
-                                    on_first=restore(ctx.files.input_path(key))):
+                                    on_first=restore()):
             yield update
 
     ui.picker(model, "detect", PREFERRED)
     ui.resume = resume
+    ui.state, ui.image = state, image
     ui.resume_inputs = [state]
-    ui.resume_outputs = [state, status, annotated, boxes, raw, model, prompt, max_tokens, image]
+    ui.resume_outputs = [state, status, annotated, boxes, raw, model, prompt, max_tokens]
     return ui

@@ -23,7 +23,7 @@ def build(ctx: Context) -> tuple[TabUI, Any]:
         refresh = gr.Button("Refresh", variant="primary", elem_id="jobs-refresh", scale=0, min_width=120)
         limit = gr.Slider(5, 200, value=50, step=5, label="How many", elem_id="jobs-limit")
         auto = gr.Checkbox(False, label="Refresh every 5 s", elem_id="jobs-auto")
-    summary = gr.Markdown("", elem_id="jobs-summary")
+    summary = gr.HTML("", elem_id="jobs-summary")
     table = gr.Dataframe(headers=logic.JOB_HEADERS, interactive=False, elem_id="jobs-table", wrap=True,
                          max_height=560)
     detail = gr.JSON(label="Selected job (click a row)", visible=False, elem_id="jobs-detail")
@@ -36,8 +36,8 @@ def build(ctx: Context) -> tuple[TabUI, Any]:
         except (ApiError, httpx.HTTPError, OSError) as exc:
             code, message = api_error_text(exc, ctx.api_url)
             gr.Warning(f"{code}: {message}")
-            return {summary: logic.error_markdown(code, message)}
-        return {summary: logic.jobs_summary(jobs), table: logic.job_rows(jobs), jobs_state: jobs}
+            return {summary: logic.error_html(code, message)}
+        return {summary: logic.esc(logic.jobs_summary(jobs)), table: logic.job_rows(jobs), jobs_state: jobs}
 
     def select(jobs: list[dict[str, Any]], event: gr.SelectData) -> Any:
         row = event.index[0] if isinstance(event.index, (list, tuple)) else event.index

@@ -15,7 +15,7 @@ from vlmq.frontend.tabs.common import (
     input_error,
     remember_input,
     run_job,
-    status_markdown,
+    status_html,
 )
 
 TAB = "vqa"
@@ -51,7 +51,7 @@ def build(ctx: Context, state: gr.BrowserState) -> TabUI:
             answer = gr.Textbox(label="Answer", interactive=False, elem_id="vqa-answer")
             scores = gr.Label(label="Top answers and scores (ViLT)", num_top_classes=20, visible=False,
                               elem_id="vqa-scores")
-            status = status_markdown(TAB)
+            status = status_html(TAB)
 
     def render(progress: Progress) -> dict[Any, Any]:
         update: dict[Any, Any] = {status: logic.status_line(progress)}
@@ -91,7 +91,7 @@ def build(ctx: Context, state: gr.BrowserState) -> TabUI:
     )
     ui.starts += [ask.click, question.submit]
 
-    def restore(job_image: str | None):
+    def restore():
         def on_first(progress: Progress) -> dict[Any, Any]:
             job = progress.job or {}
             params = job.get("input") or {}
@@ -99,21 +99,21 @@ def build(ctx: Context, state: gr.BrowserState) -> TabUI:
                 model: gr.update(value=job.get("model")) if job.get("model") else gr.skip(),
                 question: params.get("question") or "",
                 top_k: params.get("top_k", 5),
-                image: job_image if job_image else gr.skip(),
             }
         return on_first
 
     async def resume(saved):
-        job_id, key, _ = remembered_job(saved)
+        job_id, _, _ = remembered_job(saved)
         if not job_id:
             yield {status: gr.skip()}
             return
         async for update in run_job(ctx, render, job_id=job_id, forget={state: {}, status: ""},
-                                    on_first=restore(ctx.files.input_path(key))):
+                                    on_first=restore()):
             yield update
 
     ui.picker(model, "vqa", PREFERRED)
     ui.resume = resume
+    ui.state, ui.image = state, image
     ui.resume_inputs = [state]
-    ui.resume_outputs = [state, status, answer, scores, model, question, top_k, image]
+    ui.resume_outputs = [state, status, answer, scores, model, question, top_k]
     return ui

@@ -31,7 +31,9 @@ def test_a_batch_of_500_with_some_bad_items(stack) -> None:
         assert [j["index"] for j in batch["jobs"]] == [i for i in range(500) if i not in bad]
         deadline = time.monotonic() + 120
         while True:
-            view = api.get(f"/v1/batches/{batch['id']}", params={"limit": 100, "offset": 100}).json()
+            response = api.get(f"/v1/batches/{batch['id']}", params={"limit": 100, "offset": 100})
+            assert response.status_code == 200, response.text
+            view = response.json()
             if view["counts"]["succeeded"] == batch["accepted"] or time.monotonic() > deadline:
                 break
             time.sleep(0.5)

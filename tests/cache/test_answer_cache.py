@@ -289,3 +289,26 @@ def test_semantic_off_keeps_the_exact_tier(make_cache, scope, embedder):
     remembered(cache, scope, "what color is the dog?", "job-1")
     assert cache.lookup(scope, "what color is the dog?").tier == "hit"
     assert cache.lookup(scope, "what colour is the dog in the picture?") is None
+
+
+def test_background_start_becomes_ready(redis_url, client, tmp_path, scope, embedder):
+    settings = Settings(redis_url=redis_url, data_dir=tmp_path, cache_similarity=0.8)
+    cache = AnswerCache(settings, client)  # background_load=True: the API's way
+    try:
+        assert cache.lookup(scope, "what color is the dog?") is None  # never blocks, ready or not
+        assert cache.wait_ready(30)
+        remembered(cache, scope, "what color is the dog?", "job-1")
+        assert cache.lookup(scope, "what colour is the dog in the picture?").job_id == "job-1"
+    finally:
+        cache.close()
+
+
+def test_long_prompts_are_exact_only(make_cache, embedder):
+    cache = make_cache()
+    chat = new_scope(job_type="chat")
+    prompt = "Describe this image in great detail, " + "mentioning every object you can see and its colour, " * 8
+    remembered(cache, chat, prompt, "job-1")
+    calls = embedder.calls
+    assert cache.lookup(chat, prompt).tier == "hit"
+    assert cache.lookup(chat, prompt + " please") is None
+    assert embedder.calls == calls

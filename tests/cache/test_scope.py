@@ -16,7 +16,8 @@ def test_digest_is_stable_and_covers_every_field():
 
 
 def test_fields_cannot_be_shifted_into_each_other():
-    assert CacheScope("ab", "c", "vqa", "{}", "i").digest() != CacheScope("a", "bc", "vqa", "{}", "i").digest()
+    one, two = CacheScope("ab", "c", "vqa", "{}", "i"), CacheScope("a", "bc", "vqa", "{}", "i")
+    assert one.digest() != two.digest()
 
 
 def test_scope_vectors_are_unit_deterministic_and_nearly_orthogonal():

@@ -39,7 +39,8 @@ def test_zero_for_other_scope_incompatible_question_or_expired():
     src = {"question": entry_text("s1", "what color is the dog", "m"), "embedding": a}
     assert ev.evaluation(src, cache_dict(entry_text("s2", "what color is the dog", "m"), a)) == 0
     assert ev.evaluation(src, cache_dict(entry_text("s1", "what color is the cat", "m"), a)) == 0
-    assert ev.evaluation(src, cache_dict(entry_text("s1", "what color is the dog", "m"), a, age_s=61, row_id=9)) == 0
+    old = cache_dict(entry_text("s1", "what color is the dog", "m"), a, age_s=61, row_id=9)
+    assert ev.evaluation(src, old) == 0
     assert expired == [9]
 
 

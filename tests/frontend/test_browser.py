@@ -139,6 +139,18 @@ def choose(page, dropdown: str, model: str) -> None:
     assert page.input_value(f"#{dropdown} input").startswith(model)
 
 
+def set_number(page, component: str, value: int) -> None:
+    """Type into a slider's number box (retried: a just-opened accordion may still be mounting)."""
+    box = f"#{component} input[type=number]"
+    for _ in range(10):
+        page.fill(box, str(value))
+        page.press(box, "Enter")
+        page.wait_for_timeout(150)
+        if page.input_value(box) == str(value):
+            return
+    raise AssertionError(f"{component} would not take {value}")
+
+
 def status_of(page, tab: str) -> str:
     return page.inner_text(f"#{tab}-status")
 
@@ -194,8 +206,7 @@ def test_caption_text_streams_while_the_job_runs(page, photos) -> None:
     """A slow captioner: its words show up one by one (SSE `text` events) before the job ends."""
     upload(page, "caption", photos["astronaut"])
     choose(page, "caption-model", SLOW_MODEL)
-    page.fill("#caption-max-tokens input[type=number]", "100")
-    page.press("#caption-max-tokens input[type=number]", "Enter")
+    set_number(page, "caption-max-tokens", 100)
     page.click("#caption-run")
     page.wait_for_function(
         """() => (document.querySelector('#caption-status')?.innerText || '').includes('running')
@@ -207,6 +218,22 @@ def test_caption_text_streams_while_the_job_runs(page, photos) -> None:
     final = page.input_value("#caption-text textarea")
     assert len(final) > len(partial) and final.startswith(partial.strip()[:10]), (partial, final)
     assert job_of(line)
+
+
+def test_cancel_stops_a_running_job(page, photos) -> None:
+    upload(page, "caption", photos["coffee"])
+    choose(page, "caption-model", SLOW_MODEL)
+    set_number(page, "caption-max-tokens", 256)
+    page.click("#caption-run")
+    page.wait_for_function(
+        "() => document.querySelector('#caption-text textarea').value.trim().split(' ').length >= 3",
+        timeout=JOB_TIMEOUT_MS,
+    )
+    page.click("#caption-cancel")
+    line = wait_status(page, "caption", "canceled")
+    assert "canceled by the client" in line, line
+    words = page.input_value("#caption-text textarea").split()
+    assert 3 <= len(words) < 256, words  # what it said before it stopped stays
 
 
 def test_caption_shows_the_apis_own_error(page) -> None:
@@ -258,6 +285,15 @@ def test_detect_faces_on_the_astronaut(page, photos) -> None:
     assert "face" in table, table
     screenshot(page, "detect")
 
+    first = job_of(status_of(page, "detect"))  # again, with PaliGemma: a new annotated image
+    choose(page, "detect-model", "paligemma")
+    page.fill("#detect-prompt textarea, #detect-prompt input", "person ; flag")
+    page.click("#detect-run")
+    second = job_of(wait_status(page, "detect", r"succeeded.*job (?!" + first + r")\w{8}"))
+    page.wait_for_function(  # the annotated image is the new job's (saved under its id)
+        "(job) => (document.querySelector('#detect-annotated img')?.src || '').includes(job)"
+        " && document.querySelector('#detect-annotated img').naturalWidth === 512", arg=second)
+
 
 def test_compare_models_side_by_side(page, photos) -> None:
     open_tab(page, "compare")
@@ -298,8 +334,7 @@ def test_chat_two_turns_streamed(page, photos) -> None:
     choose(page, "chat-model", "llava-chat")
     page.fill("#chat-system textarea", "Answer briefly.")
     page.click("text=Generation settings")
-    page.fill("#chat-max-tokens input[type=number]", "24")
-    page.press("#chat-max-tokens input[type=number]", "Enter")
+    set_number(page, "chat-max-tokens", 24)
     page.fill("#chat-message textarea", "What is in the picture?")
     page.click("#chat-send")
     first = job_of(wait_status(page, "chat", "succeeded"))
@@ -318,8 +353,7 @@ def test_reload_mid_job_still_shows_the_result(page, frontend, photos, stack, ba
     """A job waits for a worker (its model has none); the page reloads; a worker starts; the result shows."""
     upload(page, "caption", photos["rocket"])
     choose(page, "caption-model", UNSERVED_MODEL)
-    page.fill("#caption-max-tokens input[type=number]", "12")
-    page.press("#caption-max-tokens input[type=number]", "Enter")
+    set_number(page, "caption-max-tokens", 12)
     page.click("#caption-run")
     line = wait_status(page, "caption", r"queued · \d")
     job = job_of(line)
@@ -340,8 +374,33 @@ def test_reload_mid_job_still_shows_the_result(page, frontend, photos, stack, ba
         wait_ready(stack.redis_url, [worker], [UNSERVED_MODEL])
         wait_status(page, "caption", f"succeeded.*{job}")
         assert page.input_value("#caption-text textarea").strip()
+        page.click("#caption-run")  # the restored inputs (image included) make a valid request again
+        wait_status(page, "caption", r"succeeded.*job (?!" + job + r")\w{8}")
     finally:
         worker.stop()
+
+
+def test_a_new_job_stops_following_the_resumed_one(page, photos, stack) -> None:
+    """After a reload the remembered job is followed; submitting another one takes the tab over."""
+    upload(page, "caption", photos["coffee"])
+    choose(page, "caption-model", UNSERVED_MODEL)
+    set_number(page, "caption-max-tokens", 9)
+    page.click("#caption-run")
+    waiting = job_of(wait_status(page, "caption", r"queued · \d"))
+    try:
+        page.reload()
+        wait_models(page)
+        wait_status(page, "caption", f"queued.*{waiting}", timeout_ms=20_000)
+        choose(page, "caption-model", "blip-base")
+        page.click("#caption-run")
+        line = wait_status(page, "caption", r"succeeded.*job (?!" + waiting + r")\w{8}")
+        page.wait_for_timeout(2500)  # the resumed follower would tick "queued · N s" over it every second
+        assert status_of(page, "caption") == line
+    finally:
+        with stack.client() as api:  # leave no job queued for a model without a worker
+            for job in api.get("/v1/jobs", params={"limit": 200}).json()["jobs"]:
+                if job["id"].startswith(waiting):
+                    api.post(f"/v1/jobs/{job['id']}/cancel")
 
 
 def test_jobs_tab_lists_recent_jobs(page) -> None:

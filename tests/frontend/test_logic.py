@@ -185,18 +185,21 @@ MODELS = [
     {"name": "paligemma", "tasks": ["detect", "caption", "vqa"], "workers_online": 1, "ready": False},
     {"name": "blip-spare", "tasks": ["caption"], "workers_online": 0, "ready": False},
     {"name": "faces", "tasks": ["detect"], "workers_online": 1, "ready": True},
+    {"name": "blip-8bit", "tasks": ["caption"], "workers_online": 0, "ready": False,
+     "setup_error": "quantization needs a GPU"},
 ]
 
 
 def test_models_for_a_task_and_their_labels() -> None:
-    assert logic.models_for(MODELS, "caption") == ["blip-base", "paligemma", "blip-spare"]
+    assert logic.models_for(MODELS, "caption") == ["blip-base", "paligemma", "blip-spare", "blip-8bit"]
     assert logic.models_for(MODELS, "chat") == []
     choices = logic.model_choices(MODELS, "caption")
-    assert [value for _, value in choices] == ["blip-base", "paligemma", "blip-spare"]
+    assert [value for _, value in choices] == ["blip-base", "paligemma", "blip-spare", "blip-8bit"]
     labels = {value: label for label, value in choices}
     assert labels["blip-base"] == "blip-base"
     assert "loading" in labels["paligemma"]
     assert "no worker" in labels["blip-spare"]
+    assert "cannot load" in labels["blip-8bit"]
 
 
 def test_pick_default() -> None:
@@ -215,15 +218,17 @@ def test_status_line_while_queued_shows_the_elapsed_seconds() -> None:
     progress = logic.progress_of_job(job, NOW)
     assert progress.elapsed_s == pytest.approx(3.25, abs=0.01)
     line = logic.status_line(progress)
-    assert line.startswith("◷ **queued** · 3.2 s") and "job `abcdef01`" in line
+    assert line.startswith("◷ <b>queued</b> · 3.2 s") and "job <code>abcdef01</code>" in line
     waiting = logic.status_line(progress.with_(job={**job, "position": 3, "eta_s": 12.0}))
-    assert "position 3" in waiting and "12 s" in waiting  # once the API tells them
+    assert "3 ahead in the queue" in waiting and "starts in about 12 s" in waiting
+    first = logic.status_line(progress.with_(job={**job, "position": 0, "eta_s": None}))
+    assert "next in the queue" in first and "starts in" not in first
 
 
 def test_status_line_while_running() -> None:
     progress = Progress("j1", "running", elapsed_s=75, text="a cat on a mat", attempt=2, note="lost the API")
     line = logic.status_line(progress)
-    assert "**running** · 1 min 15 s" in line
+    assert "<b>running</b> · 1 min 15 s" in line
     assert "attempt 2" in line and "5 words so far" in line and "lost the API" in line
 
 
@@ -233,20 +238,21 @@ def test_status_line_when_done_shows_times_and_cache() -> None:
     progress = logic.progress_of_job(job, NOW)
     assert progress.final and progress.text == "hi"
     line = logic.status_line(progress)
-    assert line.startswith("✔ **succeeded**")
+    assert line.startswith("✔ <b>succeeded</b>")
     assert "queued 12 ms" in line and "ran 1234 ms" in line and "cache semantic hit" in line
     assert "cache" not in logic.status_line(logic.progress_of_job({**job, "cache": "miss"}, NOW))
 
 
 def test_status_line_shows_the_apis_error() -> None:
-    job = {"id": "j3", "status": "failed", "error": {"code": "model_error", "message": "IndexError: *boom*"}}
+    job = {"id": "j3", "status": "failed", "error": {"code": "model_error", "message": "IndexError: <*boom*> & co"}}
     line = logic.status_line(logic.progress_of_job(job, NOW))
-    assert "**failed**" in line and "model\\_error" in line and "\\*boom\\*" in line
-    submit_error = logic.status_line(logic.error_progress("invalid_request", "num_beams: must be ≤ 8"))
-    assert submit_error.startswith("✖ **invalid\\_request**") and "must be ≤ 8" in submit_error
+    assert "<b>failed</b>" in line and "<b>model_error</b>: IndexError: &lt;*boom*&gt; &amp; co" in line
+    submit_error = logic.status_line(logic.error_progress("invalid_request", "fetching http://10.0.0.1/a_b.png: refused"))
+    assert submit_error == (  # exactly the API's words: no Markdown to autolink or eat underscores
+        '<span class="vlmq-error">✖ <b>invalid_request</b>: fetching http://10.0.0.1/a_b.png: refused</span>')
     canceled = logic.status_line(logic.progress_of_job(
         {"id": "j4", "status": "canceled", "cancel_reason": "canceled by the client"}, NOW))
-    assert "**canceled**" in canceled and "canceled by the client" in canceled
+    assert "<b>canceled</b>" in canceled and "canceled by the client" in canceled
 
 
 @pytest.mark.parametrize(("seconds", "text"), [(0.04, "0.0 s"), (9.96, "10.0 s"), (12.7, "12 s"), (125, "2 min 05 s"),
@@ -255,8 +261,9 @@ def test_format_seconds(seconds, text) -> None:
     assert logic.format_seconds(seconds) == text
 
 
-def test_markdown_is_escaped() -> None:
-    assert logic.md_escape("**bold** <b>`x`</b> # h") == "\\*\\*bold\\*\\* \\<b\\>\\`x\\`\\</b\\> \\# h"
+def test_text_is_escaped_as_html() -> None:
+    assert logic.esc('<img src=x onerror="alert(1)"> & *x*\nnext') == (
+        "&lt;img src=x onerror=&quot;alert(1)&quot;&gt; &amp; *x*<br>next")
 
 
 # --- outputs -----------------------------------------------------------------------------------
@@ -292,19 +299,19 @@ def test_compare_columns_follow_the_chosen_order_with_each_models_error() -> Non
                       "output": {"boxes": [{"label": "cat", "x0": 1, "y0": 2, "x1": 3, "y1": 4}]}},
     }
     cells = logic.compare_columns(["paligemma", "faces", "llava-ft@100"], "detect", partials)
-    assert cells[0].startswith("### paligemma") and "1 × cat" in cells[0]
-    assert cells[1].startswith("### faces") and "**failed**" in cells[1] and "no cascade for cat" in cells[1]
+    assert cells[0].startswith("<h3>paligemma</h3>") and "1 × cat" in cells[0]
+    assert cells[1].startswith("<h3>faces</h3>") and "<b>failed</b>" in cells[1] and "no cascade for cat" in cells[1]
     assert "queued" in cells[2]  # not in yet
     ended = logic.compare_columns(["paligemma", "faces", "llava-ft@100"], "detect", partials, final=True)
     assert "no result" in ended[2]
-    two = logic.compare_columns(["a", "b"], "caption", {"a": {"status": "succeeded", "output": {"text": "x*y"}}})
-    assert len(two) == 3 and two[2] == "" and "x\\*y" in two[0]
+    two = logic.compare_columns(["a", "b"], "caption", {"a": {"status": "succeeded", "output": {"text": "x<y"}}})
+    assert len(two) == 3 and two[2] == "" and "<p>x&lt;y</p>" in two[0] and "queued" in two[1]
 
 
 def test_compare_columns_for_vqa_show_scores() -> None:
     partials = {"vilt-vqa": {"status": "succeeded", "output": {"answer": "2", "scores": [{"answer": "2", "score": 0.5}]}}}
     cell = logic.compare_columns(["vilt-vqa", "blip-vqa"], "vqa", partials)[0]
-    assert "**2**" in cell and "0.500" in cell
+    assert "<b>2</b>" in cell and "<li>2: 0.500</li>" in cell
 
 
 def test_job_rows() -> None:

@@ -19,7 +19,9 @@ def submit(client: httpx.Client, body: dict, image: bytes | None = None, **kw) -
 def wait(client: httpx.Client, job_id: str, timeout: float = 90) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        job = client.get(f"/v1/jobs/{job_id}").json()
+        response = client.get(f"/v1/jobs/{job_id}")
+        assert response.status_code == 200, response.text
+        job = response.json()
         if job["status"] in FINAL:
             return job
         time.sleep(0.1)

@@ -1,0 +1,143 @@
+"""Interactive before bulk, fair share inside bulk, and each job's place in its lane.
+
+Lanes. Each model has an interactive and a bulk queue; its workers always fetch from the
+interactive queue first (vlmq/queues.py). Single submits, `Prefer: wait` and the frontend are
+interactive by default; batches and `"priority": "bulk"` jobs are bulk.
+
+Fair share in the bulk lane. A bulk job is published at a priority step chosen from how many bulk
+jobs its API key already has waiting for that model: the k-th waiting job goes to step
+``min(9, max(0, floor(log2(k / 8)) + 1))`` — a key's first 8 waiting jobs are at step 0, the next
+8 at step 1, then 16, 32, ... (steps are served 0 first, FIFO inside a step). A key with 10,000
+queued jobs thus has only its first few at the front, and a key that submits 20 jobs afterwards
+lands in the front steps: it does not wait behind the whole backlog, and several heavy keys
+interleave over their first ~4,000 jobs each. The count per (model, key) is incremented at submit
+and decremented when a worker takes the job (`vlmq:backlog:{model}:{key}`).
+
+Position and wait. Each lane counts tickets handed out at submit and jobs taken by workers; a
+queued job's position is its ticket minus the jobs taken (exact for the FIFO interactive lane, an
+estimate for the bulk lane), and its estimated wait is the work ahead of it (its lane, plus the
+interactive lane for a bulk job) divided by the model's throughput over the last minute.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import redis
+
+from vlmq.jobs import JobRecord, Lane
+
+BACKLOG = "vlmq:backlog:{}:{}"
+TICKETS = "vlmq:tickets:{}:{}"
+TAKEN = "vlmq:taken:{}:{}"
+THROUGHPUT = "vlmq:throughput:{}"  # hash: epoch second -> jobs finished that second
+WINDOW_S = 60
+FRONT = 8
+
+
+def fair_share_step(waiting: int) -> int:
+    """The priority step of a key's bulk job when it already has `waiting` queued for the model."""
+    if waiting < FRONT:
+        return 0
+    return min(9, int(math.log2(waiting / FRONT)) + 1)
+
+
+def _int(value: bytes | None) -> int:
+    return int(value) if value else 0
+
+
+class LaneFull(Exception):
+    def __init__(self, model: str, lane: Lane, depth: int, limit: int) -> None:
+        super().__init__(f"model {model!r} has {depth} {lane.value} jobs queued (limit {limit})")
+        self.model, self.lane, self.depth, self.limit = model, lane, depth, limit
+
+
+# KEYS: tickets, taken, backlog; ARGV: limit, bulk?, ttl. -> {ticket, backlog before} or {-1, depth}
+_ADMIT = """
+local depth = tonumber(redis.call('GET', KEYS[1]) or '0') - tonumber(redis.call('GET', KEYS[2]) or '0')
+if depth >= tonumber(ARGV[1]) then return {-1, depth} end
+local ticket = redis.call('INCR', KEYS[1])
+local before = 0
+if ARGV[2] == '1' then
+  before = redis.call('INCR', KEYS[3]) - 1
+  redis.call('EXPIRE', KEYS[3], ARGV[3])
+end
+return {ticket, before}
+"""
+
+
+class Lanes:
+    def __init__(self, client: redis.Redis, ttl_s: int) -> None:
+        self.redis = client
+        self.ttl_s = ttl_s
+        self._admit = client.register_script(_ADMIT)
+
+    # --- the API, at submit ----------------------------------------------------------------
+
+    def admit(self, model: str, lane: Lane, owner: str, limit: int) -> tuple[int, int]:
+        """(ticket, priority step) for a new job of `owner` in the model's lane, atomically
+        refused (`LaneFull`) when the lane already holds `limit` jobs not yet taken by a worker."""
+        ticket, value = self._admit(
+            keys=[TICKETS.format(model, lane.value), TAKEN.format(model, lane.value), BACKLOG.format(model, owner)],
+            args=[limit, "1" if lane is Lane.bulk else "0", self.ttl_s],
+        )
+        if ticket < 0:
+            raise LaneFull(model, lane, value, limit)
+        return ticket, fair_share_step(value) if lane is Lane.bulk else 0
+
+    def release(self, model: str, lane: Lane, owner: str) -> None:
+        """Undo an admission whose job was not published after all."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.incr(TAKEN.format(model, lane.value))
+        if lane is Lane.bulk:
+            pipe.decr(BACKLOG.format(model, owner))
+        pipe.execute()
+
+    def depth(self, model: str, lane: Lane) -> int:
+        """Jobs admitted to the lane and not yet taken by a worker."""
+        tickets, taken = self.redis.mget(TICKETS.format(model, lane.value), TAKEN.format(model, lane.value))
+        return _int(tickets) - _int(taken)
+
+    # --- the worker, when it takes a job ----------------------------------------------------
+
+    def taken(self, record: JobRecord) -> None:
+        if record.model is None:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.incr(TAKEN.format(record.model, record.lane.value))
+        if record.lane is Lane.bulk:
+            pipe.decr(BACKLOG.format(record.model, record.owner or "anonymous"))
+        pipe.execute()
+
+    def finished(self, model: str, count: int = 1) -> None:
+        second = int(time.time())
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hincrby(THROUGHPUT.format(model), str(second), count)
+        pipe.hdel(THROUGHPUT.format(model), *(str(s) for s in range(second - 3 * WINDOW_S, second - 2 * WINDOW_S)))
+        pipe.expire(THROUGHPUT.format(model), 3 * WINDOW_S)
+        pipe.execute()
+
+    # --- reading: a queued job's place -------------------------------------------------------
+
+    def throughput(self, model: str) -> float:
+        """Jobs per second the model's workers finished over the last minute."""
+        now = int(time.time())
+        counts = self.redis.hmget(THROUGHPUT.format(model), [str(s) for s in range(now - WINDOW_S, now)])
+        return sum(_int(c) for c in counts) / WINDOW_S
+
+    def place(self, record: JobRecord) -> tuple[int | None, float | None]:
+        """(position in its lane, estimated seconds until it starts) of a queued job."""
+        if record.model is None or record.ticket is None:
+            return None, None
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(TAKEN.format(record.model, record.lane.value))
+        pipe.get(TICKETS.format(record.model, Lane.interactive.value))
+        pipe.get(TAKEN.format(record.model, Lane.interactive.value))
+        taken, interactive_tickets, interactive_taken = (_int(x) for x in pipe.execute())
+        position = max(0, record.ticket - taken - 1)
+        ahead = position
+        if record.lane is Lane.bulk:
+            ahead += max(0, interactive_tickets - interactive_taken)
+        rate = self.throughput(record.model)
+        return position, (round(ahead / rate, 1) if rate > 0 else None)

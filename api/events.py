@@ -20,10 +20,6 @@ FINAL_EVENTS = frozenset(s.value for s in JobStatus if s.final)
 BLOCK_MS = 10_000
 
 
-def async_redis(url: str) -> aioredis.Redis:
-    return aioredis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=BLOCK_MS / 1000 + 10)
-
-
 async def follow(client: aioredis.Redis, job_id: str, after: str = "0", until: float | None = None
                  ) -> AsyncIterator[Event | None]:
     """Events after `after`, as they come; `None` every `BLOCK_MS` of silence (a keep-alive tick).

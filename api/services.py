@@ -8,7 +8,8 @@ import redis
 import redis.asyncio as aioredis
 
 from vlmq.api.enqueue import JobQueue
-from vlmq.api.events import async_redis
+from vlmq.api.events import BLOCK_MS
+from vlmq.redis_conn import async_client
 from vlmq.fleet import Fleet
 from vlmq.keys import KeyStore
 from vlmq.lanes import Lanes
@@ -16,7 +17,8 @@ from vlmq.metrics_store import MetricsStore
 from vlmq.notify import Notifier
 from vlmq.registry import Registry, load_registry
 from vlmq.settings import Settings
-from vlmq.store import JobStore, redis_client
+from vlmq.redis_conn import sync_client
+from vlmq.store import JobStore
 from vlmq.tasks.app import make_celery
 
 
@@ -36,13 +38,13 @@ class Services:
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
-        client = redis_client(settings.redis_url)
+        client = sync_client(settings)
         queue = JobQueue(make_celery(settings))
         return cls(
             settings=settings,
             registry=load_registry(settings),
             redis=client,
-            aredis=async_redis(settings.redis_url),
+            aredis=async_client(settings, BLOCK_MS / 1000 + 10),
             store=JobStore(client, settings.job_ttl_s),
             fleet=Fleet(client),
             queue=queue,

@@ -14,11 +14,15 @@ from __future__ import annotations
 from celery import Celery
 
 from vlmq.queues import PRIORITY_STEPS
+from vlmq.redis_conn import broker_options
 from vlmq.settings import Settings
 
 
 def make_celery(settings: Settings) -> Celery:
-    app = Celery("vlmq", broker=settings.redis_url, set_as_current=False)
+    broker = settings.redis_url
+    if settings.redis_password and "@" not in broker:
+        broker = broker.replace("://", f"://:{settings.redis_password.get_secret_value()}@", 1)
+    app = Celery("vlmq", broker=broker, set_as_current=False)
     app.conf.update(
         task_ignore_result=True,
         task_store_errors_even_if_ignored=False,
@@ -43,6 +47,7 @@ def make_celery(settings: Settings) -> Celery:
             "socket_timeout": 10,
             "retry_on_timeout": True,
             "health_check_interval": 15,
+            **broker_options(settings),
         },
         task_default_queue="vlmq.default",
     )

@@ -25,7 +25,8 @@ from vlmq.notify import DELIVER_TASK, DELIVERIES
 from vlmq.queues import WEBHOOK_QUEUE
 from vlmq.safe_http import UnsafeURL, check_url, pinned_request
 from vlmq.settings import Settings
-from vlmq.store import ANONYMOUS, JobStore, redis_client
+from vlmq.redis_conn import sync_client
+from vlmq.store import ANONYMOUS, JobStore
 from vlmq.tasks.app import make_celery
 from vlmq.views import JobView
 from vlmq.webhook_secrets import secret_for
@@ -41,7 +42,7 @@ def backoff_s(attempt: int, base: float) -> float:
 
 def build_app(settings: Settings):
     app = make_celery(settings)
-    client = redis_client(settings.redis_url)
+    client = sync_client(settings)
     store = JobStore(client, settings.job_ttl_s)
     keys = KeyStore(client)
 

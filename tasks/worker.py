@@ -32,7 +32,8 @@ from vlmq.notify import Notifier
 from vlmq.queues import task_name, worker_queues
 from vlmq.registry import ModelSpec, load_registry
 from vlmq.settings import Settings
-from vlmq.store import JobStore, redis_client
+from vlmq.redis_conn import sync_client
+from vlmq.store import JobStore
 from vlmq.tasks.adapters import load_adapter_class
 from vlmq.tasks.app import make_celery
 from vlmq.tasks.metrics import WorkerMetrics
@@ -86,7 +87,7 @@ def run_worker(model: str, settings: Settings, hostname: str | None = None) -> i
     torch.set_num_threads(settings.torch_threads)
     spec = load_registry(settings).get(model)
     name = hostname or f"{model}@{socket.gethostname()}-{os.getpid()}"
-    client = redis_client(settings.redis_url)
+    client = sync_client(settings)
     fleet = Fleet(client)
     metrics = WorkerMetrics(MetricsStore(client))
     heartbeat = Heartbeat(fleet, WorkerInfo(name=name, model=model, state=WorkerState.loading, pid=os.getpid()))

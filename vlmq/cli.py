@@ -255,9 +255,9 @@ def _follow(client, job_id: str, timeout: float) -> dict:
 
 def _key_store():
     from vlmq.keys import KeyStore
-    from vlmq.store import redis_client
+    from vlmq.redis_conn import sync_client
 
-    return KeyStore(redis_client(_settings().redis_url))
+    return KeyStore(sync_client(_settings()))
 
 
 @keys_app.command("create")
@@ -293,11 +293,11 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (key_..
 @keys_app.command("secret")
 def keys_secret() -> None:
     """The secret that signs webhooks of jobs sent without a key."""
-    from vlmq.store import redis_client
+    from vlmq.redis_conn import sync_client
     from vlmq.webhook_secrets import anonymous_secret
 
     settings = _settings()
-    console.print(anonymous_secret(redis_client(settings.redis_url), settings))
+    console.print(anonymous_secret(sync_client(settings), settings))
 
 
 # --- models ------------------------------------------------------------------------------------

@@ -25,6 +25,9 @@ class Settings(BaseSettings):
         DEFAULT_REDIS_URL,
         description="Broker, job store and event streams. `redis://`, `rediss://` or `sentinel://`.",
     )
+    redis_sentinel_master: str | None = Field(None, description="Master name, with a sentinel:// URL.")
+    redis_password: SecretStr | None = Field(None, description="Password of the Redis master.")
+    redis_sentinel_password: SecretStr | None = Field(None, description="Password of the sentinels.")
     data_dir: Path = Field(Path(".vlmq"), description="Demo models, cache files, embedded Redis data.")
     models_file: Path | None = Field(
         None, description="Model registry (TOML). Default: the registry shipped in vlmq/models.toml."

@@ -314,7 +314,3 @@ class JobStore:
     def get_artifact(self, job_id: str, name: str) -> bytes | None:
         return self.redis.get(ARTIFACT.format(job_id, name))
 
-
-def redis_client(url: str) -> redis.Redis:
-    """A binary-safe client for `url` (`redis://`, `rediss://`, `unix://`)."""
-    return redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=10, health_check_interval=15)

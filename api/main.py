@@ -14,7 +14,7 @@ from vlmq import __version__
 from vlmq.api.body_limit import BodySizeLimit
 from vlmq.api.errors import install_error_handlers
 from vlmq.api.metrics import FleetCollector, install_metrics
-from vlmq.api.routes import batches, health, jobs, models
+from vlmq.api.routes import admin, batches, health, jobs, models
 from vlmq.api.services import Services
 from vlmq.jobs import JobRequest
 from vlmq.logs import setup_logging
@@ -64,7 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for module in (jobs, batches, models, health):
+    for module in (jobs, batches, models, admin, health):
         app.include_router(module.router)
     install_metrics(app, lambda: _fleet_collector(app))
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_image_bytes * 4 // 3 + 256 * 1024)

@@ -8,6 +8,7 @@ import redis
 import redis.asyncio as aioredis
 
 from vlmq.api.enqueue import JobQueue
+from vlmq.cache import AnswerCache
 from vlmq.api.events import BLOCK_MS
 from vlmq.redis_conn import async_client
 from vlmq.fleet import Fleet
@@ -35,6 +36,7 @@ class Services:
     notifier: Notifier
     metrics: MetricsStore
     lanes: Lanes
+    cache: AnswerCache | None
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -52,9 +54,12 @@ class Services:
             notifier=Notifier(queue.celery.send_task),
             metrics=MetricsStore(client),
             lanes=Lanes(client, settings.job_ttl_s),
+            cache=AnswerCache(settings, client) if settings.cache_enabled else None,
         )
 
     async def aclose(self) -> None:
+        if self.cache is not None:
+            self.cache.close()
         self.queue.celery.close()
         self.redis.close()
         await self.aredis.aclose()

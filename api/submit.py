@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import uuid
 from dataclasses import dataclass
 
+from vlmq.api.answers import CachedRequest
 from vlmq.api.errors import ApiError
 from vlmq.api.services import Services
 from vlmq.images import DecodedImage
-from vlmq.jobs import CacheOutcome, CompareRequest, JobRecord, JobStatus, Lane, now, request_params
+from vlmq.jobs import CacheOutcome, CompareRequest, JobRecord, JobStatus, Lane, new_job_id, now, request_params
 from vlmq.jobtypes import CompareParams, JobType, Params
 from vlmq.lanes import LaneFull
 from vlmq.registry import Registry
@@ -34,10 +34,6 @@ class Delivery:
     deadline: float | None = None
     webhook: str | None = None
     webhook_events: tuple[str, ...] = ()
-
-
-def new_job_id() -> str:
-    return uuid.uuid4().hex
 
 
 def check_models(request, registry: Registry, field_prefix: str = "") -> None:
@@ -81,13 +77,27 @@ def _release(services: Services, records: list[JobRecord]) -> None:
 
 
 def create_jobs(services: Services, request, image: DecodedImage, image_bytes: bytes, delivery: Delivery) -> JobRecord:
+    """The job(s) for a valid request: answered from the cache when it can be, else queued."""
     params = request_params(request)
     services.store.put_image(image.key, image_bytes)
-    cache = CacheOutcome.miss if request.cache else CacheOutcome.off
-    if isinstance(params, CompareParams):
-        return _create_compare(services, params, image, cache, delivery)
-    record = _record(params, request.model, image, cache, delivery)
-    return _store_and_publish(services, [record], [record])[0]
+    if isinstance(params, CompareParams):  # fans out to several models: not cached as one
+        return _create_compare(services, params, image, CacheOutcome.off, delivery)
+    template = _record(params, request.model, image, CacheOutcome.miss, delivery)
+    cached = CachedRequest.of(services, request.model, params, image, template) if request.cache else None
+    if cached is None:
+        off = dataclasses.replace(template, cache=CacheOutcome.off)
+        return _store_and_publish(services, [off], [off])[0]
+    answer = cached.answer() or cached.claim(template.id)
+    if answer is not None:
+        return answer
+    try:
+        record = _store_and_publish(services, [template], [template])[0]
+    except Exception:
+        cached.forget(template.id)
+        raise
+    cached.remember(record.id)
+    services.metrics.inc("cache_answers", {"tier": CacheOutcome.miss.value})
+    return record
 
 
 def _record(params: Params, model: str | None, image: DecodedImage, cache: CacheOutcome, delivery: Delivery,

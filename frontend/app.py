@@ -103,10 +103,8 @@ def build_app(settings: Settings | None = None, ctx: Context | None = None) -> g
                 demo.load(image_restorer(ctx), inputs=[ui.state], outputs=[ui.image], show_progress="hidden")
             if ui.resume is None:
                 continue
-            resumed = loaded.then(ui.resume, inputs=ui.resume_inputs, outputs=ui.resume_outputs,
-                                  show_progress="hidden")
-            if ui.starts:  # starting a new job stops following the remembered one
-                gr.on(triggers=ui.starts, fn=None, cancels=[resumed])
+            # Follows the tab's remembered job; a job started in the tab meanwhile takes over (Leases).
+            loaded.then(ui.resume, inputs=ui.resume_inputs, outputs=ui.resume_outputs, show_progress="hidden")
         demo.load(load_jobs, inputs=jobs_inputs, outputs=jobs_outputs, show_progress="hidden")
         jobs_tab.select(load_jobs, inputs=jobs_inputs, outputs=jobs_outputs, show_progress="hidden")
     demo.vlmq_context = ctx  # type: ignore[attr-defined]

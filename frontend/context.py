@@ -13,6 +13,7 @@ client lacks). Its files live in `<data_dir>/frontend/` (a temp folder when that
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import re
 import shutil
@@ -128,6 +129,50 @@ class Files:
                     pass
 
 
+class Leases:
+    """Which handler may update a tab, per browser session: the one that started last.
+
+    A tab's outputs are driven by one job at a time. Starting a job (or clearing the tab) takes
+    the tab's lease; a handler still following an older job (say, the one resumed on page load)
+    sees it lost the lease and stops quietly. (Gradio's own `cancels=` would do it too, but it
+    marks the cancelled event's outputs with an "Error" badge.)
+    """
+
+    def __init__(self) -> None:
+        self._owner: dict[tuple[str, str], int] = {}
+        self._count = itertools.count(1)
+
+    def take(self, session: str | None, tab: str) -> Lease:
+        token = next(self._count)
+        key = (session or f"no-session-{token}", tab)
+        self._owner[key] = token
+        return Lease(self, key, token)
+
+    def _held(self, key: tuple[str, str], token: int) -> bool:
+        return self._owner.get(key) == token
+
+    def _release(self, key: tuple[str, str], token: int) -> None:
+        if self._owner.get(key) == token:
+            del self._owner[key]
+
+    def __len__(self) -> int:
+        return len(self._owner)
+
+
+@dataclass(frozen=True)
+class Lease:
+    leases: Leases
+    key: tuple[str, str]
+    token: int
+
+    @property
+    def held(self) -> bool:
+        return self.leases._held(self.key, self.token)
+
+    def release(self) -> None:
+        self.leases._release(self.key, self.token)
+
+
 @dataclass
 class Context:
     """Settings-derived things the tabs use."""
@@ -136,6 +181,11 @@ class Context:
     files: Files
     examples: dict[str, Path] = field(default_factory=dict)
     timeout_s: float = 30.0
+    leases: Leases = field(default_factory=Leases)
+
+    def lease(self, request: Any, tab: str) -> Lease:
+        """Take `tab`'s lease for the browser session of a gr.Request."""
+        return self.leases.take(getattr(request, "session_hash", None), tab)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Context:

@@ -16,11 +16,13 @@ Only then does the batch return, and Celery acknowledges its messages (late acks
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
+import redis
 import torch
 from pydantic import ValidationError
 
@@ -37,6 +39,7 @@ from vlmq.tasks.metrics import WorkerMetrics
 
 log = logging.getLogger("vlmq.worker")
 CANCEL_POLL_S = 0.05
+EXIT_REDIS_LOST = 75
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,18 @@ class ModelRunner:
     # --- entry point ------------------------------------------------------------------------
 
     def run_batch(self, job_ids: list[str]) -> None:
+        try:
+            self._run_batch(job_ids)
+        except redis.RedisError as exc:
+            # Results cannot be recorded. Returning would acknowledge the batch and lose its jobs:
+            # exit instead, unacknowledged; Redis redelivers them once it is back (visibility timeout)
+            # and the supervisor restarts this worker.
+            log.critical("Redis unavailable mid-batch (%s): exiting without acknowledging %d jobs", exc,
+                         len(job_ids))
+            logging.shutdown()
+            os._exit(EXIT_REDIS_LOST)
+
+    def _run_batch(self, job_ids: list[str]) -> None:
         claimed = [c for c in (self._claim(job_id) for job_id in job_ids) if c is not None]
         groups: dict[Hashable, list[Claimed]] = defaultdict(list)
         for c in claimed:
@@ -172,6 +187,10 @@ class ModelRunner:
             return
         if self.notifier:
             self.notifier.final(record)
+        for joiner_id in self.store.settle_joiners(job_id):
+            joiner = self.store.get(joiner_id)
+            if joiner is not None and self.notifier:
+                self.notifier.final(joiner)
         if record.parent:
             settled = self.store.settle_parent(record.parent, record.model or "", record)
             parent = self.store.get(record.parent) if settled not in ("running", "") else None

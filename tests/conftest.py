@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,9 @@ QUANTIZED_MODEL = "blip-8bit"
 #: Lane tests start and stop their own workers of these (one with a tiny per-lane limit).
 LANES_MODEL = "blip-lanes"
 LANES_SMALL_MODEL = "blip-lanes-small"
-UNSERVED = {UNSERVED_MODEL, FULL_MODEL, CRASH_MODEL, QUANTIZED_MODEL, LANES_MODEL, LANES_SMALL_MODEL}
+#: Its weights are a copy the cache tests change, to see cached answers dropped.
+REVISION_MODEL = "blip-rev"
+UNSERVED = {UNSERVED_MODEL, FULL_MODEL, CRASH_MODEL, QUANTIZED_MODEL, LANES_MODEL, LANES_SMALL_MODEL, REVISION_MODEL}
 TEST_REDIS_URL = os.environ.get("VLMQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 torch.set_num_threads(1)
 
@@ -69,6 +72,9 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def extra_models(data_dir: Path) -> dict[str, dict]:
     """Test-only registry entries: models without workers, and a slow captioner (tests/utils/slow_model.py)."""
     slow = build_slow_blip(data_dir / "demo-models", data_dir / "slow-models" / SLOW_MODEL)
+    revision_copy = data_dir / "revision-model"
+    if not revision_copy.exists():
+        shutil.copytree(data_dir / "demo-models" / "blip-vqa", revision_copy)
     caption = {"adapter": "blip_caption", "source": "demo:blip-base", "tasks": ["caption"]}
     return {
         UNSERVED_MODEL: {**caption, "description": "served by no worker in the test stack"},
@@ -78,6 +84,8 @@ def extra_models(data_dir: Path) -> dict[str, dict]:
         QUANTIZED_MODEL: {**caption, "quantization": "8bit", "description": "needs CUDA"},
         LANES_MODEL: {**caption, "max_batch_size": 4, "description": "lane tests"},
         LANES_SMALL_MODEL: {**caption, "queue_limit": 3, "description": "lane tests, 3 jobs per lane"},
+        REVISION_MODEL: {"adapter": "blip_vqa", "source": str(revision_copy), "tasks": ["vqa"],
+                         "description": "cache invalidation tests"},
     }
 
 

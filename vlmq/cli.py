@@ -18,8 +18,10 @@ from vlmq.settings import Settings, get_settings
 app = typer.Typer(help="vlmq: asynchronous jobs for vision-language models.", no_args_is_help=True)
 demo_app = typer.Typer(help="The offline demo models.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys (stored hashed in Redis).", no_args_is_help=True)
+cache_app = typer.Typer(help="The answer cache.", no_args_is_help=True)
 app.add_typer(demo_app, name="demo")
 app.add_typer(keys_app, name="keys")
+app.add_typer(cache_app, name="cache")
 console = Console()
 
 
@@ -265,9 +267,10 @@ def keys_create(
     name: Annotated[str, typer.Argument(help="Who the key is for.")],
     rate: Annotated[float, typer.Option(help="Sustained submits per second.")] = 10.0,
     burst: Annotated[int, typer.Option(help="Submits allowed at once before the rate applies.")] = 50,
+    admin: Annotated[bool, typer.Option(help="May use /v1/admin (e.g. clear the cache).")] = False,
 ) -> None:
     """Create an API key. The key is printed once; only its hash is stored."""
-    key, record = _key_store().create(name, rate=rate, burst=burst)
+    key, record = _key_store().create(name, rate=rate, burst=burst, admin=admin)
     console.print(f"id:             {record.id}\nkey:            {key}\nwebhook secret: {record.webhook_secret}")
     console.print("[yellow]Keep the key now: it cannot be shown again.[/yellow]")
 
@@ -298,6 +301,22 @@ def keys_secret() -> None:
 
     settings = _settings()
     console.print(anonymous_secret(sync_client(settings), settings))
+
+
+@cache_app.command("clear")
+def cache_clear(model: Annotated[str | None, typer.Option(help="Only this model (default: all).")] = None) -> None:
+    """Drop cached answers, for one model or all (asks the API: every replica stops serving them)."""
+    from vlmq.client import ApiError, Client
+
+    settings = _settings()
+    key = settings.api_key.get_secret_value() if settings.api_key else None
+    try:
+        with Client(settings.api_url, key) as client:
+            result = client.clear_cache(model)
+    except (ApiError, OSError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    console.print(f"cleared {', '.join(result['models'])} ({result['dropped']} entries here)")
 
 
 # --- models ------------------------------------------------------------------------------------

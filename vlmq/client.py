@@ -169,6 +169,16 @@ class Client(_Base):
     def cancel(self, job_id: str) -> dict:
         return self._call("POST", f"/v1/jobs/{job_id}/cancel").json()
 
+    def batch(self, jobs: list[dict]) -> dict:
+        """Submit up to 1,000 jobs (images as URLs or data URIs); per-item errors in the answer."""
+        return self._call("POST", "/v1/batches", json={"jobs": jobs}).json()
+
+    def get_batch(self, batch_id: str, offset: int = 0, limit: int = 100) -> dict:
+        return self._call("GET", f"/v1/batches/{batch_id}", params={"offset": offset, "limit": limit}).json()
+
+    def clear_cache(self, model: str | None = None) -> dict:
+        return self._call("POST", "/v1/admin/cache/clear", json={"model": model}).json()
+
     def stream(self, job_id: str, last_event_id: str | None = None) -> Iterator[JobEvent]:
         """The job's events as they happen, until its final one (SSE; resumable by event id)."""
         headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
@@ -236,6 +246,12 @@ class AsyncClient(_Base):
 
     async def cancel(self, job_id: str) -> dict:
         return (await self._call("POST", f"/v1/jobs/{job_id}/cancel")).json()
+
+    async def batch(self, jobs: list[dict]) -> dict:
+        return (await self._call("POST", "/v1/batches", json={"jobs": jobs})).json()
+
+    async def get_batch(self, batch_id: str, offset: int = 0, limit: int = 100) -> dict:
+        return (await self._call("GET", f"/v1/batches/{batch_id}", params={"offset": offset, "limit": limit})).json()
 
     async def stream(self, job_id: str, last_event_id: str | None = None) -> AsyncIterator[JobEvent]:
         headers = {"Last-Event-ID": last_event_id} if last_event_id else {}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -128,6 +129,10 @@ def request_params(request: BaseModel) -> Params:
 
 def now() -> float:
     return time.time()
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
 
 
 def iso(ts: float | None) -> str | None:

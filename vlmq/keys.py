@@ -47,6 +47,7 @@ class ApiKey:
     rate: float  # requests per second, sustained
     burst: int
     webhook_secret: str  # whsec_<base64>, signs this key's webhooks (Standard Webhooks)
+    admin: bool = False  # may use /v1/admin routes
 
 
 def _digest(key: str) -> str:
@@ -62,37 +63,35 @@ class KeyStore:
         self.redis = client
         self._take = client.register_script(_TAKE)
 
-    def create(self, name: str, rate: float = 10.0, burst: int = 50) -> tuple[str, ApiKey]:
+    def create(self, name: str, rate: float = 10.0, burst: int = 50, admin: bool = False) -> tuple[str, ApiKey]:
         """(the secret key, shown once; its record)."""
         key = KEY_PREFIX + secrets.token_urlsafe(32)
         record = ApiKey(id="key_" + secrets.token_hex(6), name=name, rate=rate, burst=burst,
-                        webhook_secret=new_webhook_secret())
+                        webhook_secret=new_webhook_secret(), admin=admin)
         digest = _digest(key)
         pipe = self.redis.pipeline()
         pipe.hset(KEY.format(digest), mapping={
             "id": record.id, "name": name, "rate": repr(rate), "burst": str(burst),
-            "webhook_secret": record.webhook_secret, "created_at": repr(time.time()),
+            "webhook_secret": record.webhook_secret, "created_at": repr(time.time()), "admin": "1" if admin else "0",
         })
         pipe.set(KEY_ID.format(record.id), digest)
         pipe.execute()
         return key, record
 
     def verify(self, key: str) -> ApiKey | None:
-        raw = self.redis.hgetall(KEY.format(_digest(key)))
+        return self._load(_digest(key))
+
+    def by_id(self, key_id: str) -> ApiKey | None:
+        digest = self.redis.get(KEY_ID.format(key_id))
+        return self._load(digest.decode()) if digest is not None else None
+
+    def _load(self, digest: str) -> ApiKey | None:
+        raw = self.redis.hgetall(KEY.format(digest))
         if not raw:
             return None
         data = {k.decode(): v.decode() for k, v in raw.items()}
         return ApiKey(id=data["id"], name=data["name"], rate=float(data["rate"]), burst=int(data["burst"]),
-                      webhook_secret=data["webhook_secret"])
-
-    def by_id(self, key_id: str) -> ApiKey | None:
-        digest = self.redis.get(KEY_ID.format(key_id))
-        if digest is None:
-            return None
-        raw = self.redis.hgetall(KEY.format(digest.decode()))
-        data = {k.decode(): v.decode() for k, v in raw.items()}
-        return ApiKey(id=data["id"], name=data["name"], rate=float(data["rate"]), burst=int(data["burst"]),
-                      webhook_secret=data["webhook_secret"]) if data else None
+                      webhook_secret=data["webhook_secret"], admin=data.get("admin") == "1")
 
     def revoke(self, key_id: str) -> bool:
         digest = self.redis.get(KEY_ID.format(key_id))

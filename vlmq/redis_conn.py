@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 
 import redis
 import redis.asyncio as aioredis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.sentinel import Sentinel
 
@@ -53,8 +55,9 @@ def _sentinel_args(settings: Settings) -> tuple[list[tuple[str, int]], int, dict
 
 def sync_client(settings: Settings) -> redis.Redis:
     """A binary-safe client (values are bytes) for the store, fleet, keys and metrics."""
+    # Fail fast when Redis is away (callers answer 503, or a worker restarts): two quick retries.
     options = {"socket_connect_timeout": CONNECT_TIMEOUT_S, "socket_timeout": SOCKET_TIMEOUT_S,
-               "health_check_interval": 15}
+               "health_check_interval": 15, "retry": Retry(ExponentialBackoff(cap=0.2, base=0.02), 2)}
     if not is_sentinel(settings.redis_url):
         password = settings.redis_password.get_secret_value() if settings.redis_password else None
         return redis.Redis.from_url(settings.redis_url, password=password, **options) if password else \

@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     cache_max_entries: int = Field(100_000, ge=10, description="Semantic-tier entries kept (LRU past it).")
     cache_semantic: bool = Field(True, description="Also answer paraphrases (semantic tier).")
     cache_similarity: float = Field(
-        0.85, gt=0, le=1, description="Least cosine similarity for a semantic hit (then the guard decides)."
+        0.80, gt=0, le=1, description="Least cosine similarity for a semantic hit (then the guard decides)."
     )
 
     # --- workers ----------------------------------------------------------------------------

@@ -30,6 +30,7 @@ JOB = "vlmq:job:{}"
 EVENTS = "vlmq:events:{}"
 IMAGE = "vlmq:image:{}"
 ARTIFACT = "vlmq:artifact:{}:{}"
+JOINERS = "vlmq:joiners:{}"  # set: jobs joined to this one (single flight), settled when it ends
 RECENT = "vlmq:recent:{}"  # sorted set per owner: job id -> created_at (top-level jobs only)
 RECENT_KEEP = 1000
 ANONYMOUS = "anonymous"
@@ -134,6 +135,43 @@ return 1
 """
 
 
+# KEYS: source job, joiners set. Join while the source is not final; else return its status.
+_JOIN = """
+local st = redis.call('HGET', KEYS[1], 'status')
+if not st then return 'missing' end
+if st ~= 'queued' and st ~= 'running' then return st end
+redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return 'joined'
+"""
+
+# KEYS: source job, joiners set; ARGV: ttl, maxlen, prefix of job keys, prefix of event keys.
+# Copies the source's final status and result into every joiner not final yet.
+_SETTLE_JOINERS = """
+local src = redis.call('HMGET', KEYS[1], 'status', 'output', 'error', 'started_at', 'completed_at', 'cancel_reason')
+local st = src[1]
+if not st or st == 'queued' or st == 'running' then return {} end
+local settled = {}
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  local key = ARGV[3] .. id
+  local jst = redis.call('HGET', key, 'status')
+  if jst == 'queued' or jst == 'running' then
+    redis.call('HSET', key, 'status', st, 'completed_at', src[5] or '')
+    if src[4] then redis.call('HSET', key, 'started_at', src[4]) end
+    local data = '{"status":"' .. st .. '"'
+    if src[2] then redis.call('HSET', key, 'output', src[2]); data = data .. ',"output":' .. src[2] end
+    if src[3] then redis.call('HSET', key, 'error', src[3]); data = data .. ',"error":' .. src[3] end
+    if src[6] then redis.call('HSET', key, 'cancel_reason', 'the job it joined: ' .. src[6]) end
+    redis.call('XADD', ARGV[4] .. id, 'MAXLEN', '~', ARGV[2], '*', 'event', st, 'data', data .. '}')
+    redis.call('EXPIRE', ARGV[4] .. id, ARGV[1])
+    table.insert(settled, id)
+  end
+end
+redis.call('DEL', KEYS[2])
+return settled
+"""
+
+
 @dataclass(frozen=True)
 class Start:
     """What a worker may do with a delivered job: `run` it as `attempt`, or not (`final` / `missing`)."""
@@ -163,6 +201,8 @@ class JobStore:
         self._cancel = client.register_script(_CANCEL)
         self._settle = client.register_script(_SETTLE_PARENT)
         self._mark_running = client.register_script(_MARK_PARENT_RUNNING)
+        self._join = client.register_script(_JOIN)
+        self._settle_joiners = client.register_script(_SETTLE_JOINERS)
 
     # --- records --------------------------------------------------------------------------
 
@@ -279,6 +319,26 @@ class JobStore:
         self._mark_running(
             keys=[JOB.format(parent_id), EVENTS.format(parent_id)], args=[repr(now()), self.ttl_s, EVENTS_MAXLEN]
         )
+
+    def discard(self, job_id: str, owner: str | None = None) -> None:
+        """Remove a record no client ever saw (a joiner whose source ended before the join)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.delete(JOB.format(job_id), EVENTS.format(job_id))
+        pipe.zrem(RECENT.format(owner or ANONYMOUS), job_id)
+        pipe.execute()
+
+    def join(self, source_id: str, joiner_id: str) -> str:
+        """Attach a (stored) joiner to a source job that is not final yet: 'joined'. Otherwise the
+        source's final status ('missing' if it is gone): the caller answers the joiner itself."""
+        return _text(self._join(keys=[JOB.format(source_id), JOINERS.format(source_id)], args=[joiner_id, self.ttl_s]))
+
+    def settle_joiners(self, source_id: str) -> list[str]:
+        """The source ended: give its result to every joiner still waiting; their ids."""
+        settled = self._settle_joiners(
+            keys=[JOB.format(source_id), JOINERS.format(source_id)],
+            args=[self.ttl_s, EVENTS_MAXLEN, JOB.format(""), EVENTS.format("")],
+        )
+        return [_text(x) for x in settled]
 
     # --- events ---------------------------------------------------------------------------
 

@@ -54,6 +54,8 @@ class JobView(BaseModel):
         output = record.output
         if record.type is JobType.compare:
             output = record.compare_output()
+        elif output and output.get("annotated_url"):  # a cache answer's image is served under its own id
+            output = {**output, "annotated_url": f"/v1/jobs/{record.id}/annotated.png"}
         error = None
         if record.error:
             error = ErrorInfo(code=record.error.get("code", "error"), message=record.error.get("message", ""))

@@ -139,8 +139,10 @@ def get_job(job_id: str, services: ServicesDep, caller: CallerDep) -> JobView:
 )
 def get_annotated(job_id: str, store: StoreDep, caller: CallerDep) -> Response:
     """The detect job's image with its boxes and labels drawn."""
-    owned(store.get(job_id), caller, job_id)
+    record = owned(store.get(job_id), caller, job_id)
     data = store.get_artifact(job_id, "annotated.png")
+    if data is None and record.cached_from:  # a cache answer: the image of the job that ran
+        data = store.get_artifact(record.cached_from, "annotated.png")
     if data is None:
         raise ApiError(404, "not_found", f"job {job_id!r} has no annotated image (not a finished detect job)")
     return Response(data, media_type="image/png")

@@ -65,25 +65,27 @@ def build(ctx: Context, state: gr.BrowserState) -> TabUI:
     def render(progress: Progress) -> dict[Any, Any]:
         return {status: logic.status_line(progress), caption: progress.text}
 
-    async def submit(image_path, image_url, model_name, prompt_text, num_beams, max_new, strategy, p, t, seed_value):
+    async def submit(image_path, image_url, model_name, prompt_text, num_beams, max_new, strategy, p, t, seed_value,
+                     request: gr.Request):
         try:
             source = logic.choose_image(image_path, image_url)
             fields = logic.caption_fields(model_name, num_beams, max_new, strategy, p, t, seed_value, prompt_text)
         except InputError as exc:
             yield input_error(status, exc)
             return
+        lease = ctx.lease(request, TAB)
         async for update in run_job(
             ctx, render,
             submit=lambda client: client.submit(source, type="caption", **fields),
             remember=remember_input(ctx, state, source),
+            lease=lease,
         ):
             yield update
 
     inputs = [image, url, model, prompt, beams, max_tokens, decoding, top_p, temperature, seed]
     outputs = [status, caption, state]
-    run.click(submit, inputs=inputs, outputs=outputs, show_progress="hidden")
+    run.click(submit, inputs=inputs, outputs=outputs, show_progress="hidden", trigger_mode="multiple")
     cancel.click(canceller(ctx), inputs=[state], outputs=None, show_progress="hidden")
-    ui.starts.append(run.click)
 
     def restore(job_url: str | None):
         def on_first(progress: Progress) -> dict[Any, Any]:
@@ -105,12 +107,13 @@ def build(ctx: Context, state: gr.BrowserState) -> TabUI:
             return restored
         return on_first
 
-    async def resume(saved):
+    async def resume(saved, request: gr.Request):
         job_id, _, saved_url = remembered_job(saved)
         if not job_id:
             yield {status: gr.skip()}
             return
-        async for update in run_job(ctx, render, job_id=job_id, forget={state: {}, status: ""},
+        lease = ctx.lease(request, TAB)
+        async for update in run_job(ctx, render, job_id=job_id, forget={state: {}, status: ""}, lease=lease,
                                     on_first=restore(saved_url)):
             yield update
 

@@ -78,7 +78,8 @@ def build(ctx: Context, state: gr.BrowserState) -> TabUI:
                 clear = gr.Button("Clear", elem_id="chat-clear")
             status = status_html(TAB)
 
-    async def submit(image_path, model_name, system_text, temp, p, max_new, rep, seed_value, text, history):
+    async def submit(image_path, model_name, system_text, temp, p, max_new, rep, seed_value, text, history,
+                     request: gr.Request):
         history = plain(history)
         try:
             source = logic.choose_image(image_path)
@@ -87,6 +88,7 @@ def build(ctx: Context, state: gr.BrowserState) -> TabUI:
         except InputError as exc:
             yield input_error(status, exc)
             return
+        lease = ctx.lease(request, TAB)
         pending = [*history, {"role": "user", "content": text.strip()}, {"role": "assistant", "content": WAITING}]
 
         def render(progress: Progress) -> dict[Any, Any]:
@@ -105,17 +107,21 @@ def build(ctx: Context, state: gr.BrowserState) -> TabUI:
             ctx, render,
             submit=lambda client: client.submit(source, type="chat", **fields),
             remember=remember_input(ctx, state, source),
+            lease=lease,
         ):
             yield update
 
     inputs = [image, model, system, temperature, top_p, max_tokens, repetition, seed, message, chatbot]
     outputs = [status, chatbot, message, state]
-    send_event = send.click(submit, inputs=inputs, outputs=outputs, show_progress="hidden")
-    enter_event = message.submit(submit, inputs=inputs, outputs=outputs, show_progress="hidden")
+    gr.on([send.click, message.submit], submit, inputs=inputs, outputs=outputs, show_progress="hidden",
+          trigger_mode="multiple")
     stop.click(canceller(ctx), inputs=[state], outputs=None, show_progress="hidden")
-    clear.click(lambda: ([], "", "", {}), inputs=None, outputs=[chatbot, message, status, state],
-                show_progress="hidden", cancels=[send_event, enter_event])
-    ui.starts += [send.click, message.submit]
+
+    def clear_tab(request: gr.Request):
+        ctx.lease(request, TAB).release()  # a turn still followed here stops updating the tab
+        return [], "", "", {}
+
+    clear.click(clear_tab, inputs=None, outputs=[chatbot, message, status, state], show_progress="hidden")
 
     def resume_render(progress: Progress) -> dict[Any, Any]:
         update: dict[Any, Any] = {status: logic.status_line(progress)}
@@ -140,13 +146,14 @@ def build(ctx: Context, state: gr.BrowserState) -> TabUI:
             }
         return on_first
 
-    async def resume(saved):
+    async def resume(saved, request: gr.Request):
         job_id, _, _ = remembered_job(saved)
         if not job_id:
             yield {status: gr.skip()}
             return
+        lease = ctx.lease(request, TAB)
         async for update in run_job(ctx, resume_render, job_id=job_id, forget={state: {}, status: ""},
-                                    on_first=restore()):
+                                    lease=lease, on_first=restore()):
             yield update
 
     ui.picker(model, "chat", PREFERRED)

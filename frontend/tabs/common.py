@@ -21,7 +21,7 @@ import httpx
 
 from vlmq.client import ApiError, AsyncClient
 from vlmq.frontend import logic
-from vlmq.frontend.context import Context
+from vlmq.frontend.context import Context, Lease
 from vlmq.frontend.follow import follow_job
 from vlmq.frontend.logic import (
     InputError,
@@ -77,13 +77,34 @@ async def run_job(
     remember: Callable[[dict[str, Any]], dict[Any, Any]] | None = None,
     on_first: Callable[[Progress], dict[Any, Any]] | None = None,
     forget: dict[Any, Any] | None = None,
+    lease: Lease | None = None,
 ) -> AsyncIterator[dict[Any, Any]]:
     """UI updates for one job: submitted here (`submit`) or already known (`job_id`).
 
     `remember(job)` gives the outputs that record the accepted job (the BrowserState), sent with
     the first update; `on_first(progress)` more outputs for the first snapshot that has the job
     (restored inputs); `forget`: the outputs sent instead when the job is gone (expired).
+    With a `lease`, the updates stop (quietly) once another handler took the tab over.
     """
+    shown: list[Any] = []  # the components updated so far
+    try:
+        async for update in _run_job(ctx, render, submit, job_id, remember, on_first, forget, lease):
+            if lease is not None and not lease.held:
+                # Gradio sends a generator's last update again when it ends: make it a no-op, so
+                # that it does not overwrite what the handler now owning the tab has shown.
+                if shown:
+                    import sys, time as _t; print("DBG LOST", _t.time(), lease.key, lease.token, file=sys.stderr, flush=True)
+                    yield {component: gr.skip() for component in shown}
+                return
+            shown = list(update) or shown
+            import sys, time as _t; print("DBG", _t.time(), lease and lease.key, lease and lease.token, job_id, {getattr(k, "elem_id", k): (str(v)[:60] if not isinstance(v, dict) else "upd") for k, v in update.items()}, file=sys.stderr, flush=True)
+            yield update
+    finally:
+        if lease is not None:
+            lease.release()
+
+
+async def _run_job(ctx, render, submit, job_id, remember, on_first, forget, lease) -> AsyncIterator[dict[Any, Any]]:
     async with ctx.client() as client:
         first: dict[str, Any] | None = None
         extra: dict[Any, Any] = {}
@@ -104,6 +125,8 @@ async def run_job(
             if forget is not None and progress.error and progress.error.get("code") == "not_found":
                 yield forget
                 return
+            if lease is not None and not lease.held:
+                return  # run_job sees it too, and ends quietly
             update = await _rendered(render, progress)
             if on_first is not None and progress.job is not None:
                 update.update(on_first(progress))
@@ -179,8 +202,6 @@ class TabUI:
         self.resume: Callable[..., AsyncIterator[dict[Any, Any]]] | None = None
         self.resume_inputs: list[Any] = []
         self.resume_outputs: list[Any] = []
-        #: event triggers (e.g. `button.click`) that start a new job: they stop a resumed job's updates
-        self.starts: list[Any] = []
         #: the tab's BrowserState and input image: on load the kept image comes back (`restore_image`)
         self.state: gr.BrowserState | None = None
         self.image: gr.Image | None = None

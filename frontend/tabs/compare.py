@@ -103,24 +103,25 @@ def build(ctx: Context, state: gr.BrowserState, models_state: gr.State) -> TabUI
         update.update(dict(zip(columns, cells, strict=True)))
         return update
 
-    async def submit(image_path, task_name, prompt_text, a, b, c, max_new):
+    async def submit(image_path, task_name, prompt_text, a, b, c, max_new, request: gr.Request):
         try:
             source = logic.choose_image(image_path)
             fields = logic.compare_fields([a, b, c], task_name, prompt_text, max_new)
         except InputError as exc:
             yield input_error(status, exc)
             return
+        lease = ctx.lease(request, TAB)
         async for update in run_job(
             ctx, render,
             submit=lambda client: client.submit(source, type="compare", **fields),
             remember=remember_input(ctx, state, source),
+            lease=lease,
         ):
             yield update
 
     run.click(submit, inputs=[image, task, prompt, *pickers, max_tokens], outputs=[status, *columns, state],
-              show_progress="hidden")
+              show_progress="hidden", trigger_mode="multiple")
     cancel.click(canceller(ctx), inputs=[state], outputs=None, show_progress="hidden")
-    ui.starts.append(run.click)
 
     ui.model_outputs = list(pickers)
     ui.on_models = lambda models: dict(zip(pickers, pickers_for(models, "caption"), strict=True))
@@ -147,12 +148,13 @@ def build(ctx: Context, state: gr.BrowserState, models_state: gr.State) -> TabUI
             }
         return on_first
 
-    async def resume(saved, models):
+    async def resume(saved, models, request: gr.Request):
         job_id, _, _ = remembered_job(saved)
         if not job_id:
             yield {status: gr.skip()}
             return
-        async for update in run_job(ctx, render, job_id=job_id, forget={state: {}, status: ""},
+        lease = ctx.lease(request, TAB)
+        async for update in run_job(ctx, render, job_id=job_id, forget={state: {}, status: ""}, lease=lease,
                                     on_first=restore(models or [])):
             yield update
 

@@ -95,32 +95,32 @@ def build(ctx: Context, state: gr.BrowserState) -> TabUI:
                 update[status] += "<br>" + logic.error_html("annotated_image", message)
         return update
 
-    async def submit(image_path, prompt_text, model_name, max_new):
+    async def submit(image_path, prompt_text, model_name, max_new, request: gr.Request):
         try:
             source = logic.choose_image(image_path)
             fields = logic.detect_fields(model_name, prompt_text, max_new)
         except InputError as exc:
             yield input_error(status, exc)
             return
+        lease = ctx.lease(request, TAB)
         async for update in run_job(
             ctx, render,
             submit=lambda client: client.submit(source, type="detect", **fields),
             remember=remember_input(ctx, state, source),
+            lease=lease,
         ):
             yield update
 
     outputs = [status, annotated, boxes, raw, state]
-    run_event = run.click(submit, inputs=[image, prompt, model, max_tokens], outputs=outputs,
-                          show_progress="hidden")
-    prompt_event = prompt.submit(submit, inputs=[image, prompt, model, max_tokens], outputs=outputs,
-                                 show_progress="hidden")
+    gr.on([run.click, prompt.submit], submit, inputs=[image, prompt, model, max_tokens], outputs=outputs,
+          show_progress="hidden", trigger_mode="multiple")
     cancel.click(canceller(ctx), inputs=[state], outputs=None, show_progress="hidden")
-    clear.click(
-        lambda: (None, None, [], gr.update(value="", visible=False), "", {}),
-        inputs=None, outputs=[image, annotated, boxes, raw, status, state], show_progress="hidden",
-        cancels=[run_event, prompt_event],
-    )
-    ui.starts += [run.click, prompt.submit]
+    def clear_tab(request: gr.Request):
+        ctx.lease(request, TAB).release()  # a job still followed here stops updating the tab
+        return None, None, [], gr.update(value="", visible=False), "", {}
+
+    clear.click(clear_tab, inputs=None, outputs=[image, annotated, boxes, raw, status, state],
+                show_progress="hidden")
 
     def restore():
         def on_first(progress: Progress) -> dict[Any, Any]:
@@ -133,12 +133,13 @@ def build(ctx: Context, state: gr.BrowserState) -> TabUI:
             }
         return on_first
 
-    async def resume(saved):
+    async def resume(saved, request: gr.Request):
         job_id, _, _ = remembered_job(saved)
         if not job_id:
             yield {status: gr.skip()}
             return
-        async for update in run_job(ctx, render, job_id=job_id, forget={state: {}, status: ""},
+        lease = ctx.lease(request, TAB)
+        async for update in run_job(ctx, render, job_id=job_id, forget={state: {}, status: ""}, lease=lease,
                                     on_first=restore()):
             yield update
 

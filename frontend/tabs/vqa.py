@@ -65,31 +65,32 @@ def build(ctx: Context, state: gr.BrowserState) -> TabUI:
             update[scores] = gr.update(value=None, visible=False)
         return update
 
-    async def submit(image_path, question_text, model_name, k):
+    async def submit(image_path, question_text, model_name, k, request: gr.Request):
         try:
             source = logic.choose_image(image_path)
             fields = logic.vqa_fields(model_name, question_text, k)
         except InputError as exc:
             yield input_error(status, exc)
             return
+        lease = ctx.lease(request, TAB)
         async for update in run_job(
             ctx, render,
             submit=lambda client: client.submit(source, type="vqa", **fields),
             remember=remember_input(ctx, state, source),
+            lease=lease,
         ):
             yield update
 
     outputs = [status, answer, scores, state]
-    ask_event = ask.click(submit, inputs=[image, question, model, top_k], outputs=outputs, show_progress="hidden")
-    submit_event = question.submit(submit, inputs=[image, question, model, top_k], outputs=outputs,
-                                   show_progress="hidden")
+    gr.on([ask.click, question.submit], submit, inputs=[image, question, model, top_k], outputs=outputs,
+          show_progress="hidden", trigger_mode="multiple")
     cancel.click(canceller(ctx), inputs=[state], outputs=None, show_progress="hidden")
-    clear.click(
-        lambda: (None, "", "", gr.update(value=None, visible=False), "", {}),
-        inputs=None, outputs=[image, question, answer, scores, status, state], show_progress="hidden",
-        cancels=[ask_event, submit_event],
-    )
-    ui.starts += [ask.click, question.submit]
+    def clear_tab(request: gr.Request):
+        ctx.lease(request, TAB).release()  # a job still followed here stops updating the tab
+        return None, "", "", gr.update(value=None, visible=False), "", {}
+
+    clear.click(clear_tab, inputs=None, outputs=[image, question, answer, scores, status, state],
+                show_progress="hidden")
 
     def restore():
         def on_first(progress: Progress) -> dict[Any, Any]:
@@ -102,12 +103,13 @@ def build(ctx: Context, state: gr.BrowserState) -> TabUI:
             }
         return on_first
 
-    async def resume(saved):
+    async def resume(saved, request: gr.Request):
         job_id, _, _ = remembered_job(saved)
         if not job_id:
             yield {status: gr.skip()}
             return
-        async for update in run_job(ctx, render, job_id=job_id, forget={state: {}, status: ""},
+        lease = ctx.lease(request, TAB)
+        async for update in run_job(ctx, render, job_id=job_id, forget={state: {}, status: ""}, lease=lease,
                                     on_first=restore()):
             yield update
 

@@ -39,3 +39,23 @@ def test_the_app_is_a_pure_http_client(tmp_path: Path) -> None:
         assert photo.size == (512, 512) and photo.mode == "RGB"
         pixels = np.asarray(photo, dtype=np.float32)
     assert np.abs(pixels - data.astronaut().astype(np.float32)).mean() < 3  # the photo itself (as JPEG)
+
+
+def test_the_last_handler_to_start_owns_a_tab() -> None:
+    from vlmq.frontend.context import Leases
+
+    leases = Leases()
+    resumed = leases.take("session-1", "caption")
+    assert resumed.held
+    other_tab = leases.take("session-1", "vqa")
+    other_session = leases.take("session-2", "caption")
+    submitted = leases.take("session-1", "caption")  # a new job in the same tab of the same page
+    assert submitted.held and not resumed.held
+    assert other_tab.held and other_session.held
+    resumed.release()  # an old handler ending frees nothing of the new one's
+    assert submitted.held
+    submitted.release()
+    other_tab.release()
+    other_session.release()
+    assert len(leases) == 0
+    assert leases.take(None, "caption").held and leases.take(None, "caption").held  # no session: never shared

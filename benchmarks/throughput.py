@@ -1,0 +1,892 @@
+"""Throughput benchmark: batching through vlmq vs the model's own batched loop vs one request per forward.
+
+    python benchmarks/throughput.py            # full run (~10 min on 2 CPU cores): full-size BLIP-base
+    python benchmarks/throughput.py --quick    # smoke test (< 1 min): tiny demo model only, few images
+
+Everything runs in one invocation, same model, same images, same decoding (greedy, `max_new_tokens`
+fixed and `min_new_tokens` = `max_new_tokens` in the saved generation config, so random weights never
+stop early and every image does the same work):
+
+1. raw loop: the model's `generate` on batches of B images, in this process, no service;
+2. one request per forward: one `generate` per image, sequential (the seed demos' design);
+3. vlmq: C concurrent clients (asyncio, `vlmq.client.AsyncClient`) submit over HTTP with
+   `Prefer: wait=60` and wait for each result; throughput and latency percentiles; the batch size
+   distribution read back from the API's /metrics (`vlmq_batch_size`).
+4. service overhead (tiny demo model, one client, one job at a time), from server-side timestamps;
+5. submit rate of one API process (no worker on the model, `cache: false`; then cache hits);
+6. resident memory of the API and of each worker.
+
+The benchmark starts and stops its own API and workers (`python -m vlmq.cli api|worker`) against
+Redis (default `redis://127.0.0.1:6379/9`) with its own VLMQ_DATA_DIR under benchmarks/.runs/; its
+models have their own names (`bench-*`, a registry override through VLMQ_MODELS), so no other
+worker on the same Redis takes its jobs, and it deletes its own keys at the end (never FLUSHDB).
+Models are cached under benchmarks/.cache/ (git-ignored). The Markdown report goes to stdout (and
+to --out). Method notes are printed with the tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import io
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import httpx  # noqa: E402
+import psutil  # noqa: E402
+import redis  # noqa: E402
+
+import bench_models  # noqa: E402
+from bench_procs import (  # noqa: E402
+    CpuWatch,
+    Proc,
+    clean_jobs,
+    clean_models,
+    queued_job_ids,
+    run_loadgen,
+    start_api,
+    start_worker,
+    wait_ready,
+)
+
+TINY, FULL, SINK = "bench-tiny", "bench-full", "bench-sink"
+FINAL = {"succeeded", "failed", "canceled", "aborted"}
+
+
+# --- small helpers ----------------------------------------------------------------------------
+
+
+def pct(values: list[float], p: float) -> float:
+    """Percentile by linear interpolation (numpy's default)."""
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    k = (len(s) - 1) * p / 100
+    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def machine() -> dict:
+    model = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+    import transformers
+
+    return {
+        "cpu": model,
+        "logical_cpus": psutil.cpu_count(),
+        "physical_cores": psutil.cpu_count(logical=False),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "load_avg": os.getloadavg(),
+    }
+
+
+@dataclass
+class Mode:
+    name: str
+    images: int
+    wall_s: float
+    cpu: CpuWatch | None = None
+    latencies: list[float] = field(default_factory=list)
+    notes: str = ""
+    batches: dict | None = None
+
+    @property
+    def rate(self) -> float:
+        return self.images / self.wall_s
+
+
+# --- 1 and 2: in-process loops ------------------------------------------------------------------
+
+
+def load_hf(folder: Path):
+    import torch
+    from transformers import BlipForConditionalGeneration, BlipProcessor
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    model = BlipForConditionalGeneration.from_pretrained(folder, dtype=torch.float32).eval()
+    return model, BlipProcessor.from_pretrained(folder)
+
+
+def caption_batch(model, processor, images: list, max_new_tokens: int) -> list[str]:
+    """What the blip_caption adapter does for a batch, without vlmq: preprocess, generate, decode."""
+    import torch
+
+    inputs = processor(images=images, return_tensors="pt")
+    inputs.pop("token_type_ids", None)
+    with torch.inference_mode():
+        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1)
+    assert out.shape[1] == max_new_tokens + 1, out.shape  # [DEC] + exactly max_new_tokens: no early stop
+    return [t.strip() for t in processor.tokenizer.batch_decode(out, skip_special_tokens=True)]
+
+
+def in_process(folder: Path, images: list, batch: int, threads: int, max_new_tokens: int,
+               one_per_forward_images: int) -> tuple[Mode, Mode]:
+    import torch
+
+    torch.set_num_threads(threads)
+    model, processor = load_hf(folder)
+    caption_batch(model, processor, images[:1], max_new_tokens)  # warm-up (not timed), as the worker gets
+    with CpuWatch() as cpu:
+        began = time.perf_counter()
+        per_batch = []
+        for start in range(0, len(images), batch):
+            t = time.perf_counter()
+            caption_batch(model, processor, images[start : start + batch], max_new_tokens)
+            per_batch.append(time.perf_counter() - t)
+        wall = time.perf_counter() - began
+    raw = Mode(f"raw loop (generate, batch {batch})", len(images), wall, cpu,
+               notes=f"{len(per_batch)} batches, median {statistics.median(per_batch):.2f} s/batch")
+    subset = images[:one_per_forward_images]
+    with CpuWatch() as cpu:
+        began = time.perf_counter()
+        per_image = []
+        for image in subset:
+            t = time.perf_counter()
+            caption_batch(model, processor, [image], max_new_tokens)
+            per_image.append(time.perf_counter() - t)
+        wall = time.perf_counter() - began
+    single = Mode("one request per forward (batch 1)", len(subset), wall, cpu, latencies=per_image,
+                  notes=f"median {statistics.median(per_image):.3f} s/image")
+    del model
+    import gc
+
+    gc.collect()
+    return raw, single
+
+
+# --- 3: through vlmq ------------------------------------------------------------------------------
+
+
+async def _submit_and_wait(client, blob: bytes, model: str, max_new_tokens: int, wait_s: int = 60) -> dict:
+    job = await client.submit(blob, type="caption", model=model, cache=False, max_new_tokens=max_new_tokens,
+                              headers={"Prefer": f"wait={wait_s}"})
+    while job["status"] not in FINAL:  # still running after the wait: follow its events to the end
+        async for event in client.stream(job["id"]):
+            if event.final:
+                break
+        job = await client.get(job["id"])
+    return job
+
+
+async def closed_loop(url: str, model: str, blobs: list[bytes], clients: int, max_new_tokens: int
+                      ) -> tuple[float, list[float], list[dict]]:
+    """`clients` concurrent clients share the list of images: each submits the next image as soon as
+    its previous job ended. Returns (wall seconds, client latencies, final jobs)."""
+    from vlmq.client import AsyncClient
+
+    work = iter(range(len(blobs)))
+    latencies: list[float] = []
+    jobs: list[dict] = []
+    async with AsyncClient(url, timeout=120) as client:
+
+        async def one_client() -> None:
+            for i in work:
+                t = time.perf_counter()
+                job = await _submit_and_wait(client, blobs[i], model, max_new_tokens)
+                latencies.append(time.perf_counter() - t)
+                jobs.append(job)
+
+        began = time.perf_counter()
+        await asyncio.gather(*(one_client() for _ in range(clients)))
+        wall = time.perf_counter() - began
+    bad = [j for j in jobs if j["status"] != "succeeded"]
+    if bad:
+        raise RuntimeError(f"{len(bad)} jobs did not succeed, e.g. {bad[0]}")
+    return wall, latencies, jobs
+
+
+def scrape_batches(url: str, model: str) -> dict:
+    """vlmq_batch_size and vlmq_batch_seconds of `model` from the API's /metrics."""
+    text = httpx.get(url + "/metrics", timeout=10).text
+    out: dict = {"size_buckets": {}, "size_sum": 0.0, "size_count": 0.0, "seconds_sum": 0.0, "seconds_count": 0.0}
+    label = f'model="{model}"'
+    for line in text.splitlines():
+        if label not in line or line.startswith("#"):
+            continue
+        name, _, value = line.rpartition(" ")
+        if line.startswith("vlmq_batch_size_bucket"):
+            le = re.search(r'le="([^"]+)"', name).group(1)
+            out["size_buckets"][le] = float(value)
+        elif line.startswith("vlmq_batch_size_sum"):
+            out["size_sum"] = float(value)
+        elif line.startswith("vlmq_batch_size_count"):
+            out["size_count"] = float(value)
+        elif line.startswith("vlmq_batch_seconds_sum"):
+            out["seconds_sum"] = float(value)
+        elif line.startswith("vlmq_batch_seconds_count"):
+            out["seconds_count"] = float(value)
+    return out
+
+
+def batch_delta(before: dict, after: dict) -> dict:
+    cumulative = {le: after["size_buckets"].get(le, 0) - before["size_buckets"].get(le, 0)
+                  for le in after["size_buckets"]}
+    order = sorted(cumulative, key=lambda le: float("inf") if le == "+Inf" else float(le))
+    per_bucket, previous, low = {}, 0.0, 1
+    for le in order:
+        n = cumulative[le] - previous
+        previous = cumulative[le]
+        if n:
+            high = le if le == "+Inf" else str(int(float(le)))
+            per_bucket[f"{low}" if str(low) == high else f"{low}-{high}"] = int(n)
+        low = 1 if le == "+Inf" else int(float(le)) + 1
+    count = after["size_count"] - before["size_count"]
+    jobs = after["size_sum"] - before["size_sum"]
+    seconds = after["seconds_sum"] - before["seconds_sum"]
+    return {"batches": int(count), "jobs": int(jobs), "mean": jobs / count if count else float("nan"),
+            "buckets": per_bucket, "predict_s": seconds}
+
+
+def server_latencies(client: redis.Redis, job_ids: list[str]) -> list[dict]:
+    from vlmq.store import JobStore
+
+    records = JobStore(client, 86_400).get_many(job_ids)
+    return [
+        {"id": r.id, "created": r.created_at, "started": r.started_at, "completed": r.completed_at}
+        for r in records if r is not None
+    ]
+
+
+def vlmq_mode(url: str, rclient: redis.Redis, model: str, blobs: list[bytes], clients: int, max_new_tokens: int,
+              procs: list[Proc], batch: int) -> tuple[Mode, list[str]]:
+    asyncio.run(closed_loop(url, model, blobs[:1], 1, max_new_tokens))  # warm-up: one job, not timed
+    before = scrape_batches(url, model)
+    with CpuWatch(procs) as cpu:
+        wall, latencies, jobs = asyncio.run(closed_loop(url, model, blobs, clients, max_new_tokens))
+    after = scrape_batches(url, model)
+    delta = batch_delta(before, after)
+    ids = [j["id"] for j in jobs]
+    server = server_latencies(rclient, ids)
+    first_created = min(s["created"] for s in server)
+    last_completed = max(s["completed"] for s in server)
+    mode = Mode(f"vlmq ({clients} clients, max_batch_size {batch})", len(blobs), wall, cpu, latencies,
+                batches=delta,
+                notes=f"server span {last_completed - first_created:.1f} s; {delta['batches']} batches, "
+                      f"mean size {delta['mean']:.2f}")
+    return mode, ids
+
+
+# --- 4: service overhead ----------------------------------------------------------------------------
+
+
+def pure_model_times(folder: Path, images: list, max_new_tokens: int, threads: int, repeats: int = 3) -> list[float]:
+    """The tiny model's time per image in this process, as the worker calls it (the blip_caption
+    adapter's predict, one item), but without the worker's hooks (no token streaming, no cancel
+    checks): the least of `repeats` runs per image."""
+    import torch
+
+    from vlmq.jobtypes import CaptionParams
+    from vlmq.registry import ModelSpec
+    from vlmq.tasks.adapters.base import GenerationHooks, WorkItem
+    from vlmq.tasks.adapters.blip_caption import BlipCaptionAdapter
+
+    torch.set_num_threads(threads)
+    spec = ModelSpec(name=TINY, adapter="blip_caption", source=str(folder), tasks=("caption",))
+    adapter = BlipCaptionAdapter(spec, str(folder))
+    adapter.setup()
+    params = CaptionParams(max_new_tokens=max_new_tokens)
+    adapter.predict([WorkItem("warm", images[0], params)], GenerationHooks())
+    times = []
+    for image in images:
+        best = float("inf")
+        for _ in range(repeats):
+            t = time.perf_counter()
+            adapter.predict([WorkItem("x", image, params)], GenerationHooks())
+            best = min(best, time.perf_counter() - t)
+        times.append(best)
+    return times
+
+
+def batch_seconds(rclient: redis.Redis, model: str) -> tuple[float, float]:
+    """(sum, count) of the worker's vlmq_batch_seconds for `model`, straight from its Redis hash."""
+    from vlmq.metrics_store import PREFIX
+
+    pipe = rclient.pipeline(transaction=False)
+    pipe.hget(PREFIX + "batch_seconds", f"model={model}|sum")
+    pipe.hget(PREFIX + "batch_seconds", f"model={model}|count")
+    total, count = pipe.execute()
+    return float(total or 0), float(count or 0)
+
+
+async def _overhead_loop(url: str, rclient: redis.Redis, model: str, blobs: list[bytes], n: int,
+                         max_new_tokens: int) -> list[dict]:
+    from vlmq.client import AsyncClient
+    from vlmq.store import JobStore
+
+    store = JobStore(rclient, 86_400)
+    rows = []
+    async with AsyncClient(url, timeout=60) as client:
+        for i in range(n):
+            blob_index = i % len(blobs)
+            s0, c0 = batch_seconds(rclient, model)
+            t = time.perf_counter()
+            job = await _submit_and_wait(client, blobs[blob_index], model, max_new_tokens, wait_s=30)
+            client_s = time.perf_counter() - t
+            s1, c1 = batch_seconds(rclient, model)
+            record = store.get(job["id"])
+            rows.append({
+                "id": job["id"], "image": blob_index, "client_s": client_s,
+                "e2e_s": record.completed_at - record.created_at,
+                "queue_s": record.started_at - record.created_at,
+                "run_s": record.completed_at - record.started_at,
+                "predict_s": s1 - s0, "batches": c1 - c0,
+            })
+    return rows
+
+
+def overhead_mode(url: str, rclient: redis.Redis, model: str, blobs: list[bytes], pure: list[float], n: int,
+                  max_new_tokens: int, procs: list[Proc]) -> tuple[dict, list[str]]:
+    asyncio.run(_overhead_loop(url, rclient, model, blobs, 3, max_new_tokens))  # warm-up
+    with CpuWatch(procs) as cpu:
+        rows = asyncio.run(_overhead_loop(url, rclient, model, blobs, n, max_new_tokens))
+    if any(r["batches"] != 1 for r in rows):
+        log(f"warning: {sum(r['batches'] != 1 for r in rows)} jobs did not run as a batch of their own")
+    ms = 1000
+    o_predict = [(r["e2e_s"] - r["predict_s"]) * ms for r in rows]
+    o_pure = [(r["e2e_s"] - pure[r["image"]]) * ms for r in rows]
+    result = {
+        "n": n,
+        "cpu": cpu,
+        "overhead_predict": o_predict,
+        "overhead_pure": o_pure,
+        "queue": [r["queue_s"] * ms for r in rows],
+        "after_start": [(r["run_s"] - r["predict_s"]) * ms for r in rows],
+        "hooks": [(r["predict_s"] - pure[r["image"]]) * ms for r in rows],
+        "predict": [r["predict_s"] * ms for r in rows],
+        "pure": [pure[r["image"]] * ms for r in rows],
+        "e2e": [r["e2e_s"] * ms for r in rows],
+        "client": [r["client_s"] * ms for r in rows],
+        "http": [(r["client_s"] - r["e2e_s"]) * ms for r in rows],
+    }
+    return result, [r["id"] for r in rows]
+
+
+# --- 5: submit rate -------------------------------------------------------------------------------------
+
+
+def jpeg(blob_image, side: int) -> bytes:
+    from PIL import Image
+
+    image = blob_image.copy()
+    image.thumbnail((side, side), Image.Resampling.BICUBIC)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def submit_body(model: str, image: bytes, cache: bool, max_new_tokens: int, prompt: str | None = None) -> bytes:
+    body = {"type": "caption", "model": model, "max_new_tokens": max_new_tokens, "cache": cache,
+            "image_url": "data:image/jpeg;base64," + base64.b64encode(image).decode()}
+    if prompt:
+        body["prompt"] = prompt
+    return json.dumps(body).encode()
+
+
+@dataclass
+class SubmitRun:
+    label: str
+    result: dict
+    api_cores: float
+    loadgen_cores: float
+    redis_cores: float
+    other_cores: float
+
+    @property
+    def api_ms_per_req(self) -> float:
+        return self.api_cores * 1000 / max(self.result["accepted_per_s"], 1e-9)
+
+
+def submit_rate(url: str, api: Proc, run_dir: Path, label: str, body: bytes, connections: int, seconds: float,
+                expect: str | None = None, profile: Path | None = None) -> tuple[SubmitRun, list[str]]:
+    body_file = run_dir / f"body-{time.time_ns()}.json"
+    body_file.write_bytes(body)
+    ids_file = run_dir / f"ids-{time.time_ns()}.txt"
+    args = ["--url", url + "/v1/jobs", "--body", str(body_file), "--connections", str(connections),
+            "--seconds", str(seconds), "--warmup", "1", "--ids", str(ids_file)]
+    if expect:
+        args += ["--expect", expect]
+    spy = None
+    if profile is not None:
+        spy = start_py_spy(api.pid, profile, seconds + 1)
+    with CpuWatch([api]) as cpu:
+        api0 = api.cpu_s()
+        result, loadgen_cpu = run_loadgen(args, run_dir)
+        api1 = api.cpu_s()
+    if spy is not None:
+        spy.wait()
+    cpu.extra_s = loadgen_cpu
+    run = SubmitRun(label, result, (api1 - api0) / cpu.wall, loadgen_cpu / cpu.wall, cpu.redis_s / cpu.wall,
+                    cpu.other_cores)
+    ids = [i for i in ids_file.read_text().split() if i]
+    return run, ids
+
+
+# --- profiling (optional) ------------------------------------------------------------------------
+
+
+def start_py_spy(pid: int, out: Path, seconds: float) -> subprocess.Popen | None:
+    exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(exe).exists():
+        log("py-spy not installed: no profile (pip install py-spy)")
+        return None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen([exe, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "200",
+                             "--format", "raw", "--output", str(out), "--nonblocking", "--gil"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+PROJECT = ("api", "vlmq", "tasks", "cache")
+
+
+def _where(frame: str) -> tuple[str, str]:
+    """(package, short frame) of a py-spy frame "function (path:line)" (py-spy prints paths relative
+    to their sys.path entry: "api/submit.py", "redis/client.py", "threading.py")."""
+    match = re.match(r"(.*) \((.*?):(\d+)\)$", frame)
+    if not match:
+        return "?", frame
+    function, path, _line = match.groups()
+    path = path.split("site-packages/", 1)[-1]
+    top = path.split("/", 1)[0].removesuffix(".py")
+    package = "vlmq" if top in PROJECT else top
+    return package, f"{function} ({path})"
+
+
+def top_frames(collapsed: Path, n: int = 16) -> dict:
+    """From py-spy's collapsed stacks: self time per package (sums to 100%), and inclusive time of
+    vlmq's own functions (each counted once per sample)."""
+    own_pkg: Counter = Counter()
+    inclusive: Counter = Counter()
+    own_fn: Counter = Counter()
+    total = 0
+    try:
+        lines = collapsed.read_text().splitlines()
+    except OSError:
+        return {}
+    for line in lines:
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        count = int(count)
+        frames = [f for f in stack.split(";") if not f.startswith(("process ", "thread "))]
+        if not frames:
+            continue
+        total += count
+        where = [_where(f) for f in frames]
+        own_pkg[where[-1][0]] += count
+        own_fn[where[-1][1]] += count
+        for pkg, short in set(where):
+            if pkg == "vlmq" and not short.startswith(("<module>", "main (", "api (", "worker (", "run_worker (")):
+                inclusive[short] += count
+    if not total:
+        return {}
+    pc = lambda c: 100 * c / total  # noqa: E731
+    return {
+        "samples": total,
+        "packages": [(p, pc(c)) for p, c in own_pkg.most_common(12)],
+        "vlmq": [(f, pc(c)) for f, c in inclusive.most_common(n)],
+        "self": [(f, pc(c)) for f, c in own_fn.most_common(n)],
+    }
+
+
+def profile_lines(path: Path, label: str) -> list[str]:
+    top = top_frames(path)
+    if not top:
+        return []
+    lines = ["", f"py-spy record --gil --rate 200 ({label}; {top['samples']} samples taken while it held the GIL):",
+             "", "```", "self time by package (what was running):"]
+    lines += [f"  {share:5.1f}%  {pkg}" for pkg, share in top["packages"]]
+    lines += ["inclusive time of vlmq's functions (on the stack):"]
+    lines += [f"  {share:5.1f}%  {f}" for f, share in top["vlmq"]]
+    lines += ["self time by function:"]
+    lines += [f"  {share:5.1f}%  {f}" for f, share in top["self"]]
+    return lines + ["```"]
+
+
+# --- memory -----------------------------------------------------------------------------------------
+
+
+def rss(proc: Proc | None) -> str:
+    value = proc.rss_mib() if proc else None
+    return f"{value:,.0f}" if value is not None else "n/a"
+
+
+# --- report ------------------------------------------------------------------------------------------
+
+
+def fmt(x: float, digits: int = 2) -> str:
+    return f"{x:,.{digits}f}"
+
+
+def mode_table(modes: list[Mode], raw: Mode, single: Mode) -> list[str]:
+    lines = ["| mode | images | wall s | images/s | vs one-per-forward | vs raw loop | p50 s | p95 s | p99 s | "
+             "CPU: this run / other users (cores) | notes |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for m in modes:
+        lat = m.latencies
+        p = (fmt(pct(lat, 50)), fmt(pct(lat, 95)), fmt(pct(lat, 99))) if lat and m is not raw else ("", "", "")
+        cpu = f"{m.cpu.mine_cores:.2f} / {m.cpu.other_cores:.2f}" if m.cpu else ""
+        lines.append(f"| {m.name} | {m.images} | {fmt(m.wall_s, 1)} | {fmt(m.rate, 3 if m.rate < 10 else 1)} | "
+                     f"{fmt(m.rate / single.rate)}x | {fmt(m.rate / raw.rate)}x | {p[0]} | {p[1]} | {p[2]} | "
+                     f"{cpu} | {m.notes} |")
+    return lines
+
+
+def targets(raw: Mode, single: Mode, vlmq: Mode) -> list[str]:
+    ratio = vlmq.rate / raw.rate
+    raw_gain = raw.rate / single.rate
+    vlmq_gain = vlmq.rate / single.rate
+    captured = (vlmq.rate - single.rate) / (raw.rate - single.rate) if raw.rate != single.rate else float("nan")
+    return [
+        f"- vlmq / raw loop = **{ratio:.3f}** (target ≥ 0.9: {'met' if ratio >= 0.9 else 'MISSED by ' + fmt(0.9 - ratio, 3)})",
+        f"- batching gain over one-per-forward: raw loop **{raw_gain:.2f}x**, vlmq **{vlmq_gain:.2f}x** "
+        f"(vlmq captures {100 * captured:.0f}% of the raw loop's gain; target vlmq gain ≥ raw gain: "
+        f"{'met' if vlmq_gain >= raw_gain else 'MISSED by ' + fmt(raw_gain - vlmq_gain) + 'x'})",
+    ]
+
+
+def batch_line(m: Mode) -> str:
+    b = m.batches or {}
+    buckets = ", ".join(f"size {k}: {v}" for k, v in b.get("buckets", {}).items())
+    return (f"- {m.name}: {b.get('batches', 0)} batches for {b.get('jobs', 0)} jobs, mean batch size "
+            f"**{b.get('mean', float('nan')):.2f}** ({buckets}; /metrics buckets are 1, 2, 4, 8, ...: a batch "
+            f"counted in 5-8 with mean 8.00 means all full); predict time {b.get('predict_s', 0):.1f} s in total")
+
+
+def report(ctx: dict) -> str:
+    out: list[str] = []
+    m = ctx["machine"]
+    out += [f"# vlmq throughput benchmark{' (--quick)' if ctx['quick'] else ''}", "",
+            f"- command: `{ctx['command']}`",
+            f"- date: {ctx['date']}",
+            f"- machine: {m['cpu']}, {m['logical_cpus']} logical CPUs ({m['physical_cores']} cores), "
+            f"{m['memory_gib']} GiB RAM, no GPU; Python {m['python']}, torch {m['torch']} (CPU), "
+            f"transformers {m['transformers']}; load average at start {', '.join(f'{x:.2f}' for x in m['load_avg'])}",
+            f"- Redis: {ctx['redis_url']} (its own model names `bench-*`, keys removed at the end)",
+            f"- images: real photos from skimage.data ({', '.join(bench_models.PHOTOS[:6])}, ...), resized to "
+            f"{len(bench_models.SHAPES)} sizes from 320 to 1024 px (several aspect ratios), JPEG q90; "
+            f"every image distinct",
+            f"- decoding: greedy, max_new_tokens = min_new_tokens = {ctx['max_new_tokens']} (every image "
+            f"produces exactly {ctx['max_new_tokens']} tokens), `cache: false` on every vlmq job",
+            ""]
+    for section in ctx["sections"]:
+        out += section
+        out.append("")
+    return "\n".join(out)
+
+
+# --- main ------------------------------------------------------------------------------------------
+
+
+def model_entry(source: Path, **extra) -> dict:
+    return {"adapter": "blip_caption", "source": str(source), "tasks": ["caption"], **extra}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny model only, few images (< 1 min)")
+    parser.add_argument("--redis-url", default=os.environ.get("VLMQ_BENCH_REDIS_URL", "redis://127.0.0.1:6379/9"))
+    parser.add_argument("--images", type=int, default=48, help="images per mode (full-size model)")
+    parser.add_argument("--single-images", type=int, default=None, help="images for one-per-forward (default: --images)")
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=8, help="max_batch_size of the workers and the raw loop's B")
+    parser.add_argument("--max-wait-ms", type=int, default=10, help="the workers' max_wait_ms")
+    parser.add_argument("--max-new-tokens", type=int, default=bench_models.MAX_NEW_TOKENS)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads for the full-size model, all modes")
+    parser.add_argument("--tiny-threads", type=int, default=1, help="torch threads for the tiny model, all modes")
+    parser.add_argument("--overhead-jobs", type=int, default=200)
+    parser.add_argument("--overhead-waits", default="1", help="more max_wait_ms values for the overhead test")
+    parser.add_argument("--submit-seconds", type=float, default=8)
+    parser.add_argument("--submit-connections", default="1,8,64")
+    parser.add_argument("--profile", action="store_true", help="py-spy the API during the submit test")
+    parser.add_argument("--out", type=Path, default=None, help="also write the Markdown report here")
+    parser.add_argument("--skip-full", action="store_true", help="tiny model sections only")
+    args = parser.parse_args()
+    if args.quick:
+        args.images, args.clients, args.overhead_jobs, args.submit_seconds = 16, 8, 30, 2
+        args.submit_connections = "16"
+        args.overhead_waits = ""
+        args.skip_full = True
+    args.overhead_waits = [int(w) for w in str(args.overhead_waits).split(",") if w != ""]
+    single_images = args.single_images or args.images
+    connections = [int(c) for c in args.submit_connections.split(",") if c]
+
+    from vlmq.images import decode_image as _decode
+
+    def decode_image(data: bytes):
+        return _decode(data, max_pixels=40_000_000, max_side=12_000)
+
+    cache = HERE / ".cache"
+    run_dir = HERE / ".runs" / time.strftime("%Y%m%d-%H%M%S")
+    log_dir = run_dir / "logs"
+    (run_dir / "data").mkdir(parents=True, exist_ok=True)
+    log(f"run folder {run_dir}")
+    log("models (cached in benchmarks/.cache)")
+    tiny = bench_models.tiny_blip(cache, args.max_new_tokens)
+    full = None if args.skip_full else bench_models.full_blip(cache, args.max_new_tokens)
+    names, blobs, images = bench_models.photos(args.images)
+    image_keys = list({decode_image(b).key for b in blobs})
+
+    rclient = redis.Redis.from_url(args.redis_url)
+    rclient.ping()
+    models = [TINY, FULL, SINK]
+    clean_models(rclient, models)
+    registry = {
+        TINY: model_entry(tiny, max_batch_size=args.batch, max_wait_ms=args.max_wait_ms),
+        SINK: model_entry(tiny, queue_limit=10_000_000, description="no worker: submits only fill its queue"),
+    }
+    if full is not None:
+        registry[FULL] = model_entry(full, max_batch_size=args.batch, max_wait_ms=args.max_wait_ms)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VLMQ_")}
+    env.update(VLMQ_REDIS_URL=args.redis_url, VLMQ_DATA_DIR=str(run_dir / "data"), VLMQ_MODELS=json.dumps(registry),
+               PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
+    ctx: dict = {
+        "quick": args.quick, "machine": machine(), "redis_url": args.redis_url,
+        "command": "python benchmarks/throughput.py " + " ".join(sys.argv[1:]),
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"), "max_new_tokens": args.max_new_tokens, "sections": [],
+    }
+    job_ids: list[str] = []
+    procs: dict[str, Proc] = {}
+    memory: list[tuple[str, str, str]] = []
+    try:
+        log("starting the API")
+        began = time.perf_counter()
+        api, url = start_api(env, log_dir)
+        procs["api"] = api
+        api_start = time.perf_counter() - began
+        memory.append(("API (uvicorn, 1 process)", "idle after start", rss(api)))
+        log(f"API at {url} in {api_start:.1f}s; starting the tiny worker")
+        worker = start_worker(TINY, env, log_dir, args.tiny_threads)
+        procs["tiny"] = worker
+        ready_s = wait_ready(rclient, worker, TINY)
+        memory.append((f"worker {TINY} (demo blip-base, tiny)", "ready, idle", rss(worker)))
+
+        # --- tiny model: the three modes ---------------------------------------------------------
+        log("tiny: raw loop and one-per-forward (in process)")
+        t_raw, t_single = in_process(tiny, images, args.batch, args.tiny_threads, args.max_new_tokens, args.images)
+        log("tiny: vlmq")
+        t_vlmq, ids = vlmq_mode(url, rclient, TINY, blobs, args.clients, args.max_new_tokens, [api, worker], args.batch)
+        job_ids += ids
+        ctx["sections"].append(
+            [f"## Throughput, tiny demo model (demo blip-base: 2 layers, 32 px; {args.tiny_threads} torch thread; "
+             f"model time is small, so this measures the service pipeline)", ""]
+            + mode_table([t_raw, t_single, t_vlmq], t_raw, t_single)
+            + ["", "Batch sizes in the vlmq mode (from /metrics `vlmq_batch_size`, delta over the run):", batch_line(t_vlmq)])
+
+        # --- service overhead ----------------------------------------------------------------------
+        pure = pure_model_times(tiny, images, args.max_new_tokens, args.tiny_threads)
+        waits = [args.max_wait_ms] + [w for w in args.overhead_waits if w != args.max_wait_ms]
+        overheads = []
+        for n_wait, wait_ms in enumerate(waits):
+            if n_wait:  # the same worker again, with another max_wait_ms (the worker reads its registry entry)
+                memory.append((f"worker {TINY}", f"after {len(job_ids)} jobs", rss(worker)))
+                worker.stop()
+                wait_registry = {**registry, TINY: {**registry[TINY], "max_wait_ms": wait_ms}}
+                worker = start_worker(TINY, {**env, "VLMQ_MODELS": json.dumps(wait_registry)}, log_dir,
+                                      args.tiny_threads)
+                procs["tiny"] = worker
+                wait_ready(rclient, worker, TINY)
+            log(f"tiny: service overhead ({args.overhead_jobs} sequential jobs, max_wait_ms {wait_ms})")
+            spy = None
+            if args.profile and n_wait == 0:
+                spy = start_py_spy(worker.pid, run_dir / "profiles" / "worker-overhead.txt", 15)
+            ov, ids = overhead_mode(url, rclient, TINY, blobs, pure, args.overhead_jobs, args.max_new_tokens,
+                                    [api, worker])
+            if spy is not None:
+                spy.wait()
+            job_ids += ids
+            overheads.append((wait_ms, ov))
+
+        def row(label: str, key: str, note: str = "") -> str:
+            cells = []
+            for _wait, ov in overheads:
+                values = ov[key]
+                cells.append(f"{fmt(pct(values, 50))} | {fmt(pct(values, 99))}")
+            return f"| {label} | {' | '.join(cells)} | {note} |"
+
+        head = " | ".join(f"p50 (wait {w} ms) | p99 (wait {w} ms)" for w, _ in overheads)
+        cpu_note = "; ".join(f"max_wait_ms {w}: {ov['cpu'].mine_cores:.2f} / {ov['cpu'].other_cores:.2f}"
+                             for w, ov in overheads)
+        ctx["sections"].append([
+            f"## Service overhead per job (tiny model, 1 client, one job at a time, {args.overhead_jobs} jobs per "
+            f"column; worker max_wait_ms {' and '.join(str(w) for w, _ in overheads)}; CPU cores this run / "
+            f"others: {cpu_note})", "",
+            f"| ms per job | {head} | what |", "|---|" + "---:|" * (2 * len(overheads)) + "---|",
+            row("**overhead = (completed_at − created_at) − batch predict time**", "overhead_predict",
+                "headline: server-side, the model call excluded"),
+            row("overhead incl. in-predict hooks = (completed_at − created_at) − pure model time", "overhead_pure",
+                "also counts token streaming / cancel checks inside generate"),
+            row("queue: started_at − created_at", "queue",
+                "after the record: lane admit, record write, publish; broker delivery; celery-batches flush "
+                "timer; claim"),
+            row("after start, outside predict: (completed_at − started_at) − predict", "after_start",
+                "image load + decode, grouping, output validation, finish script"),
+            row("hooks inside predict: predict − pure model time", "hooks", "token streamer + cancel checks (Redis)"),
+            row("batch predict time (worker, vlmq_batch_seconds)", "predict", ""),
+            row("pure model time (adapter.predict in process, no hooks)", "pure", ""),
+            row("server end-to-end: completed_at − created_at", "e2e", ""),
+            row("client round trip (POST with Prefer: wait=30 until the answer)", "client", ""),
+            row("client − server end-to-end", "http",
+                "HTTP, parsing, validation, image decode before created_at; Prefer-wait wake-up and answer"),
+            "",
+            "Method: every job is submitted alone (the next one after the previous answer), so each batch holds "
+            "exactly one job. `created_at` is stamped by the API when it builds the record (after parsing and "
+            "image checks), `started_at` by the worker's claim script, `completed_at` by its finish script (all "
+            "`time.time()` on this one machine, read from the job hash in Redis). The batch predict time is the "
+            "increase of the worker's `vlmq_batch_seconds` sum (its Redis hash, the /metrics source) across the "
+            "job: the duration of `adapter.predict` for the job's batch. The pure model time is the same adapter "
+            "run in the benchmark process on the same decoded image without the worker's hooks (best of 3, same "
+            "thread count).",
+        ] + profile_lines(run_dir / "profiles" / "worker-overhead.txt", "worker during the overhead run"))
+        memory.append((f"worker {TINY}", f"after {len(job_ids)} jobs", rss(worker)))
+
+        # --- cache hits: probe --------------------------------------------------------------------------
+        small = jpeg(images[0], 64)
+        hit_body = submit_body(TINY, small, True, args.max_new_tokens, prompt="a photo of")
+        probe = None
+        with httpx.Client(base_url=url, timeout=60) as http:
+            first = http.post("/v1/jobs", content=hit_body, headers={"Content-Type": "application/json",
+                                                                      "Prefer": "wait=30"}).json()
+            second = http.post("/v1/jobs", content=hit_body, headers={"Content-Type": "application/json"}).json()
+            job_ids += [first.get("id", ""), second.get("id", "")]
+            probe = (first.get("status"), first.get("cache"), second.get("status"), second.get("cache"))
+        cache_ready = probe[2] == "succeeded" and probe[3] == "hit"
+        memory.append(("API", "after the first cache lookups", rss(api)))
+        log(f"cache probe: first {probe[0]}/{probe[1]}, repeat {probe[2]}/{probe[3]} -> "
+            f"{'cache answers' if cache_ready else 'pending'}")
+
+        # --- submit rate -----------------------------------------------------------------------------------
+        worker.stop()
+        procs.pop("tiny")
+        log("submit rate (no worker on the model)")
+        runs: list[SubmitRun] = []
+        profile_dir = run_dir / "profiles"
+        for n in connections:
+            run, ids = submit_rate(url, api, run_dir, f"miss, 64 px JPEG, {n} connections",
+                                   submit_body(SINK, small, False, args.max_new_tokens), n, args.submit_seconds,
+                                   profile=profile_dir / f"api-submit-{n}.txt" if args.profile and n == max(connections) else None)
+            runs.append(run)
+            job_ids += ids
+            job_ids += queued_job_ids(rclient, SINK)
+            clean_models(rclient, [SINK])
+        big = blobs[0]
+        run, ids = submit_rate(url, api, run_dir, f"miss, {names[0]} JPEG ({len(big) // 1024} KiB), "
+                               f"{max(connections)} connections", submit_body(SINK, big, False, args.max_new_tokens),
+                               max(connections), args.submit_seconds)
+        runs.append(run)
+        job_ids += ids + queued_job_ids(rclient, SINK)
+        clean_models(rclient, [SINK])
+        if cache_ready:
+            run, ids = submit_rate(url, api, run_dir, f"cache hit, 64 px JPEG, {max(connections)} connections",
+                                   hit_body, max(connections), args.submit_seconds, expect='"cache":"hit"',
+                                   profile=profile_dir / "api-hit.txt" if args.profile else None)
+            runs.append(run)
+            job_ids += ids
+        memory.append(("API", "after the submit tests", rss(api)))
+        lines = ["## Submit rate of one API process (uvicorn, 1 process; closed loop, keep-alive connections, "
+                 "raw-socket load generator in its own process)", "",
+                 "| request | accepted/s | p50 ms | p99 ms | statuses | API CPU (cores) | API CPU ms / request | "
+                 "loadgen / Redis / others (cores) |", "|---|---:|---:|---:|---|---:|---:|---|"]
+        for r in runs:
+            res = r.result
+            hits = f" ({res['expected']} hits)" if "hit" in r.label else ""
+            lines.append(f"| {r.label} | **{fmt(res['accepted_per_s'], 0)}** | {res['p50_ms']} | {res['p99_ms']} | "
+                         f"{res['statuses']}{hits} | {r.api_cores:.2f} | {r.api_ms_per_req:.2f} | "
+                         f"{r.loadgen_cores:.2f} / {r.redis_cores:.2f} / {r.other_cores:.2f} |")
+        if not cache_ready:
+            lines.append(f"| cache hit | pending | | | | | | |")
+            lines += ["", f"Cache hits: **pending**: a repeated identical request (`cache: true`) was answered "
+                          f"`{probe[2]}` / cache `{probe[3]}` (first: `{probe[0]}` / `{probe[1]}`), not an immediate "
+                          f"`succeeded` / `hit`. The code path runs as soon as the API answers repeats from the cache."]
+        lines += ["", "Method: POST /v1/jobs with a JSON body (`image_url` as a data URI), `cache: false`, to a "
+                  f"registry model (`{SINK}`) that has no worker, so the queue only fills (queue_limit raised to 10M); "
+                  "1 s warm-up then the measured window; accepted = 202 (200 for cache answers). The jobs and the "
+                  "queue are deleted afterwards. API CPU is the uvicorn process's CPU time over the window; one "
+                  "API process uses at most ~1 core (GIL), so 1000 / (API CPU ms per request) is its ceiling."]
+        for path in sorted(profile_dir.glob("api-*.txt")):
+            lines += profile_lines(path, "API, " + path.stem)
+        ctx["sections"].append(lines)
+
+        # --- full-size model ------------------------------------------------------------------------------
+        if full is not None:
+            log(f"full-size BLIP-base: raw loop and one-per-forward in process ({args.threads} threads)")
+            raw, single = in_process(full, images, args.batch, args.threads, args.max_new_tokens, single_images)
+            log("full-size BLIP-base: worker")
+            worker = start_worker(FULL, env, log_dir, args.threads)
+            procs["full"] = worker
+            load_s = wait_ready(rclient, worker, FULL, timeout=300)
+            memory.append((f"worker {FULL} (BLIP-base full size, 224M params)", "ready, idle", rss(worker)))
+            log(f"full-size BLIP-base: vlmq ({args.clients} clients)")
+            vlmq, ids = vlmq_mode(url, rclient, FULL, blobs, args.clients, args.max_new_tokens, [api, worker],
+                                  args.batch)
+            job_ids += ids
+            memory.append((f"worker {FULL}", f"after {args.images + 1} jobs", rss(worker)))
+            worker.stop()
+            procs.pop("full")
+            params = bench_models.model_params(full)
+            ctx["sections"].insert(0, [
+                f"## Throughput, full-size BLIP-base (default `BlipConfig()`: ViT-B/16 384 px + BERT-base decoder, "
+                f"{params / 1e6:.0f}M params, random weights, float32; {args.threads} torch threads in every mode)", ""]
+                + mode_table([raw, single, vlmq], raw, single)
+                + ["", "Targets:"] + targets(raw, single, vlmq)
+                + ["", "Batch sizes in the vlmq mode (from /metrics `vlmq_batch_size`, delta over the run):",
+                   batch_line(vlmq),
+                   "", f"Method: raw loop and one-per-forward run in the benchmark process (processor + `generate` + "
+                   f"decode, exactly what the blip_caption adapter does), after one untimed warm-up call; no service "
+                   f"process is busy meanwhile (the API idles). vlmq: one API process and one worker "
+                   f"(`VLMQ_TORCH_THREADS={args.threads}`, max_batch_size {args.batch}, max_wait_ms {args.max_wait_ms}, "
+                   f"loaded in {load_s:.0f} s), one untimed warm-up job, then {args.clients} asyncio clients "
+                   f"(`vlmq.client.AsyncClient`, multipart upload, `Prefer: wait=60`) share the {args.images} images: "
+                   f"each submits the next one when its job ended. images/s = images / wall time from the first submit "
+                   f"to the last answer; latency = client-side submit-to-answer. CPU: cores busy with this benchmark's "
+                   f"processes / with other users of the machine (if the second is not ~0, the run was disturbed)."])
+        memory.append(("API", "at the end", rss(api)))
+        ctx["sections"].append(["## Memory (resident set size, psutil, MiB)", "", "| process | when | RSS MiB |",
+                                "|---|---|---:|"] + [f"| {a} | {b} | {c} |" for a, b, c in memory])
+    finally:
+        for proc in list(procs.values())[::-1]:
+            proc.stop()
+        try:
+            clean_jobs(rclient, [i for i in job_ids if i] + queued_job_ids(rclient, SINK),
+                       image_keys + [decode_image(jpeg(images[0], 64)).key])
+            clean_models(rclient, models)
+        except redis.RedisError as exc:
+            log(f"cleanup failed: {exc}")
+    text = report(ctx)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

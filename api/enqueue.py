@@ -9,7 +9,7 @@ from kombu.exceptions import KombuError
 
 from vlmq.api.errors import ApiError
 from vlmq.jobs import JobRecord
-from vlmq.queues import queue_name, task_name
+from vlmq.tasks.app import publish
 
 log = logging.getLogger("vlmq.api")
 # Fail fast when the broker is away: the client gets a 503 and retries, nothing half-accepted.
@@ -22,18 +22,8 @@ class JobQueue:
 
     def publish(self, record: JobRecord, priority: int = 0) -> None:
         """To the model's queue for the record's lane, at a priority step (0 is served first)."""
-        assert record.model is not None
         try:
-            self.celery.send_task(
-                task_name(record.type, record.model),
-                args=[record.id],
-                task_id=record.id,
-                queue=queue_name(record.model, record.lane),
-                routing_key=queue_name(record.model, record.lane),
-                priority=priority,
-                retry=True,
-                retry_policy=RETRY_POLICY,
-            )
+            publish(self.celery, record, priority, retry=True, retry_policy=RETRY_POLICY)
         except (KombuError, OSError) as exc:
             log.warning("enqueue failed for %s: %s", record.id, exc, extra={"job_id": record.id})
             raise ApiError(

@@ -15,6 +15,7 @@ from vlmq.api.body_limit import BodySizeLimit
 from vlmq.api.errors import install_error_handlers
 from vlmq.api.metrics import FleetCollector, install_metrics
 from vlmq.api.routes import admin, batches, health, jobs, models
+from vlmq.api.schemas import ErrorBody
 from vlmq.api.services import Services
 from vlmq.jobs import JobRequest
 from vlmq.logs import setup_logging
@@ -36,6 +37,16 @@ def _openapi_with_request_schema(app: FastAPI):
         return schema
 
     return openapi
+
+
+#: What any /v1 route may answer besides its own codes (docs/api.md, "Errors").
+COMMON_ERRORS = {
+    400: {"model": ErrorBody, "description": "Malformed JSON body."},
+    401: {"model": ErrorBody, "description": "No valid API key (when one is required)."},
+    404: {"model": ErrorBody, "description": "Unknown, expired, or another caller's."},
+    422: {"model": ErrorBody, "description": "Invalid request; `error.field` names the field."},
+    503: {"model": ErrorBody, "description": "Redis unreachable; retry after Retry-After seconds."},
+}
 
 
 def _fleet_collector(app: FastAPI) -> FleetCollector | None:
@@ -64,8 +75,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for module in (jobs, batches, models, admin, health):
-        app.include_router(module.router)
+    for module in (jobs, batches, models, admin):
+        app.include_router(module.router, responses=COMMON_ERRORS)
+    app.include_router(health.router)
     install_metrics(app, lambda: _fleet_collector(app))
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_image_bytes * 4 // 3 + 256 * 1024)
     app.openapi = _openapi_with_request_schema(app)

@@ -73,7 +73,7 @@ def _queue_full(services: Services, full: LaneFull) -> ApiError:
 
 def _release(services: Services, records: list[JobRecord]) -> None:
     for record in records:
-        services.lanes.release(record.model, record.lane, record.owner or ANONYMOUS)
+        services.lanes.release(record.id, record.model, record.lane, record.owner or ANONYMOUS)
 
 
 def create_jobs(services: Services, request, image: DecodedImage, image_bytes: bytes, delivery: Delivery) -> JobRecord:
@@ -140,7 +140,7 @@ def _store_and_publish(services: Services, records: list[JobRecord], queued: lis
         for i, record in enumerate(records):
             if record.id in queued_ids:
                 ticket, steps[record.id] = services.lanes.admit(
-                    record.model, record.lane, record.owner or ANONYMOUS, services.registry.get(record.model).queue_limit
+                    record.id, record.model, record.lane, record.owner or ANONYMOUS, services.registry.get(record.model).queue_limit
                 )
                 records[i] = dataclasses.replace(record, ticket=ticket)
     except LaneFull as full:

@@ -22,6 +22,7 @@ FINAL = frozenset(s.value for s in JobStatus if s.final)
 DECODINGS = ("greedy", "nucleus", "temperature")
 COMPARE_TASKS = (JobType.caption.value, JobType.vqa.value, JobType.detect.value, JobType.chat.value)
 COMPARE_COLUMNS = 3
+CACHE_ANSWERS = frozenset({"hit", "semantic_hit", "joined"})
 BOX_HEADERS = ["label", "x0", "y0", "x1", "y1", "score"]
 JOB_HEADERS = ["job", "type", "status", "model", "created", "queue ms", "run ms", "attempts", "cache"]
 _DETECT_PREFIX = re.compile(r"^\s*detect\b", re.IGNORECASE)
@@ -408,8 +409,10 @@ def status_line(progress: Progress) -> str:
         if job.get("attempts", 0) > 1:
             parts.append(f"{job['attempts']} attempts")
         cache = job.get("cache")
-        if cache and cache != "miss":
+        if cache in CACHE_ANSWERS:  # answered without running a model (miss and off say nothing)
             parts.append(f"cache {esc(cache.replace('_', ' '))}")
+            if job.get("cached_from"):
+                parts.append(f"from job <code>{esc(short_id(job['cached_from']))}</code>")
     else:
         if progress.elapsed_s is not None:
             parts.append(format_seconds(progress.elapsed_s))

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from celery import Celery
 
-from vlmq.queues import PRIORITY_STEPS
+from vlmq.jobs import JobRecord
+from vlmq.queues import PRIORITY_STEPS, queue_name, task_name
 from vlmq.redis_conn import broker_options
 from vlmq.settings import Settings
 
@@ -52,3 +53,11 @@ def make_celery(settings: Settings) -> Celery:
         task_default_queue="vlmq.default",
     )
     return app
+
+
+def publish(app: Celery, record: JobRecord, priority: int = 0, **options) -> None:
+    """Send a job to its model's queue for its lane: the message carries only the job id."""
+    assert record.model is not None
+    queue = queue_name(record.model, record.lane)
+    app.send_task(task_name(record.type, record.model), args=[record.id], task_id=record.id, queue=queue,
+                  routing_key=queue, priority=priority, **options)

@@ -35,8 +35,9 @@ from vlmq.settings import Settings
 from vlmq.redis_conn import sync_client
 from vlmq.store import JobStore
 from vlmq.tasks.adapters import load_adapter_class
-from vlmq.tasks.app import make_celery
+from vlmq.tasks.app import make_celery, publish
 from vlmq.tasks.metrics import WorkerMetrics
+from vlmq.tasks.reconcile import Reconciler
 from vlmq.tasks.runner import ModelRunner
 
 log = logging.getLogger("vlmq.worker")
@@ -128,9 +129,13 @@ def run_worker(model: str, settings: Settings, hostname: str | None = None) -> i
         without_gossip=True,
         task_events=True,
     )
+    reconciler = Reconciler(model, client, runner.store, lambda record: publish(app, record),
+                            settings.visibility_timeout_s)
+    reconciler.start()
     try:
         worker.start()
     finally:
+        reconciler.stopped.set()
         heartbeat.stopped.set()
         try:
             fleet.leave(model, name)

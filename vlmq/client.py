@@ -241,6 +241,9 @@ class AsyncClient(_Base):
     async def models(self) -> list[dict]:
         return (await self._call("GET", "/v1/models")).json()["models"]
 
+    async def artifact(self, path: str) -> bytes:
+        return (await self._call("GET", path)).content
+
     async def jobs(self, limit: int = 50) -> list[dict]:
         return (await self._call("GET", "/v1/jobs", params={"limit": limit})).json()["jobs"]
 

@@ -31,6 +31,7 @@ from vlmq.jobs import JobRecord, Lane
 BACKLOG = "vlmq:backlog:{}:{}"
 TICKETS = "vlmq:tickets:{}:{}"
 TAKEN = "vlmq:taken:{}:{}"
+PENDING = "vlmq:pending:{}"  # sorted set per model: job id -> admitted at (until a worker takes it)
 THROUGHPUT = "vlmq:throughput:{}"  # hash: epoch second -> jobs finished that second
 WINDOW_S = 60
 FRONT = 8
@@ -53,10 +54,12 @@ class LaneFull(Exception):
         self.model, self.lane, self.depth, self.limit = model, lane, depth, limit
 
 
-# KEYS: tickets, taken, backlog; ARGV: limit, bulk?, ttl. -> {ticket, backlog before} or {-1, depth}
+# KEYS: tickets, taken, backlog, pending; ARGV: limit, bulk?, ttl, job id, now.
+# -> {ticket, backlog before} or {-1, depth}
 _ADMIT = """
 local depth = tonumber(redis.call('GET', KEYS[1]) or '0') - tonumber(redis.call('GET', KEYS[2]) or '0')
 if depth >= tonumber(ARGV[1]) then return {-1, depth} end
+redis.call('ZADD', KEYS[4], ARGV[5], ARGV[4])
 local ticket = redis.call('INCR', KEYS[1])
 local before = 0
 if ARGV[2] == '1' then
@@ -75,20 +78,22 @@ class Lanes:
 
     # --- the API, at submit ----------------------------------------------------------------
 
-    def admit(self, model: str, lane: Lane, owner: str, limit: int) -> tuple[int, int]:
+    def admit(self, job_id: str, model: str, lane: Lane, owner: str, limit: int) -> tuple[int, int]:
         """(ticket, priority step) for a new job of `owner` in the model's lane, atomically
         refused (`LaneFull`) when the lane already holds `limit` jobs not yet taken by a worker."""
         ticket, value = self._admit(
-            keys=[TICKETS.format(model, lane.value), TAKEN.format(model, lane.value), BACKLOG.format(model, owner)],
-            args=[limit, "1" if lane is Lane.bulk else "0", self.ttl_s],
+            keys=[TICKETS.format(model, lane.value), TAKEN.format(model, lane.value), BACKLOG.format(model, owner),
+                  PENDING.format(model)],
+            args=[limit, "1" if lane is Lane.bulk else "0", self.ttl_s, job_id, repr(time.time())],
         )
         if ticket < 0:
             raise LaneFull(model, lane, value, limit)
         return ticket, fair_share_step(value) if lane is Lane.bulk else 0
 
-    def release(self, model: str, lane: Lane, owner: str) -> None:
+    def release(self, job_id: str, model: str, lane: Lane, owner: str) -> None:
         """Undo an admission whose job was not published after all."""
         pipe = self.redis.pipeline(transaction=False)
+        pipe.zrem(PENDING.format(model), job_id)
         pipe.incr(TAKEN.format(model, lane.value))
         if lane is Lane.bulk:
             pipe.decr(BACKLOG.format(model, owner))
@@ -105,6 +110,7 @@ class Lanes:
         if record.model is None:
             return
         pipe = self.redis.pipeline(transaction=False)
+        pipe.zrem(PENDING.format(record.model), record.id)
         pipe.incr(TAKEN.format(record.model, record.lane.value))
         if record.lane is Lane.bulk:
             pipe.decr(BACKLOG.format(record.model, record.owner or "anonymous"))

@@ -90,7 +90,8 @@ def _accept_item(services, caller, index: int, item: Any) -> tuple[int, str | No
 
 
 @router.post("", status_code=202, response_model=BatchAccepted, openapi_extra=BATCH_BODY,
-             responses={400: {"model": ErrorBody}, 413: {"model": ErrorBody}, 422: {"model": ErrorBody}})
+             responses={400: {"model": ErrorBody}, 413: {"model": ErrorBody}, 415: {"model": ErrorBody},
+                        429: {"model": ErrorBody}})
 async def submit_batch(request: Request, services: ServicesDep, caller: CallerDep) -> BatchAccepted:
     """Submit many jobs at once (images as URLs or data URIs). Each item succeeds or fails alone."""
     spend(caller, services)

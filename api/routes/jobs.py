@@ -31,8 +31,8 @@ ERRORS = {
     400: {"model": ErrorBody, "description": "Malformed JSON."},
     413: {"model": ErrorBody, "description": "Body or image too large."},
     415: {"model": ErrorBody, "description": "Neither JSON nor multipart."},
-    422: {"model": ErrorBody, "description": "Invalid request; `error.field` names the field."},
-    503: {"model": ErrorBody, "description": "Redis unreachable; retry after Retry-After seconds."},
+    409: {"model": ErrorBody, "description": "Idempotency-Key reused with another body, or in progress."},
+    429: {"model": ErrorBody, "description": "Rate limit or full queue; retry after Retry-After seconds."},
 }
 
 SUBMIT_BODY = {

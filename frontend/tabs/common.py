@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from typing import Any
 
 import gradio as gr
@@ -88,23 +89,32 @@ async def run_job(
     """
     shown: list[Any] = []  # the components updated so far
     try:
-        async for update in _run_job(ctx, render, submit, job_id, remember, on_first, forget, lease):
-            if lease is not None and not lease.held:
-                # Gradio sends a generator's last update again when it ends: make it a no-op, so
-                # that it does not overwrite what the handler now owning the tab has shown.
-                if shown:
-                    import sys, time as _t; print("DBG LOST", _t.time(), lease.key, lease.token, file=sys.stderr, flush=True)
-                    yield {component: gr.skip() for component in shown}
-                return
-            shown = list(update) or shown
-            import sys, time as _t; print("DBG", _t.time(), lease and lease.key, lease and lease.token, job_id, {getattr(k, "elem_id", k): (str(v)[:60] if not isinstance(v, dict) else "upd") for k, v in update.items()}, file=sys.stderr, flush=True)
-            yield update
+        async with aclosing(_run_job(ctx, render, submit, job_id, remember, on_first, forget, lease)) as updates:
+            async for update in updates:
+                if lease is not None and not lease.held:
+                    break
+                shown = list(update) or shown
+                yield update
+        if lease is not None and not lease.held and shown:
+            # Gradio sends a generator's last update again when it ends: make that a no-op, so that
+            # it does not overwrite what the handler now owning the tab has shown.
+            yield {component: gr.skip() for component in shown}
     finally:
         if lease is not None:
             lease.release()
 
 
-async def _run_job(ctx, render, submit, job_id, remember, on_first, forget, lease) -> AsyncIterator[dict[Any, Any]]:
+async def _run_job(
+    ctx: Context,
+    render: Render,
+    submit: Callable[[AsyncClient], Awaitable[dict[str, Any]]] | None,
+    job_id: str | None,
+    remember: Callable[[dict[str, Any]], dict[Any, Any]] | None,
+    on_first: Callable[[Progress], dict[Any, Any]] | None,
+    forget: dict[Any, Any] | None,
+    lease: Lease | None,
+) -> AsyncIterator[dict[Any, Any]]:
+    """run_job's updates, before the lease check."""
     async with ctx.client() as client:
         first: dict[str, Any] | None = None
         extra: dict[Any, Any] = {}
@@ -135,7 +145,7 @@ async def _run_job(ctx, render, submit, job_id, remember, on_first, forget, leas
                 update.update(extra)
                 extra = {}
             yield update
-            if progress.status == "failed" and progress.error:
+            if progress.status == "failed" and progress.error and submit is not None:  # not again on reload
                 gr.Warning(f"{progress.error.get('code')}: {progress.error.get('message')}")
 
 
@@ -192,7 +202,7 @@ def image_restorer(ctx: Context) -> Callable[[Any], Any]:
 
 
 class TabUI:
-    """What app.py wires for a tab: its model pickers, its resume handler, its job-starting triggers."""
+    """What app.py wires for a tab: its model pickers, its resume handler, its kept image."""
 
     def __init__(self, name: str) -> None:
         self.name = name

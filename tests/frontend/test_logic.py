@@ -241,6 +241,9 @@ def test_status_line_when_done_shows_times_and_cache() -> None:
     assert line.startswith("✔ <b>succeeded</b>")
     assert "queued 12 ms" in line and "ran 1234 ms" in line and "cache semantic hit" in line
     assert "cache" not in logic.status_line(logic.progress_of_job({**job, "cache": "miss"}, NOW))
+    assert "cache" not in logic.status_line(logic.progress_of_job({**job, "cache": "off"}, NOW))
+    joined = logic.status_line(logic.progress_of_job({**job, "cache": "joined", "cached_from": "abcdef0123"}, NOW))
+    assert "cache joined · from job <code>abcdef01</code>" in joined
 
 
 def test_status_line_shows_the_apis_error() -> None:

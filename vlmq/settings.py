@@ -50,7 +50,7 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(40_000_000, ge=1, description="Largest width x height decoded.")
     max_image_side: int = Field(12_000, ge=1, description="Largest width or height.")
     url_timeout_s: float = Field(10.0, gt=0, description="Whole-download deadline for `image_url`.")
-    url_max_redirects: int = Field(3, ge=0)
+    url_max_redirects: int = Field(3, ge=0, description="Redirects followed, each one checked again.")
     url_allow_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Hosts or CIDRs a URL may reach although private or loopback (for tests, intranets).",
@@ -68,8 +68,8 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = Field(8, ge=1, le=30, description="Deliveries tried per webhook event.")
     webhook_timeout_s: float = Field(10.0, gt=0, description="Per delivery attempt.")
     webhook_backoff_s: float = Field(1.0, gt=0, description="First retry delay; doubles, with jitter.")
-    idempotency_ttl_s: int = Field(86_400, ge=60)
-    max_batch_jobs: int = Field(1000, ge=1, le=10_000)
+    idempotency_ttl_s: int = Field(86_400, ge=60, description="How long an Idempotency-Key returns its job.")
+    max_batch_jobs: int = Field(1000, ge=1, le=10_000, description="Jobs per POST /v1/batches.")
 
     # --- cache ------------------------------------------------------------------------------
     cache_enabled: bool = Field(True, description="Answer repeated requests from the cache.")
@@ -84,16 +84,16 @@ class Settings(BaseSettings):
     torch_threads: int = Field(1, ge=1, description="torch.set_num_threads in each model worker.")
 
     # --- logs -------------------------------------------------------------------------------
-    log_format: Literal["json", "text"] = "json"
-    log_level: str = "INFO"
+    log_format: Literal["json", "text"] = Field("json", description="json: one object per line, with job_id.")
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING, ERROR.")
 
     # --- services started by `vlmq up` ------------------------------------------------------
-    api_host: str = "127.0.0.1"
-    api_port: int = 8000
-    flower_host: str = "127.0.0.1"
-    flower_port: int = 5555
-    frontend_host: str = "127.0.0.1"
-    frontend_port: int = 7860
+    api_host: str = Field("127.0.0.1", description="Where `vlmq api` binds (0.0.0.0 in containers).")
+    api_port: int = Field(8000, description="Port of `vlmq api`.")
+    flower_host: str = Field("127.0.0.1", description="Where `vlmq flower` binds.")
+    flower_port: int = Field(5555, description="Port of Flower.")
+    frontend_host: str = Field("127.0.0.1", description="Where `vlmq frontend` binds.")
+    frontend_port: int = Field(7860, description="Port of the Gradio frontend.")
     api_url: str = Field("", description="Where the frontend and CLI find the API (default: api_host:api_port).")
     api_key: SecretStr | None = Field(None, description="Bearer key the CLI and frontend send.")
     flower_basic_auth: SecretStr | None = Field(None, description="user:password for Flower (none: open).")

@@ -61,12 +61,11 @@ class Supervisor:
     def watch(self) -> None:
         """Until Ctrl-C or SIGTERM: restart what should be restarted."""
         signal.signal(signal.SIGTERM, lambda *_: self._request_stop())
+        signal.signal(signal.SIGINT, lambda *_: self._request_stop())
         try:
             while not self.stopping:
                 self._tick()
                 time.sleep(0.5)
-        except KeyboardInterrupt:
-            pass
         finally:
             self.stop_all()
 
@@ -96,6 +95,10 @@ class Supervisor:
                 service.start(self.env)
 
     def stop_all(self, grace_s: float = 20.0) -> None:
+        """SIGTERM every process group, wait up to `grace_s`, then SIGKILL what is left. A second
+        Ctrl-C (or SIGTERM) while stopping must not leave orphans: it is ignored here."""
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         running = [s for s in self.services if s.process and s.process.poll() is None]
         for service in running:
             try:

@@ -62,6 +62,8 @@ def test_up_runs_everything_and_stops_everything(tmp_path: Path) -> None:
         assert job["status"] == "succeeded" and job["output"]["boxes"], job
     finally:
         up.send_signal(signal.SIGINT)
+        time.sleep(0.2)
+        up.send_signal(signal.SIGINT)  # an impatient second Ctrl-C must not leave orphans
         try:
             up.wait(60)
         except subprocess.TimeoutExpired:

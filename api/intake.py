@@ -14,9 +14,10 @@ from pydantic import TypeAdapter
 from starlette.datastructures import UploadFile
 
 from vlmq.api.errors import ApiError
-from vlmq.images import DecodedImage, ImageError, decode_data_uri, decode_image
+from vlmq.errors import InputError
+from vlmq.images import DecodedImage, decode_data_uri, decode_image
 from vlmq.jobs import JobRequest
-from vlmq.safe_http import UnsafeURL, fetch
+from vlmq.safe_http import fetch
 from vlmq.settings import Settings
 
 REQUEST_ADAPTER: TypeAdapter = TypeAdapter(JobRequest)
@@ -83,6 +84,6 @@ def load_image(image_url: str | None, upload: bytes | None, settings: Settings) 
                 max_redirects=settings.url_max_redirects,
             )
         return decode_image(data, max_pixels=settings.max_image_pixels, max_side=settings.max_image_side), data
-    except (ImageError, UnsafeURL) as exc:
+    except InputError as exc:
         message = exc.message if exc.message.startswith(field) else f"{field}: {exc.message}"
         raise ApiError(exc.status, exc.code, message, field=field) from exc

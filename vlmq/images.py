@@ -19,20 +19,16 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from vlmq.errors import InputError
+
 # Our own limits (checked on the header, before decoding) are stricter; PIL's bomb guard is a backstop.
 Image.MAX_IMAGE_PIXELS = 200_000_000
 
 _DATA_URI = re.compile(r"^data:(?P<mime>image/[a-z0-9.+-]+)?(?P<b64>;base64)?,(?P<data>.*)$", re.I | re.S)
 
 
-class ImageError(ValueError):
+class ImageError(InputError):
     """The bytes are not an image vlmq accepts. `code` is the API error code (4xx)."""
-
-    def __init__(self, code: str, message: str, status: int = 422) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.status = status
 
 
 @dataclass(frozen=True)

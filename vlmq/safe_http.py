@@ -22,17 +22,13 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from vlmq.errors import InputError
+
 _REDIRECTS = {301, 302, 303, 307, 308}
 
 
-class UnsafeURL(ValueError):
+class UnsafeURL(InputError):
     """The URL is refused or its fetch failed; `code` and `status` are the API's error."""
-
-    def __init__(self, code: str, message: str, status: int = 422) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.status = status
 
 
 @dataclass(frozen=True)

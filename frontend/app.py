@@ -17,13 +17,11 @@ import logging
 from typing import Any
 
 import gradio as gr
-import httpx
 
-from vlmq.client import ApiError
 from vlmq.frontend import logic
 from vlmq.frontend.context import Context
 from vlmq.frontend.tabs import caption, chat, compare, detect, jobs, vqa
-from vlmq.frontend.tabs.common import TabUI, api_error_text, browser_state, image_restorer
+from vlmq.frontend.tabs.common import API_ERRORS, TabUI, browser_state, image_restorer, warn_api_error
 from vlmq.settings import Settings, get_settings
 
 log = logging.getLogger("vlmq.frontend")
@@ -88,9 +86,8 @@ def build_app(settings: Settings | None = None, ctx: Context | None = None) -> g
             try:
                 async with ctx.client() as client:
                     models = await client.models()
-            except (ApiError, httpx.HTTPError, OSError) as exc:
-                code, message = api_error_text(exc, ctx.api_url)
-                gr.Warning(f"{code}: {message}")
+            except API_ERRORS as exc:
+                code, message = warn_api_error(exc, ctx.api_url)
                 return {api_line: logic.error_html(code, message) + " · reload the page once the API runs"}
             update: dict[Any, Any] = {api_line: api_summary(ctx.api_url, models), models_state: models}
             for ui in uis:

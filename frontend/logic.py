@@ -127,6 +127,11 @@ def parse_seed(value: float | str | None) -> int | None:
     return int(number)
 
 
+def seed_text(seed: int | None) -> str:
+    """A job's seed as the seed box shows it again (blank: none)."""
+    return "" if seed is None else str(seed)
+
+
 def decoding_fields(strategy: str, top_p: float | None = None, temperature: float | None = None) -> dict[str, Any]:
     """The `decoding` object for a decoding choice: greedy | nucleus(top_p) | temperature(t)."""
     strategy = (strategy or "greedy").strip().lower()

@@ -8,13 +8,13 @@ import gradio as gr
 
 from vlmq.frontend import logic
 from vlmq.frontend.context import Context
-from vlmq.frontend.logic import InputError, Progress, remembered_job
+from vlmq.frontend.logic import Progress
 from vlmq.frontend.tabs.common import (
-    TabUI,
-    canceller,
-    input_error,
-    remember_input,
-    run_job,
+    JobTab,
+    example_photos,
+    image_input,
+    job_and_input,
+    restored_model,
     status_html,
 )
 
@@ -22,17 +22,14 @@ TAB = "caption"
 PREFERRED = ("blip-base", "blip-large")
 
 
-def build(ctx: Context, state: gr.BrowserState) -> TabUI:
-    ui = TabUI(TAB)
+def build(ctx: Context, state: gr.BrowserState) -> JobTab:
     with gr.Row():
         with gr.Column(scale=1):
-            image = gr.Image(type="filepath", image_mode=None, label="Image", sources=["upload", "clipboard"],
-                             elem_id="caption-image", height=360)
+            image = image_input(TAB, 360)
             url = gr.Textbox(label="…or an image URL", placeholder="https://example.com/photo.jpg",
                              elem_id="caption-url")
-            examples = ctx.example_rows(["astronaut", "chelsea", "coffee", "rocket"])
-            if examples:
-                gr.Examples(examples, inputs=[image], label="Example photos (scikit-image)")
+            example_photos(ctx, ["astronaut", "chelsea", "coffee", "rocket"], [image],
+                           "Example photos (scikit-image)")
         with gr.Column(scale=1):
             model = gr.Dropdown(label="Model", choices=[], elem_id="caption-model",
                                 info="Models from the API that run `caption`.")
@@ -57,6 +54,8 @@ def build(ctx: Context, state: gr.BrowserState) -> TabUI:
                                  buttons=["copy"])
             status = status_html(TAB)
 
+    ui = JobTab(ctx, TAB, state, status, image, url=url)
+
     decoding.change(
         lambda choice: (gr.update(visible=choice == "nucleus"), gr.update(visible=choice == "temperature")),
         inputs=[decoding], outputs=[top_p, temperature], show_progress="hidden",
@@ -67,60 +66,32 @@ def build(ctx: Context, state: gr.BrowserState) -> TabUI:
 
     async def submit(image_path, image_url, model_name, prompt_text, num_beams, max_new, strategy, p, t, seed_value,
                      request: gr.Request):
-        try:
-            source = logic.choose_image(image_path, image_url)
-            fields = logic.caption_fields(model_name, num_beams, max_new, strategy, p, t, seed_value, prompt_text)
-        except InputError as exc:
-            yield input_error(status, exc)
-            return
-        lease = ctx.lease(request, TAB)
-        async for update in run_job(
-            ctx, render,
-            submit=lambda client: client.submit(source, type="caption", **fields),
-            remember=remember_input(ctx, state, source),
-            lease=lease,
-        ):
+        def job() -> tuple[str, dict[str, Any]]:
+            return (logic.choose_image(image_path, image_url),
+                    logic.caption_fields(model_name, num_beams, max_new, strategy, p, t, seed_value, prompt_text))
+
+        async for update in ui.submit(request, render, "caption", job):
             yield update
 
     inputs = [image, url, model, prompt, beams, max_tokens, decoding, top_p, temperature, seed]
-    outputs = [status, caption, state]
-    run.click(submit, inputs=inputs, outputs=outputs, show_progress="hidden", trigger_mode="multiple")
-    cancel.click(canceller(ctx), inputs=[state], outputs=None, show_progress="hidden")
+    ui.on_submit([run.click], submit, inputs=inputs, outputs=[caption])
+    ui.on_cancel(cancel)
 
-    def restore(job_url: str | None):
-        def on_first(progress: Progress) -> dict[Any, Any]:
-            job = progress.job or {}
-            params = job.get("input") or {}
-            dec = params.get("decoding") or {}
-            restored: dict[Any, Any] = {
-                model: gr.update(value=job.get("model")) if job.get("model") else gr.skip(),
-                prompt: params.get("prompt") or "",
-                beams: params.get("num_beams", 1),
-                max_tokens: params.get("max_new_tokens", 30),
-                decoding: dec.get("strategy", "greedy"),
-                top_p: gr.update(value=dec.get("top_p") or 0.9, visible=dec.get("strategy") == "nucleus"),
-                temperature: gr.update(value=dec.get("temperature") or 0.7,
-                                       visible=dec.get("strategy") == "temperature"),
-                seed: "" if params.get("seed") is None else str(params["seed"]),
-                url: job_url or "",
-            }
-            return restored
-        return on_first
+    def restore(progress: Progress) -> dict[Any, Any]:
+        job, params = job_and_input(progress)
+        dec = params.get("decoding") or {}
+        return {
+            model: restored_model(job),
+            prompt: params.get("prompt") or "",
+            beams: params.get("num_beams", 1),
+            max_tokens: params.get("max_new_tokens", 30),
+            decoding: dec.get("strategy", "greedy"),
+            top_p: gr.update(value=dec.get("top_p") or 0.9, visible=dec.get("strategy") == "nucleus"),
+            temperature: gr.update(value=dec.get("temperature") or 0.7,
+                                   visible=dec.get("strategy") == "temperature"),
+            seed: logic.seed_text(params.get("seed")),
+        }
 
-    async def resume(saved, request: gr.Request):
-        job_id, _, saved_url = remembered_job(saved)
-        if not job_id:
-            yield {status: gr.skip()}
-            return
-        lease = ctx.lease(request, TAB)
-        async for update in run_job(ctx, render, job_id=job_id, forget={state: {}, status: ""}, lease=lease,
-                                    on_first=restore(saved_url)):
-            yield update
-
+    ui.resume_with(render, restore, [caption, model, prompt, beams, max_tokens, decoding, top_p, temperature, seed])
     ui.picker(model, "caption", PREFERRED)
-    ui.resume = resume
-    ui.state, ui.image = state, image
-    ui.resume_inputs = [state]
-    ui.resume_outputs = [state, status, caption, model, prompt, beams, max_tokens, decoding, top_p, temperature, seed,
-                         url]
     return ui

@@ -12,13 +12,13 @@ import gradio as gr
 
 from vlmq.frontend import logic
 from vlmq.frontend.context import Context
-from vlmq.frontend.logic import InputError, Progress, remembered_job
+from vlmq.frontend.logic import Progress
 from vlmq.frontend.tabs.common import (
-    TabUI,
-    canceller,
-    input_error,
-    remember_input,
-    run_job,
+    JobTab,
+    example_photos,
+    image_input,
+    job_and_input,
+    restored_model,
     status_html,
 )
 
@@ -45,15 +45,11 @@ def conversation(progress: Progress) -> list[dict[str, str]] | None:
     return logic.chat_history(progress.job, progress.text or WAITING)[1]
 
 
-def build(ctx: Context, state: gr.BrowserState) -> TabUI:
-    ui = TabUI(TAB)
+def build(ctx: Context, state: gr.BrowserState) -> JobTab:
     with gr.Row():
         with gr.Column(scale=2):
-            image = gr.Image(type="filepath", image_mode=None, label="Image", sources=["upload", "clipboard"],
-                             elem_id="chat-image", height=300)
-            examples = ctx.example_rows(["astronaut", "chelsea", "coffee", "rocket"])
-            if examples:
-                gr.Examples(examples, inputs=[image], label="Example photos")
+            image = image_input(TAB, 300)
+            example_photos(ctx, ["astronaut", "chelsea", "coffee", "rocket"], [image], "Example photos")
             model = gr.Dropdown(label="Model", choices=[], elem_id="chat-model",
                                 info="Models and checkpoints from the API that run `chat`.")
             system = gr.Textbox(label="System message", placeholder="Carefully follow the user's request.",
@@ -78,87 +74,55 @@ def build(ctx: Context, state: gr.BrowserState) -> TabUI:
                 clear = gr.Button("Clear", elem_id="chat-clear")
             status = status_html(TAB)
 
-    async def submit(image_path, model_name, system_text, temp, p, max_new, rep, seed_value, text, history,
-                     request: gr.Request):
-        history = plain(history)
-        try:
-            source = logic.choose_image(image_path)
-            messages = logic.chat_messages(history, system_text, text)
-            fields = logic.chat_fields(model_name, messages, temp, p, max_new, rep, seed_value)
-        except InputError as exc:
-            yield input_error(status, exc)
-            return
-        lease = ctx.lease(request, TAB)
-        pending = [*history, {"role": "user", "content": text.strip()}, {"role": "assistant", "content": WAITING}]
+    ui = JobTab(ctx, TAB, state, status, image)
 
-        def render(progress: Progress) -> dict[Any, Any]:
-            update: dict[Any, Any] = {status: logic.status_line(progress)}
-            if progress.status == "submitting":
-                update.update({chatbot: pending, message: ""})
-            elif progress.status == "error" and progress.job is None:  # not accepted: as it was
-                update.update({chatbot: history, message: text})
-            else:
-                shown = conversation(progress)
-                if shown is not None:
-                    update[chatbot] = shown
-            return update
-
-        async for update in run_job(
-            ctx, render,
-            submit=lambda client: client.submit(source, type="chat", **fields),
-            remember=remember_input(ctx, state, source),
-            lease=lease,
-        ):
-            yield update
-
-    inputs = [image, model, system, temperature, top_p, max_tokens, repetition, seed, message, chatbot]
-    outputs = [status, chatbot, message, state]
-    gr.on([send.click, message.submit], submit, inputs=inputs, outputs=outputs, show_progress="hidden",
-          trigger_mode="multiple")
-    stop.click(canceller(ctx), inputs=[state], outputs=None, show_progress="hidden")
-
-    def clear_tab(request: gr.Request):
-        ctx.lease(request, TAB).release()  # a turn still followed here stops updating the tab
-        return [], "", "", {}
-
-    clear.click(clear_tab, inputs=None, outputs=[chatbot, message, status, state], show_progress="hidden")
-
-    def resume_render(progress: Progress) -> dict[Any, Any]:
+    def follow_render(progress: Progress) -> dict[Any, Any]:
+        """The status line and the conversation so far (a resumed turn, or a turn once accepted)."""
         update: dict[Any, Any] = {status: logic.status_line(progress)}
         shown = conversation(progress)
         if shown is not None:
             update[chatbot] = shown
         return update
 
-    def restore():
-        def on_first(progress: Progress) -> dict[Any, Any]:
-            job = progress.job or {}
-            params = job.get("input") or {}
-            system_text, _ = logic.chat_history(job)
-            return {
-                model: gr.update(value=job.get("model")) if job.get("model") else gr.skip(),
-                system: system_text,
-                temperature: params.get("temperature", 0.3),
-                top_p: params.get("top_p", 0.7),
-                max_tokens: params.get("max_new_tokens", 128),
-                repetition: params.get("repetition_penalty", 1.0),
-                seed: "" if params.get("seed") is None else str(params["seed"]),
-            }
-        return on_first
+    async def submit(image_path, model_name, system_text, temp, p, max_new, rep, seed_value, text, history,
+                     request: gr.Request):
+        history = plain(history)
 
-    async def resume(saved, request: gr.Request):
-        job_id, _, _ = remembered_job(saved)
-        if not job_id:
-            yield {status: gr.skip()}
-            return
-        lease = ctx.lease(request, TAB)
-        async for update in run_job(ctx, resume_render, job_id=job_id, forget={state: {}, status: ""},
-                                    lease=lease, on_first=restore()):
+        def job() -> tuple[str, dict[str, Any]]:
+            source = logic.choose_image(image_path)
+            messages = logic.chat_messages(history, system_text, text)
+            return source, logic.chat_fields(model_name, messages, temp, p, max_new, rep, seed_value)
+
+        def render(progress: Progress) -> dict[Any, Any]:
+            if progress.status == "submitting":
+                pending = [*history, {"role": "user", "content": text.strip()},
+                           {"role": "assistant", "content": WAITING}]
+                return {status: logic.status_line(progress), chatbot: pending, message: ""}
+            if progress.status == "error" and progress.job is None:  # not accepted: as it was
+                return {status: logic.status_line(progress), chatbot: history, message: text}
+            return follow_render(progress)
+
+        async for update in ui.submit(request, render, "chat", job):
             yield update
 
+    inputs = [image, model, system, temperature, top_p, max_tokens, repetition, seed, message, chatbot]
+    ui.on_submit([send.click, message.submit], submit, inputs=inputs, outputs=[chatbot, message])
+    ui.on_cancel(stop)
+    ui.on_clear(clear, {chatbot: [], message: ""})
+
+    def restore(progress: Progress) -> dict[Any, Any]:
+        job, params = job_and_input(progress)
+        system_text, _ = logic.chat_history(job)
+        return {
+            model: restored_model(job),
+            system: system_text,
+            temperature: params.get("temperature", 0.3),
+            top_p: params.get("top_p", 0.7),
+            max_tokens: params.get("max_new_tokens", 128),
+            repetition: params.get("repetition_penalty", 1.0),
+            seed: logic.seed_text(params.get("seed")),
+        }
+
+    ui.resume_with(follow_render, restore, [chatbot, model, system, temperature, top_p, max_tokens, repetition, seed])
     ui.picker(model, "chat", PREFERRED)
-    ui.resume = resume
-    ui.state, ui.image = state, image
-    ui.resume_inputs = [state]
-    ui.resume_outputs = [state, status, chatbot, model, system, temperature, top_p, max_tokens, repetition, seed]
     return ui

@@ -7,11 +7,16 @@ Every job tab has a status line (HTML) and a `gr.BrowserState` holding its last 
   the browser at once, then yield a UI update for every `Progress` of `follow_job`;
 * resume (on page load): the remembered job is read and followed the same way, and the tab's
   inputs are restored from the job (its model, question, prompt, and the kept input image);
-* cancel: `POST /v1/jobs/{id}/cancel`; the follower then sees the job end.
+* cancel: `POST /v1/jobs/{id}/cancel`; the follower then sees the job end;
+* clear (some tabs): the tab's outputs emptied, its kept job forgotten, its follower stopped.
+
+`JobTab` holds that wiring once; a tab module lays out its widgets and gives only what is its own:
+how its widgets make a job's fields, how a job shows (`render`), and which inputs a job restores.
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
@@ -35,6 +40,8 @@ from vlmq.frontend.logic import (
 )
 
 Render = Callable[[Progress], "dict[Any, Any] | Awaitable[dict[Any, Any]]"]
+#: the outputs restored from a resumed job, given its first snapshot that has the job
+OnFirst = Callable[[Progress], dict[Any, Any]]
 
 #: BrowserState encrypts with this key. Fixed (not random per process) so that a restarted
 #: frontend still reads what browsers kept; what is kept is a job id and an image hash.
@@ -50,9 +57,37 @@ def status_html(tab: str) -> gr.HTML:
     return gr.HTML("", elem_id=f"{tab}-status", elem_classes=["vlmq-status"])
 
 
+def image_input(tab: str, height: int) -> gr.Image:
+    """The tab's input image (an upload or a pasted image), given to handlers as a file path."""
+    return gr.Image(type="filepath", image_mode=None, label="Image", sources=["upload", "clipboard"],
+                    elem_id=f"{tab}-image", height=height)
+
+
+def example_photos(ctx: Context, rows: list[Any], inputs: list[Any], label: str) -> None:
+    """gr.Examples of the example photos (rows: names, or tuples of a name and the other inputs)."""
+    examples = ctx.example_rows(rows)
+    if examples:
+        gr.Examples(examples, inputs=inputs, label=label)
+
+
+def job_and_input(progress: Progress) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A snapshot's job and the job's input (empty dicts where absent)."""
+    job = progress.job or {}
+    return job, job.get("input") or {}
+
+
+def restored_model(job: dict[str, Any]) -> Any:
+    """The model dropdown's update for a resumed job: its model, or left as it is."""
+    return gr.update(value=job.get("model")) if job.get("model") else gr.skip()
+
+
 def input_error(status: gr.HTML, exc: InputError) -> dict[Any, Any]:
     gr.Warning(str(exc))
     return {status: error_html("invalid_input", str(exc))}
+
+
+#: what a call to the API raises when it fails (the API's own error, or no answer)
+API_ERRORS = (ApiError, httpx.HTTPError, OSError)
 
 
 def api_error_text(exc: BaseException, api_url: str) -> tuple[str, str]:
@@ -60,6 +95,13 @@ def api_error_text(exc: BaseException, api_url: str) -> tuple[str, str]:
     if isinstance(exc, ApiError):
         return exc.code, exc.message
     return "api_unreachable", f"cannot reach the API at {api_url} ({type(exc).__name__}: {exc})"
+
+
+def warn_api_error(exc: BaseException, api_url: str) -> tuple[str, str]:
+    """A failed call's (code, message), also shown as a warning toast."""
+    code, message = api_error_text(exc, api_url)
+    gr.Warning(f"{code}: {message}")
+    return code, message
 
 
 async def _rendered(render: Render, progress: Progress) -> dict[Any, Any]:
@@ -122,9 +164,8 @@ async def _run_job(
             yield await _rendered(render, Progress(job_id=None, status="submitting"))
             try:
                 first = await submit(client)
-            except (ApiError, httpx.HTTPError, OSError) as exc:
-                code, message = api_error_text(exc, ctx.api_url)
-                gr.Warning(f"{code}: {message}")
+            except API_ERRORS as exc:
+                code, message = warn_api_error(exc, ctx.api_url)
                 yield await _rendered(render, error_progress(code, message))
                 return
             job_id = first["id"]
@@ -166,9 +207,8 @@ async def cancel_job(ctx: Context, state: Any) -> None:
     try:
         async with ctx.client() as client:
             job = await client.cancel(job_id)
-    except (ApiError, httpx.HTTPError, OSError) as exc:
-        code, message = api_error_text(exc, ctx.api_url)
-        gr.Warning(f"{code}: {message}")
+    except API_ERRORS as exc:
+        warn_api_error(exc, ctx.api_url)
         return
     gr.Info(f"job {job_id[:8]}: {job.get('status')}")
 
@@ -225,6 +265,99 @@ class TabUI:
             return {**previous(models), dropdown: picker_update(models, task, preferred)}
 
         self.on_models = on_models
+
+
+class JobTab(TabUI):
+    """A tab that runs jobs: its status line, its kept last job, and the handlers all such tabs share.
+
+    `url`: the tab's image URL box, where it has one; a resumed job restores the URL kept with it.
+    """
+
+    def __init__(self, ctx: Context, name: str, state: gr.BrowserState, status: gr.HTML, image: gr.Image,
+                 url: gr.Textbox | None = None) -> None:
+        super().__init__(name)
+        self.ctx, self.status, self.url = ctx, status, url
+        self.state, self.image = state, image
+
+    async def submit(self, request: gr.Request, render: Render, job_type: str,
+                     prepare: Callable[[], tuple[str, dict[str, Any]]]) -> AsyncIterator[dict[Any, Any]]:
+        """A submit handler's updates: `prepare()` checks the widgets and gives the image and the
+        job's fields (or raises InputError, shown in the status line); the job is then submitted,
+        remembered in the browser, and followed while the tab is its own."""
+        try:
+            source, fields = prepare()
+        except InputError as exc:
+            yield input_error(self.status, exc)
+            return
+        lease = self.ctx.lease(request, self.name)
+        async for update in run_job(
+            self.ctx, render,
+            submit=lambda client: client.submit(source, type=job_type, **fields),
+            remember=remember_input(self.ctx, self.state, source),
+            lease=lease,
+        ):
+            yield update
+
+    async def follow_saved(self, saved: Any, request: gr.Request, render: Render, on_first: OnFirst
+                           ) -> AsyncIterator[dict[Any, Any]]:
+        """A resume handler's updates: the job the browser kept (`saved`) followed again, the tab's
+        inputs restored from it (`on_first`); a job gone meanwhile is forgotten."""
+        job_id, _, saved_url = remembered_job(saved)
+        if not job_id:
+            yield {self.status: gr.skip()}
+            return
+        if self.url is not None:
+            on_first = self._restoring_url(on_first, saved_url)
+        lease = self.ctx.lease(request, self.name)
+        async for update in run_job(self.ctx, render, job_id=job_id, forget={self.state: {}, self.status: ""},
+                                    lease=lease, on_first=on_first):
+            yield update
+
+    def _restoring_url(self, on_first: OnFirst, saved_url: str | None) -> OnFirst:
+        """`on_first`, also putting the kept URL back in the URL box."""
+
+        def restore(progress: Progress) -> dict[Any, Any]:
+            return {**on_first(progress), self.url: saved_url or ""}
+
+        return restore
+
+    def on_submit(self, triggers: list[Any], submit: Callable[..., AsyncIterator[dict[Any, Any]]],
+                  inputs: list[Any], outputs: list[Any]) -> None:
+        """`submit` (a handler using `self.submit`) on each trigger, updating `outputs`, the status
+        line and the kept job; another click starts another job (the last one started owns the tab)."""
+        gr.on(triggers, submit, inputs=inputs, outputs=[self.status, *outputs, self.state], show_progress="hidden",
+              trigger_mode="multiple")
+
+    def on_resume(self, resume: Callable[..., AsyncIterator[dict[Any, Any]]], outputs: list[Any],
+                  extra_inputs: tuple[Any, ...] = ()) -> None:
+        """`resume` (a handler using `follow_saved`) runs on page load (app.py wires it), reading
+        the kept job (and `extra_inputs`), updating it, the status line and `outputs`."""
+        self.resume = resume
+        self.resume_inputs = [self.state, *extra_inputs]
+        self.resume_outputs = [self.state, self.status, *outputs, *([self.url] if self.url is not None else [])]
+
+    def resume_with(self, render: Render, on_first: OnFirst, outputs: list[Any]) -> None:
+        """On page load the kept job is followed again with `render`, `on_first` restoring the inputs."""
+
+        async def resume(saved: Any, request: gr.Request) -> AsyncIterator[dict[Any, Any]]:
+            async for update in self.follow_saved(saved, request, render, on_first):
+                yield update
+
+        self.on_resume(resume, outputs)
+
+    def on_cancel(self, button: gr.Button) -> None:
+        """`button` cancels the tab's kept job."""
+        button.click(canceller(self.ctx), inputs=[self.state], outputs=None, show_progress="hidden")
+
+    def on_clear(self, button: gr.Button, cleared: dict[Any, Any]) -> None:
+        """`button` sets the `cleared` outputs to their values and empties the status line and the
+        kept job; a job still followed here stops updating the tab."""
+
+        def clear_tab(request: gr.Request) -> tuple[Any, ...]:
+            self.ctx.lease(request, self.name).release()  # a job still followed here stops updating the tab
+            return (*copy.deepcopy(list(cleared.values())), "", {})
+
+        button.click(clear_tab, inputs=None, outputs=[*cleared, self.status, self.state], show_progress="hidden")
 
 
 def picker_update(models: list[dict[str, Any]], task: str, preferred: tuple[str, ...] = (),

@@ -12,14 +12,13 @@ import gradio as gr
 
 from vlmq.frontend import logic
 from vlmq.frontend.context import Context
-from vlmq.frontend.logic import COMPARE_COLUMNS, InputError, Progress, remembered_job
+from vlmq.frontend.logic import COMPARE_COLUMNS, Progress
 from vlmq.frontend.tabs.common import (
-    TabUI,
-    canceller,
-    input_error,
+    JobTab,
+    example_photos,
+    image_input,
+    job_and_input,
     picker_update,
-    remember_input,
-    run_job,
     status_html,
 )
 
@@ -53,15 +52,17 @@ def pickers_for(models: list[dict[str, Any]], task: str, current: list[str | Non
     return [first, second, third]
 
 
-def build(ctx: Context, state: gr.BrowserState, models_state: gr.State) -> TabUI:
-    ui = TabUI(TAB)
+def prompt_update(task: str, text: str | None = None) -> dict[str, Any]:
+    """The prompt box for `task`: its label and placeholder, `text` in it (or the task's default)."""
+    label, placeholder, value = PROMPTS.get(task, PROMPTS["caption"])
+    return gr.update(label=label, placeholder=placeholder, value=value if text is None else text)
+
+
+def build(ctx: Context, state: gr.BrowserState, models_state: gr.State) -> JobTab:
     with gr.Row():
         with gr.Column(scale=1):
-            image = gr.Image(type="filepath", image_mode=None, label="Image", sources=["upload", "clipboard"],
-                             elem_id="compare-image", height=320)
-            examples = ctx.example_rows(["chelsea", "astronaut", "coffee", "rocket"])
-            if examples:
-                gr.Examples(examples, inputs=[image], label="Example photos")
+            image = image_input(TAB, 320)
+            example_photos(ctx, ["chelsea", "astronaut", "coffee", "rocket"], [image], "Example photos")
         with gr.Column(scale=1):
             task = gr.Radio(list(logic.COMPARE_TASKS), value="caption", label="Task", elem_id="compare-task")
             label, placeholder, value = PROMPTS["caption"]
@@ -82,18 +83,18 @@ def build(ctx: Context, state: gr.BrowserState, models_state: gr.State) -> TabUI
             with gr.Column(min_width=200, variant="panel"):
                 columns.append(gr.HTML("", elem_id=f"compare-col-{i}", elem_classes=["vlmq-compare-col"]))
 
+    ui = JobTab(ctx, TAB, state, status, image)
+
     def on_task(new_task, models, a, b, c):
-        label, placeholder, value = PROMPTS.get(new_task, PROMPTS["caption"])
-        return [gr.update(label=label, placeholder=placeholder, value=value),
-                *pickers_for(models or [], new_task, [a, b, c])]
+        return [prompt_update(new_task), *pickers_for(models or [], new_task, [a, b, c])]
 
     task.input(on_task, inputs=[task, models_state, *pickers], outputs=[prompt, *pickers], show_progress="hidden")
 
     def render(progress: Progress) -> dict[Any, Any]:
         update: dict[Any, Any] = {status: logic.status_line(progress)}
-        job = progress.job or {}
-        models = job.get("models") or (job.get("input") or {}).get("models") or []
-        job_task = ((job.get("input") or {}).get("task") or {}).get("type", "caption")
+        job, params = job_and_input(progress)
+        models = job.get("models") or params.get("models") or []
+        job_task = (params.get("task") or {}).get("type", "caption")
         if progress.job_id is None and progress.status != "error":
             cells = [""] * COMPARE_COLUMNS
         elif models:
@@ -104,32 +105,22 @@ def build(ctx: Context, state: gr.BrowserState, models_state: gr.State) -> TabUI
         return update
 
     async def submit(image_path, task_name, prompt_text, a, b, c, max_new, request: gr.Request):
-        try:
-            source = logic.choose_image(image_path)
-            fields = logic.compare_fields([a, b, c], task_name, prompt_text, max_new)
-        except InputError as exc:
-            yield input_error(status, exc)
-            return
-        lease = ctx.lease(request, TAB)
-        async for update in run_job(
-            ctx, render,
-            submit=lambda client: client.submit(source, type="compare", **fields),
-            remember=remember_input(ctx, state, source),
-            lease=lease,
-        ):
+        def job() -> tuple[str, dict[str, Any]]:
+            return logic.choose_image(image_path), logic.compare_fields([a, b, c], task_name, prompt_text, max_new)
+
+        async for update in ui.submit(request, render, "compare", job):
             yield update
 
-    run.click(submit, inputs=[image, task, prompt, *pickers, max_tokens], outputs=[status, *columns, state],
-              show_progress="hidden", trigger_mode="multiple")
-    cancel.click(canceller(ctx), inputs=[state], outputs=None, show_progress="hidden")
+    ui.on_submit([run.click], submit, inputs=[image, task, prompt, *pickers, max_tokens], outputs=columns)
+    ui.on_cancel(cancel)
 
     ui.model_outputs = list(pickers)
     ui.on_models = lambda models: dict(zip(pickers, pickers_for(models, "caption"), strict=True))
 
     def restore(models: list[dict[str, Any]]):
         def on_first(progress: Progress) -> dict[Any, Any]:
-            job = progress.job or {}
-            spec = (job.get("input") or {}).get("task") or {}
+            job, params = job_and_input(progress)
+            spec = params.get("task") or {}
             job_task = spec.get("type", "caption")
             chosen = list(job.get("models") or [])[:COMPARE_COLUMNS]
             chosen += [""] * (COMPARE_COLUMNS - len(chosen))
@@ -139,27 +130,17 @@ def build(ctx: Context, state: gr.BrowserState, models_state: gr.State) -> TabUI
             text = spec.get("prompt") or spec.get("question") or ""
             if spec.get("messages"):
                 text = logic.message_text(spec["messages"][-1].get("content"))
-            label, placeholder, _ = PROMPTS.get(job_task, PROMPTS["caption"])
             return {
                 task: job_task,
-                prompt: gr.update(label=label, placeholder=placeholder, value=text),
+                prompt: prompt_update(job_task, text),
                 max_tokens: spec.get("max_new_tokens", 20),
                 **dict(zip(pickers, updates, strict=True)),
             }
         return on_first
 
     async def resume(saved, models, request: gr.Request):
-        job_id, _, _ = remembered_job(saved)
-        if not job_id:
-            yield {status: gr.skip()}
-            return
-        lease = ctx.lease(request, TAB)
-        async for update in run_job(ctx, render, job_id=job_id, forget={state: {}, status: ""}, lease=lease,
-                                    on_first=restore(models or [])):
+        async for update in ui.follow_saved(saved, request, render, restore(models or [])):
             yield update
 
-    ui.resume = resume
-    ui.state, ui.image = state, image
-    ui.resume_inputs = [state, models_state]
-    ui.resume_outputs = [state, status, *columns, task, prompt, max_tokens, *pickers]
+    ui.on_resume(resume, [*columns, task, prompt, max_tokens, *pickers], extra_inputs=(models_state,))
     return ui

@@ -10,18 +10,18 @@ import asyncio
 from typing import Any
 
 import gradio as gr
-import httpx
 
 from vlmq.client import ApiError
 from vlmq.frontend import logic
 from vlmq.frontend.context import Context
-from vlmq.frontend.logic import InputError, Progress, remembered_job
+from vlmq.frontend.logic import Progress
 from vlmq.frontend.tabs.common import (
-    TabUI,
-    canceller,
-    input_error,
-    remember_input,
-    run_job,
+    API_ERRORS,
+    JobTab,
+    example_photos,
+    image_input,
+    job_and_input,
+    restored_model,
     status_html,
 )
 
@@ -47,12 +47,10 @@ def fetch_annotated(ctx: Context, job_id: str, url: str) -> str:
     return str(path)
 
 
-def build(ctx: Context, state: gr.BrowserState) -> TabUI:
-    ui = TabUI(TAB)
+def build(ctx: Context, state: gr.BrowserState) -> JobTab:
     with gr.Row():
         with gr.Column(scale=1):
-            image = gr.Image(type="filepath", image_mode=None, label="Image", sources=["upload", "clipboard"],
-                             elem_id="detect-image", height=360)
+            image = image_input(TAB, 360)
             prompt = gr.Textbox(label="Prompt", value="detect face ; eye", elem_id="detect-prompt",
                                 info="'detect <label> ; <label> …'. The `faces` detector knows face and eye.")
             with gr.Row():
@@ -63,9 +61,7 @@ def build(ctx: Context, state: gr.BrowserState) -> TabUI:
                 run = gr.Button("Detect", variant="primary", elem_id="detect-run")
                 clear = gr.Button("Clear", elem_id="detect-clear")
                 cancel = gr.Button("Cancel", variant="stop", elem_id="detect-cancel")
-            examples = ctx.example_rows(EXAMPLES)
-            if examples:
-                gr.Examples(examples, inputs=[image, prompt], label="Examples")
+            example_photos(ctx, EXAMPLES, [image, prompt], "Examples")
         with gr.Column(scale=1):
             annotated = gr.Image(label="Annotated", interactive=False, elem_id="detect-annotated", height=360,
                                  format="png")
@@ -74,6 +70,8 @@ def build(ctx: Context, state: gr.BrowserState) -> TabUI:
             raw = gr.Textbox(label="Model text (generative detectors)", interactive=False, visible=False,
                              elem_id="detect-raw")
             status = status_html(TAB)
+
+    ui = JobTab(ctx, TAB, state, status, image)
 
     async def render(progress: Progress) -> dict[Any, Any]:
         update: dict[Any, Any] = {status: logic.status_line(progress)}
@@ -90,62 +88,31 @@ def build(ctx: Context, state: gr.BrowserState) -> TabUI:
         if url and progress.job_id:
             try:
                 update[annotated] = await asyncio.to_thread(fetch_annotated, ctx, progress.job_id, url)
-            except (ApiError, httpx.HTTPError, OSError) as exc:
+            except API_ERRORS as exc:
                 message = exc.message if isinstance(exc, ApiError) else str(exc)
                 update[status] += "<br>" + logic.error_html("annotated_image", message)
         return update
 
     async def submit(image_path, prompt_text, model_name, max_new, request: gr.Request):
-        try:
-            source = logic.choose_image(image_path)
-            fields = logic.detect_fields(model_name, prompt_text, max_new)
-        except InputError as exc:
-            yield input_error(status, exc)
-            return
-        lease = ctx.lease(request, TAB)
-        async for update in run_job(
-            ctx, render,
-            submit=lambda client: client.submit(source, type="detect", **fields),
-            remember=remember_input(ctx, state, source),
-            lease=lease,
-        ):
+        def job() -> tuple[str, dict[str, Any]]:
+            return logic.choose_image(image_path), logic.detect_fields(model_name, prompt_text, max_new)
+
+        async for update in ui.submit(request, render, "detect", job):
             yield update
 
-    outputs = [status, annotated, boxes, raw, state]
-    gr.on([run.click, prompt.submit], submit, inputs=[image, prompt, model, max_tokens], outputs=outputs,
-          show_progress="hidden", trigger_mode="multiple")
-    cancel.click(canceller(ctx), inputs=[state], outputs=None, show_progress="hidden")
-    def clear_tab(request: gr.Request):
-        ctx.lease(request, TAB).release()  # a job still followed here stops updating the tab
-        return None, None, [], gr.update(value="", visible=False), "", {}
+    ui.on_submit([run.click, prompt.submit], submit, inputs=[image, prompt, model, max_tokens],
+                 outputs=[annotated, boxes, raw])
+    ui.on_cancel(cancel)
+    ui.on_clear(clear, {image: None, annotated: None, boxes: [], raw: gr.update(value="", visible=False)})
 
-    clear.click(clear_tab, inputs=None, outputs=[image, annotated, boxes, raw, status, state],
-                show_progress="hidden")
+    def restore(progress: Progress) -> dict[Any, Any]:
+        job, params = job_and_input(progress)
+        return {
+            model: restored_model(job),
+            prompt: params.get("prompt") or "",
+            max_tokens: params.get("max_new_tokens", 64),
+        }
 
-    def restore():
-        def on_first(progress: Progress) -> dict[Any, Any]:
-            job = progress.job or {}
-            params = job.get("input") or {}
-            return {
-                model: gr.update(value=job.get("model")) if job.get("model") else gr.skip(),
-                prompt: params.get("prompt") or "",
-                max_tokens: params.get("max_new_tokens", 64),
-            }
-        return on_first
-
-    async def resume(saved, request: gr.Request):
-        job_id, _, _ = remembered_job(saved)
-        if not job_id:
-            yield {status: gr.skip()}
-            return
-        lease = ctx.lease(request, TAB)
-        async for update in run_job(ctx, render, job_id=job_id, forget={state: {}, status: ""}, lease=lease,
-                                    on_first=restore()):
-            yield update
-
+    ui.resume_with(render, restore, [annotated, boxes, raw, model, prompt, max_tokens])
     ui.picker(model, "detect", PREFERRED)
-    ui.resume = resume
-    ui.state, ui.image = state, image
-    ui.resume_inputs = [state]
-    ui.resume_outputs = [state, status, annotated, boxes, raw, model, prompt, max_tokens]
     return ui

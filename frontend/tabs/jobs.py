@@ -5,12 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import gradio as gr
-import httpx
 
-from vlmq.client import ApiError
 from vlmq.frontend import logic
 from vlmq.frontend.context import Context
-from vlmq.frontend.tabs.common import TabUI, api_error_text
+from vlmq.frontend.tabs.common import API_ERRORS, TabUI, warn_api_error
 
 TAB = "jobs"
 
@@ -33,9 +31,8 @@ def build(ctx: Context) -> tuple[TabUI, Any]:
         try:
             async with ctx.client() as client:
                 jobs = await client.jobs(int(how_many or 50))
-        except (ApiError, httpx.HTTPError, OSError) as exc:
-            code, message = api_error_text(exc, ctx.api_url)
-            gr.Warning(f"{code}: {message}")
+        except API_ERRORS as exc:
+            code, message = warn_api_error(exc, ctx.api_url)
             return {summary: logic.error_html(code, message)}
         return {summary: logic.esc(logic.jobs_summary(jobs)), table: logic.job_rows(jobs), jobs_state: jobs}
 

@@ -8,13 +8,13 @@ import gradio as gr
 
 from vlmq.frontend import logic
 from vlmq.frontend.context import Context
-from vlmq.frontend.logic import InputError, Progress, remembered_job
+from vlmq.frontend.logic import Progress
 from vlmq.frontend.tabs.common import (
-    TabUI,
-    canceller,
-    input_error,
-    remember_input,
-    run_job,
+    JobTab,
+    example_photos,
+    image_input,
+    job_and_input,
+    restored_model,
     status_html,
 )
 
@@ -28,12 +28,10 @@ EXAMPLES = [
 ]
 
 
-def build(ctx: Context, state: gr.BrowserState) -> TabUI:
-    ui = TabUI(TAB)
+def build(ctx: Context, state: gr.BrowserState) -> JobTab:
     with gr.Row():
         with gr.Column(scale=1):
-            image = gr.Image(type="filepath", image_mode=None, label="Image", sources=["upload", "clipboard"],
-                             elem_id="vqa-image", height=360)
+            image = image_input(TAB, 360)
             question = gr.Textbox(label="Question", placeholder="What is in this image?", lines=2,
                                   elem_id="vqa-question")
             with gr.Row():
@@ -44,14 +42,14 @@ def build(ctx: Context, state: gr.BrowserState) -> TabUI:
                 ask = gr.Button("Ask", variant="primary", elem_id="vqa-run")
                 clear = gr.Button("Clear", elem_id="vqa-clear")
                 cancel = gr.Button("Cancel", variant="stop", elem_id="vqa-cancel")
-            examples = ctx.example_rows(EXAMPLES)
-            if examples:
-                gr.Examples(examples, inputs=[image, question], label="Examples")
+            example_photos(ctx, EXAMPLES, [image, question], "Examples")
         with gr.Column(scale=1):
             answer = gr.Textbox(label="Answer", interactive=False, elem_id="vqa-answer")
             scores = gr.Label(label="Top answers and scores (ViLT)", num_top_classes=20, visible=False,
                               elem_id="vqa-scores")
             status = status_html(TAB)
+
+    ui = JobTab(ctx, TAB, state, status, image)
 
     def render(progress: Progress) -> dict[Any, Any]:
         update: dict[Any, Any] = {status: logic.status_line(progress)}
@@ -66,56 +64,25 @@ def build(ctx: Context, state: gr.BrowserState) -> TabUI:
         return update
 
     async def submit(image_path, question_text, model_name, k, request: gr.Request):
-        try:
-            source = logic.choose_image(image_path)
-            fields = logic.vqa_fields(model_name, question_text, k)
-        except InputError as exc:
-            yield input_error(status, exc)
-            return
-        lease = ctx.lease(request, TAB)
-        async for update in run_job(
-            ctx, render,
-            submit=lambda client: client.submit(source, type="vqa", **fields),
-            remember=remember_input(ctx, state, source),
-            lease=lease,
-        ):
+        def job() -> tuple[str, dict[str, Any]]:
+            return logic.choose_image(image_path), logic.vqa_fields(model_name, question_text, k)
+
+        async for update in ui.submit(request, render, "vqa", job):
             yield update
 
-    outputs = [status, answer, scores, state]
-    gr.on([ask.click, question.submit], submit, inputs=[image, question, model, top_k], outputs=outputs,
-          show_progress="hidden", trigger_mode="multiple")
-    cancel.click(canceller(ctx), inputs=[state], outputs=None, show_progress="hidden")
-    def clear_tab(request: gr.Request):
-        ctx.lease(request, TAB).release()  # a job still followed here stops updating the tab
-        return None, "", "", gr.update(value=None, visible=False), "", {}
+    ui.on_submit([ask.click, question.submit], submit, inputs=[image, question, model, top_k],
+                 outputs=[answer, scores])
+    ui.on_cancel(cancel)
+    ui.on_clear(clear, {image: None, question: "", answer: "", scores: gr.update(value=None, visible=False)})
 
-    clear.click(clear_tab, inputs=None, outputs=[image, question, answer, scores, status, state],
-                show_progress="hidden")
+    def restore(progress: Progress) -> dict[Any, Any]:
+        job, params = job_and_input(progress)
+        return {
+            model: restored_model(job),
+            question: params.get("question") or "",
+            top_k: params.get("top_k", 5),
+        }
 
-    def restore():
-        def on_first(progress: Progress) -> dict[Any, Any]:
-            job = progress.job or {}
-            params = job.get("input") or {}
-            return {
-                model: gr.update(value=job.get("model")) if job.get("model") else gr.skip(),
-                question: params.get("question") or "",
-                top_k: params.get("top_k", 5),
-            }
-        return on_first
-
-    async def resume(saved, request: gr.Request):
-        job_id, _, _ = remembered_job(saved)
-        if not job_id:
-            yield {status: gr.skip()}
-            return
-        lease = ctx.lease(request, TAB)
-        async for update in run_job(ctx, render, job_id=job_id, forget={state: {}, status: ""}, lease=lease,
-                                    on_first=restore()):
-            yield update
-
+    ui.resume_with(render, restore, [answer, scores, model, question, top_k])
     ui.picker(model, "vqa", PREFERRED)
-    ui.resume = resume
-    ui.state, ui.image = state, image
-    ui.resume_inputs = [state]
-    ui.resume_outputs = [state, status, answer, scores, model, question, top_k]
     return ui

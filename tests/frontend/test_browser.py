@@ -152,6 +152,23 @@ def set_number(page, component: str, value: int) -> None:
     raise AssertionError(f"{component} would not take {value}")
 
 
+def open_with(page, tab: str, photo: str, model: str | None = None) -> None:
+    """Open `tab`, upload `photo` in it (and choose `model` in its model dropdown)."""
+    open_tab(page, tab)
+    upload(page, tab, photo)
+    if model is not None:
+        choose(page, f"{tab}-model", model)
+
+
+def start_caption(page, photo: str, model: str, max_tokens: int | None = None) -> None:
+    """Start a job in the Caption tab: `photo` captioned by `model` (at most `max_tokens` new tokens)."""
+    upload(page, "caption", photo)
+    choose(page, "caption-model", model)
+    if max_tokens is not None:
+        set_number(page, "caption-max-tokens", max_tokens)
+    page.click("#caption-run")
+
+
 def status_of(page, tab: str) -> str:
     return page.inner_text(f"#{tab}-status")
 
@@ -186,9 +203,7 @@ def screenshot(page, tab: str) -> None:
 
 
 def test_caption_upload_streams_a_caption(page, photos) -> None:
-    upload(page, "caption", photos["chelsea"])
-    choose(page, "caption-model", "blip-base")
-    page.click("#caption-run")
+    start_caption(page, photos["chelsea"], "blip-base")
     line = wait_status(page, "caption", "succeeded")
     assert re.search(r"ran \d+ ms", line), line
     caption = page.input_value("#caption-text textarea")
@@ -205,10 +220,7 @@ def test_caption_upload_streams_a_caption(page, photos) -> None:
 
 def test_caption_text_streams_while_the_job_runs(page, photos) -> None:
     """A slow captioner: its words show up one by one (SSE `text` events) before the job ends."""
-    upload(page, "caption", photos["astronaut"])
-    choose(page, "caption-model", SLOW_MODEL)
-    set_number(page, "caption-max-tokens", 100)
-    page.click("#caption-run")
+    start_caption(page, photos["astronaut"], SLOW_MODEL, 100)
     page.wait_for_function(
         """() => (document.querySelector('#caption-status')?.innerText || '').includes('running')
                  && document.querySelector('#caption-text textarea').value.trim().length > 0""",
@@ -222,10 +234,7 @@ def test_caption_text_streams_while_the_job_runs(page, photos) -> None:
 
 
 def test_cancel_stops_a_running_job(page, photos) -> None:
-    upload(page, "caption", photos["coffee"])
-    choose(page, "caption-model", SLOW_MODEL)
-    set_number(page, "caption-max-tokens", 256)
-    page.click("#caption-run")
+    start_caption(page, photos["coffee"], SLOW_MODEL, 256)
     page.wait_for_function(
         "() => document.querySelector('#caption-text textarea').value.trim().split(' ').length >= 3",
         timeout=JOB_TIMEOUT_MS,
@@ -247,10 +256,8 @@ def test_caption_shows_the_apis_own_error(page) -> None:
 
 
 def test_vqa_vilt_scores_and_blip_answer(page, photos) -> None:
-    open_tab(page, "vqa")
-    upload(page, "vqa", photos["astronaut"])
+    open_with(page, "vqa", photos["astronaut"], "vilt-vqa")
     page.fill("#vqa-question textarea", "how many people are there?")
-    choose(page, "vqa-model", "vilt-vqa")
     page.click("#vqa-run")
     wait_status(page, "vqa", "succeeded")
     answer = page.input_value("#vqa-answer textarea, #vqa-answer input")
@@ -273,9 +280,7 @@ def test_vqa_vilt_scores_and_blip_answer(page, photos) -> None:
 
 
 def test_detect_faces_on_the_astronaut(page, photos) -> None:
-    open_tab(page, "detect")
-    upload(page, "detect", photos["astronaut"])
-    choose(page, "detect-model", "faces")
+    open_with(page, "detect", photos["astronaut"], "faces")
     page.fill("#detect-prompt textarea, #detect-prompt input", "detect face ; eye")
     page.click("#detect-run")
     wait_status(page, "detect", "succeeded")
@@ -297,8 +302,7 @@ def test_detect_faces_on_the_astronaut(page, photos) -> None:
 
 
 def test_compare_models_side_by_side(page, photos) -> None:
-    open_tab(page, "compare")
-    upload(page, "compare", photos["coffee"])
+    open_with(page, "compare", photos["coffee"])
     page.click("#compare-task label:has-text('caption')")
     choose(page, "compare-model-0", "blip-base")
     choose(page, "compare-model-1", "llava-ft@100")
@@ -313,8 +317,7 @@ def test_compare_models_side_by_side(page, photos) -> None:
 
 def test_compare_shows_each_models_own_error(page, photos) -> None:
     """The face detector knows no cats: its column shows its error, PaliGemma's its boxes."""
-    open_tab(page, "compare")
-    upload(page, "compare", photos["chelsea"])
+    open_with(page, "compare", photos["chelsea"])
     page.click("#compare-task label:has-text('detect')")
     page.wait_for_function(  # the task's own prompt is in (choosing a task fills it in)
         "() => document.querySelector('#compare-prompt').innerText.includes('Detect prompt')")
@@ -330,9 +333,7 @@ def test_compare_shows_each_models_own_error(page, photos) -> None:
 
 
 def test_chat_two_turns_streamed(page, photos) -> None:
-    open_tab(page, "chat")
-    upload(page, "chat", photos["astronaut"])
-    choose(page, "chat-model", "llava-chat")
+    open_with(page, "chat", photos["astronaut"], "llava-chat")
     page.fill("#chat-system textarea", "Answer briefly.")
     page.click("text=Generation settings")
     set_number(page, "chat-max-tokens", 24)
@@ -352,10 +353,7 @@ def test_chat_two_turns_streamed(page, photos) -> None:
 
 def test_reload_mid_job_still_shows_the_result(page, frontend, photos, stack, base_env, log_dir) -> None:
     """A job waits for a worker (its model has none); the page reloads; a worker starts; the result shows."""
-    upload(page, "caption", photos["rocket"])
-    choose(page, "caption-model", UNSERVED_MODEL)
-    set_number(page, "caption-max-tokens", 12)
-    page.click("#caption-run")
+    start_caption(page, photos["rocket"], UNSERVED_MODEL, 12)
     line = wait_status(page, "caption", r"queued · \d")
     job = job_of(line)
 
@@ -383,10 +381,7 @@ def test_reload_mid_job_still_shows_the_result(page, frontend, photos, stack, ba
 
 def test_a_new_job_stops_following_the_resumed_one(page, photos, stack) -> None:
     """After a reload the remembered job is followed; submitting another one takes the tab over."""
-    upload(page, "caption", photos["coffee"])
-    choose(page, "caption-model", UNSERVED_MODEL)
-    set_number(page, "caption-max-tokens", 9)
-    page.click("#caption-run")
+    start_caption(page, photos["coffee"], UNSERVED_MODEL, 9)
     waiting = job_of(wait_status(page, "caption", r"queued · \d"))
     try:
         page.reload()
@@ -405,9 +400,7 @@ def test_a_new_job_stops_following_the_resumed_one(page, photos, stack) -> None:
 
 
 def test_jobs_tab_lists_recent_jobs(page, photos) -> None:
-    upload(page, "caption", photos["chelsea"])
-    choose(page, "caption-model", "blip-large")
-    page.click("#caption-run")
+    start_caption(page, photos["chelsea"], "blip-large")
     job = job_of(wait_status(page, "caption", "succeeded"))
     open_tab(page, "jobs")
     page.click("#jobs-refresh")

@@ -43,6 +43,15 @@ class Stack:
         wait_ready(self.redis_url, self.workers, self.models, timeout=300)
         return self
 
+    def stop_workers(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+
+    def start_workers(self) -> None:
+        self.workers = [start_worker(model, self.env, self.data_dir / "logs") for model in self.models]
+        self.procs = [self.api, *self.workers]
+        wait_ready(self.redis_url, self.workers, self.models, timeout=300)
+
     def worker_runs(self, model: str) -> int:
         """Jobs the model's workers have run (their batch-size histogram's sum)."""
         return int(float(self.redis.hget("vlmq:metrics:batch_size", f"model={model}|sum") or 0))

@@ -107,7 +107,7 @@ class ModelRunner:
         if record is not None and self.lanes and start.attempt <= 1:
             self.lanes.taken(record)  # its message left the lane (first delivery only)
         if start.action != "run":
-            log.info("job %s not run: %s %s", job_id, start.action, start.status or "")
+            log.info("job %s not run: %s %s", job_id, start.action, start.status or "", extra={"job_id": job_id})
             self._after_final(job_id)
             return None
         if record is None:  # expired between the two calls
@@ -146,7 +146,7 @@ class ModelRunner:
                 for claimed in group:
                     self._run_group([claimed])
                 return
-            log.exception("job %s failed", group[0].record.id)
+            log.exception("job %s failed", group[0].record.id, extra={"job_id": group[0].record.id})
             results = [exc]
         if self.metrics:
             self.metrics.batch(self.model, len(group), time.perf_counter() - began)
@@ -174,8 +174,11 @@ class ModelRunner:
     def _finish(self, record: JobRecord, attempt: int, output: dict | None = None, error: dict | None = None) -> None:
         status = JobStatus.failed if error is not None else JobStatus.succeeded
         written = self.store.finish(record.id, attempt, status, output=output, error=error)
+        log.info("job %s %s (attempt %d)", record.id, status.value, attempt,
+                 extra={"job_id": record.id, **({"error_code": error["code"]} if error else {})})
         if not written:
-            log.info("job %s result dropped: no longer running as attempt %d", record.id, attempt)
+            log.info("job %s result dropped: no longer running as attempt %d", record.id, attempt,
+                     extra={"job_id": record.id})
         elif self.metrics:
             self.metrics.finished(record, status)
         self._after_final(record.id)

@@ -1,30 +1,16 @@
 """Structured JSON logs, one object per line, from the API and the workers.
 
-Each line carries `component` (api / worker), `model` for workers, and `job_id` when the line
-is about one job (`log.info("...", extra={"job_id": ...})` or inside `job_context(job_id)`).
+Each line carries `component` (api / worker / webhooks), `model` for workers, and `job_id` when
+the line is about one job (`log.info("...", extra={"job_id": ...})`).
 `VLMQ_LOG_FORMAT=text` (a setting) gives plain lines for a terminal.
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import json
 import logging
 import sys
 import time
-from collections.abc import Iterator
-
-_job_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("vlmq_job_id", default=None)
-
-
-@contextlib.contextmanager
-def job_context(job_id: str) -> Iterator[None]:
-    token = _job_id.set(job_id)
-    try:
-        yield
-    finally:
-        _job_id.reset(token)
 
 
 class JsonFormatter(logging.Formatter):
@@ -40,9 +26,11 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
             **self.static,
         }
-        job_id = getattr(record, "job_id", None) or _job_id.get()
+        job_id = getattr(record, "job_id", None)
         if job_id:
             line["job_id"] = job_id
+        if getattr(record, "error_code", None):
+            line["error_code"] = record.error_code
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
         return json.dumps(line, default=str)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from typing import Annotated
@@ -25,6 +26,7 @@ from vlmq.notify import DELIVERIES
 from vlmq.store import EVENTS
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+log = logging.getLogger("vlmq.api")
 _STREAM_ID = re.compile(r"^\d+-\d+$")
 
 ERRORS = {
@@ -101,6 +103,8 @@ async def submit_job(
         raise
     if idempotency_key is not None:
         await run_in_threadpool(idempotency.complete, caller.owner, idempotency_key, digest, record.id)
+    log.info("job %s accepted: %s on %s, cache %s", record.id, record.type.value, record.model or "compare",
+             record.cache.value, extra={"job_id": record.id})
     response.headers["Location"] = f"/v1/jobs/{record.id}"
     if wait_s:
         async for _event in follow(services.aredis, record.id, until=time.monotonic() + wait_s):

@@ -48,3 +48,27 @@ def test_queue_depth_is_read_from_redis(stack) -> None:
             assert _value(text, "vlmq_workers_online", model=UNSERVED_MODEL) == 0
         finally:
             api.post(f"/v1/jobs/{job['id']}/cancel")
+
+
+def test_api_and_worker_logs_are_json_lines_with_the_job_id(stack) -> None:
+    import json
+    import time
+
+    with stack.client() as api:
+        job = run(api, {"type": "caption", "model": "blip-base", "image_url": data_uri(cat()), "cache": False})
+    time.sleep(0.5)
+
+    def lines(proc) -> list[dict]:
+        # a progress bar (model loading) may precede a JSON line on the same terminal line
+        out = []
+        for line in proc.log.read_text().splitlines():
+            start = line.find('{"ts"')
+            if start >= 0:
+                out.append(json.loads(line[start:]))
+        return out
+
+    worker = [line for line in lines(stack.workers["blip-base"]) if line.get("job_id") == job["id"]]
+    assert worker and worker[-1]["component"] == "worker" and worker[-1]["model"] == "blip-base"
+    assert any("succeeded" in line["msg"] for line in worker)
+    api_lines = [line for line in lines(stack.api) if line.get("job_id") == job["id"]]
+    assert api_lines and api_lines[0]["component"] == "api" and "accepted" in api_lines[0]["msg"]

@@ -132,17 +132,17 @@ def _create_compare(services: Services, params: CompareParams, image: DecodedIma
 
 
 def _store_and_publish(services: Services, records: list[JobRecord], queued: list[JobRecord]) -> list[JobRecord]:
-    """Store the records (with their lane tickets) and publish the queued ones; the records as stored."""
+    """Admit the queued records to their lanes, store all, publish the queued ones; the records."""
     records = list(records)
     queued_ids = {r.id for r in queued}
     steps: dict[str, int] = {}
     try:
-        for i, record in enumerate(records):
+        for record in records:
             if record.id in queued_ids:
-                ticket, steps[record.id] = services.lanes.admit(
-                    record.id, record.model, record.lane, record.owner or ANONYMOUS, services.registry.get(record.model).queue_limit
+                steps[record.id] = services.lanes.admit(
+                    record.id, record.model, record.lane, record.owner or ANONYMOUS,
+                    services.registry.get(record.model).queue_limit,
                 )
-                records[i] = dataclasses.replace(record, ticket=ticket)
     except LaneFull as full:
         _release(services, [r for r in records if r.id in steps])
         raise _queue_full(services, full) from full

@@ -32,8 +32,8 @@ def make_celery(settings: Settings) -> Celery:
         task_serializer="json",
         accept_content=["json"],
         worker_prefetch_multiplier=1,
-        worker_send_task_events=True,
-        task_send_sent_event=True,
+        worker_send_task_events=True,  # Flower sees received / started / succeeded per task
+        task_send_sent_event=False,  # a second Redis PUBLISH per submit: the job record has created_at
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,

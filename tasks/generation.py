@@ -6,6 +6,7 @@ new text; `CancelledRows` stops the rows whose job was cancelled while the other
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -15,14 +16,18 @@ from transformers.generation.streamers import BaseStreamer
 
 
 class BatchTextStreamer(BaseStreamer):
-    """Calls `on_text(row, new_text)` as each row's decoded text grows. The prompt is skipped."""
+    """Calls `on_text(row, new_text)` as each row's decoded text grows, at most every `interval_s`
+    (a write per token per row would cost more than the token). The prompt is skipped."""
 
-    def __init__(self, tokenizer: Any, batch_size: int, on_text: Callable[[int, str], None]) -> None:
+    def __init__(self, tokenizer: Any, batch_size: int, on_text: Callable[[int, str], None],
+                 interval_s: float = 0.05) -> None:
         self.tokenizer = tokenizer
         self.on_text = on_text
+        self.interval_s = interval_s
         self.ids: list[list[int]] = [[] for _ in range(batch_size)]
         self.sent = [""] * batch_size
         self.prompt_seen = False
+        self.sent_at = time.monotonic()
 
     def put(self, value: torch.Tensor) -> None:
         if not self.prompt_seen:  # generate() first passes the prompt ids
@@ -31,7 +36,10 @@ class BatchTextStreamer(BaseStreamer):
         rows = value.reshape(len(self.ids), -1).tolist()
         for row, tokens in enumerate(rows):
             self.ids[row].extend(tokens)
-            self._emit(row, final=False)
+        if time.monotonic() - self.sent_at >= self.interval_s:
+            self.sent_at = time.monotonic()
+            for row in range(len(self.ids)):
+                self._emit(row, final=False)
 
     def end(self) -> None:
         for row in range(len(self.ids)):

@@ -5,7 +5,7 @@ worker killed between the two steps loses the message, and its job would stay `q
 (The soak test found one such job in 3,000 with 28 workers killed.)
 
 vlmq keeps its own index of jobs admitted but not yet taken by a worker
-(``vlmq:pending:{model}``, see vlmq/lanes.py). Every worker runs this reconciler for its model;
+(``vlmq:pending:{model}:{lane}``, see vlmq/lanes.py). Every worker runs this reconciler for its model;
 one at a time per model (a Redis lock). Every half visibility timeout it looks at the jobs
 admitted more than one visibility timeout ago and still `queued`, and looks for their messages:
 in the model's queue lists and in kombu's unacknowledged set. A job whose message is nowhere is
@@ -23,7 +23,7 @@ from collections.abc import Callable
 import redis
 
 from vlmq.jobs import JobRecord, JobStatus, Lane
-from vlmq.lanes import PENDING
+from vlmq.lanes import PENDING, Lanes
 from vlmq.queues import queue_keys
 from vlmq.store import JobStore
 
@@ -46,12 +46,13 @@ def _message_ids(raw_messages: list[bytes]) -> set[str]:
 
 
 class Reconciler(threading.Thread):
-    def __init__(self, model: str, client: redis.Redis, store: JobStore, republish: Callable[[JobRecord], None],
-                 visibility_timeout_s: int) -> None:
+    def __init__(self, model: str, client: redis.Redis, store: JobStore, lanes: Lanes,
+                 republish: Callable[[JobRecord], None], visibility_timeout_s: int) -> None:
         super().__init__(daemon=True, name="vlmq-reconcile")
         self.model = model
         self.redis = client
         self.store = store
+        self.lanes = lanes
         self.republish = republish
         self.visibility_timeout_s = visibility_timeout_s
         self.stopped = threading.Event()
@@ -69,13 +70,21 @@ class Reconciler(threading.Thread):
             return []
         try:
             cutoff = time.time() - self.visibility_timeout_s
-            candidates = [c.decode() for c in self.redis.zrangebyscore(PENDING.format(self.model), 0, cutoff)]
+            pipe = self.redis.pipeline(transaction=False)
+            for lane in Lane:
+                pipe.zrangebyscore(PENDING.format(self.model, lane.value), 0, cutoff)
+            candidates = [c.decode() for reply in pipe.execute() for c in reply]
             if not candidates:
                 return []
-            queued = [r for r in self.store.get_many(candidates) if r is not None and r.status is JobStatus.queued]
-            gone = set(candidates) - {r.id for r in queued}
-            if gone:  # started, finished, canceled or expired: no longer pending
-                self.redis.zrem(PENDING.format(self.model), *gone)
+            records = [r for r in self.store.get_many(candidates) if r is not None]
+            queued = [r for r in records if r.status is JobStatus.queued]
+            for record in records:
+                if record.status is not JobStatus.queued:  # started, finished or canceled
+                    self.lanes.taken(record)
+            expired = set(candidates) - {r.id for r in records}
+            if expired:
+                for lane in Lane:
+                    self.redis.zrem(PENDING.format(self.model, lane.value), *expired)
             if not queued:
                 return []
             pipe = self.redis.pipeline(transaction=False)
@@ -91,7 +100,7 @@ class Reconciler(threading.Thread):
                 log.warning("job %s was queued with no message left on the broker: publishing it again", record.id,
                             extra={"job_id": record.id})
                 self.republish(record)
-                self.redis.zadd(PENDING.format(self.model), {record.id: time.time()})
+                self.redis.zadd(PENDING.format(self.model, record.lane.value), {record.id: time.time()}, xx=True)
             return [r.id for r in lost]
         finally:
             self.redis.delete(LOCK.format(self.model))

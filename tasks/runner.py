@@ -104,8 +104,8 @@ class ModelRunner:
     def _claim(self, job_id: str) -> Claimed | None:
         start = self.store.start(job_id, self.worker_name, self.settings.max_attempts)
         record = self.store.get(job_id)
-        if record is not None and self.lanes and start.attempt <= 1:
-            self.lanes.taken(record)  # its message left the lane (first delivery only)
+        if record is not None and self.lanes:
+            self.lanes.taken(record)  # it left its lane (counted once, whatever the deliveries)
         if start.action != "run":
             log.info("job %s not run: %s %s", job_id, start.action, start.status or "", extra={"job_id": job_id})
             self._after_final(job_id)
@@ -121,7 +121,7 @@ class ModelRunner:
             if data is None:
                 raise ImageError("image_expired", "the job's image is no longer stored (its TTL passed)")
             image = decode_image(
-                data, max_pixels=self.settings.max_image_pixels, max_side=self.settings.max_image_side
+                data, max_pixels=self.settings.max_image_pixels, max_side=self.settings.max_image_side, with_key=False
             ).image
             params = parse_params(record.params)
         except (ImageError, ValidationError, KeyError, ValueError) as exc:

@@ -6,9 +6,10 @@ revision and load time; then consume only that model's queue with the solo pool 
 lives in this one process, no fork after loading). A setup failure is reported on the model
 (`GET /v1/models` shows it) and the process exits with status 3 without taking a job.
 
-Micro-batching: one celery-batches task per job type the model runs. The worker prefetches at
-most `max_batch_size` messages, which is exactly what its next batch runs, and a batch is
-flushed when it is full or `max_wait_ms` after its first job arrived.
+Micro-batching: one celery-batches task per job type the model runs (tasks/batching.py). The
+worker prefetches at most `max_batch_size` messages, which is exactly what its next batch runs; a
+batch runs when full, when nothing more is queued (after a short wait scaled to the model's batch
+time), or at the latest `max_wait_ms` after its first job arrived.
 SIGTERM is Celery's warm shutdown: the batch in hand finishes and is acknowledged; messages
 prefetched but not started are given back to the queue.
 """
@@ -22,20 +23,22 @@ import sys
 import threading
 import time
 
-from celery_batches import Batches
+import redis
 
 from vlmq.fleet import EXIT_SETUP_FAILED, HEARTBEAT_S, Fleet, WorkerInfo, WorkerState
 from vlmq.logs import setup_logging
 from vlmq.lanes import Lanes
 from vlmq.metrics_store import MetricsStore
 from vlmq.notify import Notifier
-from vlmq.queues import task_name, worker_queues
+from vlmq.jobs import Lane
+from vlmq.queues import queue_keys, task_name, worker_queues
 from vlmq.registry import ModelSpec, load_registry
 from vlmq.settings import Settings
 from vlmq.redis_conn import sync_client
 from vlmq.store import JobStore
 from vlmq.tasks.adapters import load_adapter_class
 from vlmq.tasks.app import make_celery, publish
+from vlmq.tasks.batching import TICK_S, QueueAwareBatches
 from vlmq.tasks.metrics import WorkerMetrics
 from vlmq.tasks.reconcile import Reconciler
 from vlmq.tasks.runner import ModelRunner
@@ -61,19 +64,34 @@ class Heartbeat(threading.Thread):
 
 def register_tasks(app, spec: ModelSpec, runner: ModelRunner) -> list[str]:
     """One batch task per job type of the model, named `vlmq.<type>.<model>`."""
+    keys = [key for lane in Lane for key in queue_keys(spec.name, lane)]
+    client = runner.store.redis
+
+    def backlog() -> bool:
+        try:
+            return bool(client.exists(*keys))
+        except redis.RedisError:
+            return False
+
     names = []
+    cap = max(spec.max_wait_ms, 1) / 1000
     for job_type in spec.tasks:
         name = task_name(job_type, spec.name)
 
-        def run(requests, _runner=runner):
-            _runner.run_batch([request.args[0] for request in requests])
+        def run(requests, _name=name):
+            began = time.monotonic()
+            runner.run_batch([request.args[0] for request in requests])
+            app.tasks[_name].batch_took(time.monotonic() - began)
 
         app.task(
             name=name,
-            base=Batches,
+            base=QueueAwareBatches,
             bind=False,
             flush_every=spec.max_batch_size,
-            flush_interval=max(spec.max_wait_ms, 1) / 1000,
+            flush_interval=TICK_S,
+            max_wait=cap,
+            idle_wait=cap,
+            backlog=staticmethod(backlog),
             acks_late=True,
             reject_on_worker_lost=True,
         )(run)
@@ -129,7 +147,7 @@ def run_worker(model: str, settings: Settings, hostname: str | None = None) -> i
         without_gossip=True,
         task_events=True,
     )
-    reconciler = Reconciler(model, client, runner.store, lambda record: publish(app, record),
+    reconciler = Reconciler(model, client, runner.store, runner.lanes, lambda record: publish(app, record),
                             settings.visibility_timeout_s)
     reconciler.start()
     try:

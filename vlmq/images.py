@@ -63,8 +63,9 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def decode_image(data: bytes, *, max_pixels: int, max_side: int) -> DecodedImage:
-    """Decode and check image bytes; raise `ImageError` with a client-facing message."""
+def decode_image(data: bytes, *, max_pixels: int, max_side: int, with_key: bool = True) -> DecodedImage:
+    """Decode and check image bytes; raise `ImageError` with a client-facing message.
+    `with_key=False` skips hashing the pixels (workers already know the key)."""
     if not data:
         raise ImageError("invalid_image", "the image is empty")
     try:
@@ -95,6 +96,8 @@ def decode_image(data: bytes, *, max_pixels: int, max_side: int) -> DecodedImage
         raise ImageError("invalid_image", "the data is not an image in a format vlmq reads") from exc
     except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
         raise ImageError("invalid_image", f"the image cannot be decoded (truncated or corrupt): {exc}") from exc
+    if not with_key:
+        return DecodedImage(image=rgb, key="", format=fmt)
     digest = hashlib.sha256(f"{rgb.width}x{rgb.height}:".encode())
     digest.update(rgb.tobytes())
     return DecodedImage(image=rgb, key=digest.hexdigest(), format=fmt)

@@ -167,7 +167,6 @@ class JobRecord:
     webhook_events: tuple[str, ...] = ()
     worker: str | None = None
     cancel_reason: str | None = None
-    ticket: int | None = None  # place in its lane's queue at submit (see vlmq/lanes.py)
 
     @property
     def queue_ms(self) -> float | None:
@@ -203,7 +202,6 @@ class JobRecord:
             "deadline": repr(self.deadline) if self.deadline else None,
             "webhook": self.webhook,
             "webhook_events": ",".join(self.webhook_events) if self.webhook_events else None,
-            "ticket": str(self.ticket) if self.ticket is not None else None,
         }
         return {k: v for k, v in fields.items() if v is not None}
 
@@ -241,7 +239,6 @@ class JobRecord:
             webhook_events=tuple(x for x in raw.get("webhook_events", "").split(",") if x),
             worker=raw.get("worker"),
             cancel_reason=raw.get("cancel_reason"),
-            ticket=int(raw["ticket"]) if raw.get("ticket") else None,
         )
 
     def compare_output(self) -> dict[str, Any]:

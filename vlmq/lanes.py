@@ -13,10 +13,13 @@ lands in the front steps: it does not wait behind the whole backlog, and several
 interleave over their first ~4,000 jobs each. The count per (model, key) is incremented at submit
 and decremented when a worker takes the job (`vlmq:backlog:{model}:{key}`).
 
-Position and wait. Each lane counts tickets handed out at submit and jobs taken by workers; a
-queued job's position is its ticket minus the jobs taken (exact for the FIFO interactive lane, an
-estimate for the bulk lane), and its estimated wait is the work ahead of it (its lane, plus the
-interactive lane for a bulk job) divided by the model's throughput over the last minute.
+Position and wait. Each lane keeps the jobs admitted and not yet taken by a worker in a sorted set
+by admission time (`vlmq:pending:{model}:{lane}`); a queued job's position is its rank there (exact
+for the FIFO interactive lane, an estimate for the bulk lane), and its estimated wait is the work
+ahead of it (its lane, plus the interactive lane for a bulk job) divided by the model's throughput
+over the last minute. The same sets give each lane's depth for admission, and the reconciler's
+list of jobs to check (tasks/reconcile.py). They are self-correcting: a job leaves its set once,
+when a worker first takes it.
 """
 
 from __future__ import annotations
@@ -29,9 +32,7 @@ import redis
 from vlmq.jobs import JobRecord, Lane
 
 BACKLOG = "vlmq:backlog:{}:{}"
-TICKETS = "vlmq:tickets:{}:{}"
-TAKEN = "vlmq:taken:{}:{}"
-PENDING = "vlmq:pending:{}"  # sorted set per model: job id -> admitted at (until a worker takes it)
+PENDING = "vlmq:pending:{}:{}"  # sorted set per model and lane: job id -> admitted at, until taken
 THROUGHPUT = "vlmq:throughput:{}"  # hash: epoch second -> jobs finished that second
 WINDOW_S = 60
 FRONT = 8
@@ -54,19 +55,22 @@ class LaneFull(Exception):
         self.model, self.lane, self.depth, self.limit = model, lane, depth, limit
 
 
-# KEYS: tickets, taken, backlog, pending; ARGV: limit, bulk?, ttl, job id, now.
-# -> {ticket, backlog before} or {-1, depth}
+# KEYS: pending, backlog; ARGV: limit, bulk?, ttl, job id, now. -> {1, backlog before} or {-1, depth}
 _ADMIT = """
-local depth = tonumber(redis.call('GET', KEYS[1]) or '0') - tonumber(redis.call('GET', KEYS[2]) or '0')
+local depth = redis.call('ZCARD', KEYS[1])
 if depth >= tonumber(ARGV[1]) then return {-1, depth} end
-redis.call('ZADD', KEYS[4], ARGV[5], ARGV[4])
-local ticket = redis.call('INCR', KEYS[1])
+redis.call('ZADD', KEYS[1], ARGV[5], ARGV[4])
 local before = 0
 if ARGV[2] == '1' then
-  before = redis.call('INCR', KEYS[3]) - 1
-  redis.call('EXPIRE', KEYS[3], ARGV[3])
+  before = redis.call('INCR', KEYS[2]) - 1
+  redis.call('EXPIRE', KEYS[2], ARGV[3])
 end
-return {ticket, before}
+return {1, before}
+"""
+
+# KEYS: pending, backlog; ARGV: job id, bulk?. The job leaves its lane: only the first time counts.
+_LEAVE = """
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 and ARGV[2] == '1' then redis.call('DECR', KEYS[2]) end
 """
 
 
@@ -75,46 +79,36 @@ class Lanes:
         self.redis = client
         self.ttl_s = ttl_s
         self._admit = client.register_script(_ADMIT)
+        self._leave = client.register_script(_LEAVE)
+        self._rates: dict[str, tuple[float, float]] = {}
 
     # --- the API, at submit ----------------------------------------------------------------
 
-    def admit(self, job_id: str, model: str, lane: Lane, owner: str, limit: int) -> tuple[int, int]:
-        """(ticket, priority step) for a new job of `owner` in the model's lane, atomically
-        refused (`LaneFull`) when the lane already holds `limit` jobs not yet taken by a worker."""
-        ticket, value = self._admit(
-            keys=[TICKETS.format(model, lane.value), TAKEN.format(model, lane.value), BACKLOG.format(model, owner),
-                  PENDING.format(model)],
+    def admit(self, job_id: str, model: str, lane: Lane, owner: str, limit: int) -> int:
+        """The priority step of a new job of `owner` in the model's lane; atomically refused
+        (`LaneFull`) when the lane already holds `limit` jobs not yet taken by a worker."""
+        ok, value = self._admit(
+            keys=[PENDING.format(model, lane.value), BACKLOG.format(model, owner)],
             args=[limit, "1" if lane is Lane.bulk else "0", self.ttl_s, job_id, repr(time.time())],
         )
-        if ticket < 0:
+        if ok < 0:
             raise LaneFull(model, lane, value, limit)
-        return ticket, fair_share_step(value) if lane is Lane.bulk else 0
+        return fair_share_step(value) if lane is Lane.bulk else 0
 
     def release(self, job_id: str, model: str, lane: Lane, owner: str) -> None:
         """Undo an admission whose job was not published after all."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.zrem(PENDING.format(model), job_id)
-        pipe.incr(TAKEN.format(model, lane.value))
-        if lane is Lane.bulk:
-            pipe.decr(BACKLOG.format(model, owner))
-        pipe.execute()
+        self._leave(keys=[PENDING.format(model, lane.value), BACKLOG.format(model, owner)],
+                    args=[job_id, "1" if lane is Lane.bulk else "0"])
 
     def depth(self, model: str, lane: Lane) -> int:
         """Jobs admitted to the lane and not yet taken by a worker."""
-        tickets, taken = self.redis.mget(TICKETS.format(model, lane.value), TAKEN.format(model, lane.value))
-        return _int(tickets) - _int(taken)
+        return self.redis.zcard(PENDING.format(model, lane.value))
 
     # --- the worker, when it takes a job ----------------------------------------------------
 
     def taken(self, record: JobRecord) -> None:
-        if record.model is None:
-            return
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.zrem(PENDING.format(record.model), record.id)
-        pipe.incr(TAKEN.format(record.model, record.lane.value))
-        if record.lane is Lane.bulk:
-            pipe.decr(BACKLOG.format(record.model, record.owner or "anonymous"))
-        pipe.execute()
+        if record.model is not None:
+            self.release(record.id, record.model, record.lane, record.owner or "anonymous")
 
     def finished(self, model: str, count: int = 1) -> None:
         second = int(time.time())
@@ -127,23 +121,26 @@ class Lanes:
     # --- reading: a queued job's place -------------------------------------------------------
 
     def throughput(self, model: str) -> float:
-        """Jobs per second the model's workers finished over the last minute."""
+        """Jobs per second the model's workers finished over the last minute (read at most once a
+        second per model: it is a one-minute average)."""
+        cached = self._rates.get(model)
+        if cached is not None and time.monotonic() - cached[0] < 1.0:
+            return cached[1]
         now = int(time.time())
         counts = self.redis.hmget(THROUGHPUT.format(model), [str(s) for s in range(now - WINDOW_S, now)])
-        return sum(_int(c) for c in counts) / WINDOW_S
+        rate = sum(_int(c) for c in counts) / WINDOW_S
+        self._rates[model] = (time.monotonic(), rate)
+        return rate
 
     def place(self, record: JobRecord) -> tuple[int | None, float | None]:
         """(position in its lane, estimated seconds until it starts) of a queued job."""
-        if record.model is None or record.ticket is None:
+        if record.model is None:
             return None, None
         pipe = self.redis.pipeline(transaction=False)
-        pipe.get(TAKEN.format(record.model, record.lane.value))
-        pipe.get(TICKETS.format(record.model, Lane.interactive.value))
-        pipe.get(TAKEN.format(record.model, Lane.interactive.value))
-        taken, interactive_tickets, interactive_taken = (_int(x) for x in pipe.execute())
-        position = max(0, record.ticket - taken - 1)
-        ahead = position
-        if record.lane is Lane.bulk:
-            ahead += max(0, interactive_tickets - interactive_taken)
+        pipe.zrank(PENDING.format(record.model, record.lane.value), record.id)
+        pipe.zcard(PENDING.format(record.model, Lane.interactive.value))
+        rank, interactive = pipe.execute()
+        position = rank or 0  # not pending any more: a worker holds it, next to start
+        ahead = position + (interactive if record.lane is Lane.bulk else 0)
         rate = self.throughput(record.model)
         return position, (round(ahead / rate, 1) if rate > 0 else None)

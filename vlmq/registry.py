@@ -57,7 +57,11 @@ class ModelSpec(BaseModel):
     quantization: Literal["8bit", "4bit"] | None = None
     device: str = Field("auto", description="auto (cuda when present, else cpu), cpu, cuda, cuda:N.")
     max_batch_size: int = Field(8, ge=1, le=256)
-    max_wait_ms: int = Field(10, ge=0, le=10_000, description="How long a batch waits to fill.")
+    max_wait_ms: int = Field(
+        200, ge=0, le=10_000,
+        description="Longest a partial batch waits for more jobs while more are queued (a cap: an idle worker "
+        "runs a lone job after 2% of its recent batch time).",
+    )
     queue_limit: int = Field(10_000, ge=1, description="Queued jobs past which submits get 429.")
     description: str = ""
     checkpoint_step: int | None = Field(None, description="Set for models found as checkpoint-<step>.")

@@ -69,7 +69,7 @@ def subset_hooks(hooks: GenerationHooks, rows: Sequence[int]) -> GenerationHooks
         def is_cancelled(row: int) -> bool:
             return parent_is_cancelled(rows[row])
 
-    return GenerationHooks(on_text=on_text, is_cancelled=is_cancelled)
+    return GenerationHooks(on_text=on_text, is_cancelled=is_cancelled, stream_interval_s=hooks.stream_interval_s)
 
 
 def group_rows(keys: Sequence[Any]) -> list[list[int]]:

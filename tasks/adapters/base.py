@@ -55,6 +55,7 @@ class GenerationHooks:
 
     on_text: Callable[[int, str], None] | None = None
     is_cancelled: Callable[[int], bool] | None = None
+    stream_interval_s: float = 0.05  # text pieces at most this often per item
 
     def generate_kwargs(self, tokenizer: Any, batch_size: int, num_beams: int = 1) -> dict[str, Any]:
         """`streamer` (greedy or sampled, not beam search) and `stopping_criteria` for generate()."""
@@ -62,7 +63,7 @@ class GenerationHooks:
 
         kwargs: dict[str, Any] = {}
         if self.on_text is not None and num_beams == 1:
-            kwargs["streamer"] = BatchTextStreamer(tokenizer, batch_size, self.on_text)
+            kwargs["streamer"] = BatchTextStreamer(tokenizer, batch_size, self.on_text, self.stream_interval_s)
         if self.is_cancelled is not None:
             from transformers import StoppingCriteriaList
 

@@ -301,7 +301,7 @@ def test_streamed_pieces_make_the_final_text(case, make_adapter, photos):
     adapter_name, model, tasks, params_list = STREAM_CASES[case]
     adapter = make_adapter(adapter_name, model, tasks)
     pieces: dict[int, list[str]] = {0: [], 1: []}
-    hooks = GenerationHooks(on_text=lambda row, text: pieces[row].append(text))
+    hooks = GenerationHooks(on_text=lambda row, text: pieces[row].append(text), stream_interval_s=0)
     outputs = adapter.predict(items_for(photos, params_list), hooks)
     for row, out in enumerate(outputs):
         final = out.get("text", out.get("answer"))
@@ -399,3 +399,15 @@ def test_template_without_system_role_gets_it_folded_into_the_first_user_turn(ma
     assert prompt.index("<image>") < prompt.index("You are a brief assistant.") < prompt.index("What is in")
     params = [ChatParams(messages=CHATS[0], temperature=0, max_new_tokens=4)]
     validated(adapter.predict(items_for(photos, params), GenerationHooks()), params)
+
+
+def test_streamed_pieces_are_coalesced_in_time(make_adapter, photos):
+    """By default a row's text goes out at most every 50 ms, not once per token (fewer Redis writes)."""
+    adapter = make_adapter("blip_caption", "blip-large", ["caption"])
+    stamps: list[float] = []
+    import time
+
+    hooks = GenerationHooks(on_text=lambda row, text: stamps.append(time.monotonic()), stream_interval_s=0.05)
+    adapter.predict(items_for(photos, [CaptionParams(max_new_tokens=60)]), hooks)
+    gaps = [b - a for a, b in zip(stamps, stamps[1:-1])]  # the last piece comes at the end
+    assert all(gap >= 0.045 for gap in gaps), gaps

@@ -28,7 +28,7 @@ def test_lost_messages_are_published_again(redis_url: str) -> None:
     store = JobStore(client, 600)
     lanes = Lanes(client, 600)
     app = make_celery(Settings(redis_url=redis_url))
-    client.delete(PENDING.format(MODEL), *(f"{queue_name(MODEL, lane)}" for lane in Lane))
+    client.delete(*(PENDING.format(MODEL, lane.value) for lane in Lane), *(queue_name(MODEL, lane) for lane in Lane))
     lost, waiting, started = _job("lost-1"), _job("waiting-1"), _job("started-1")
     for record in (lost, waiting, started):
         store.create(record)
@@ -37,12 +37,13 @@ def test_lost_messages_are_published_again(redis_url: str) -> None:
     store.start(started.id, "w", 3)  # a worker took it: not pending any more
     lanes.taken(store.get(started.id))
     old = time.time() - 100
-    client.zadd(PENDING.format(MODEL), {lost.id: old, waiting.id: old})
+    client.zadd(PENDING.format(MODEL, Lane.bulk.value), {lost.id: old, waiting.id: old})
 
     republished: list[str] = []
-    reconciler = Reconciler(MODEL, client, store, lambda record: (republished.append(record.id), publish(app, record)),
+    reconciler = Reconciler(MODEL, client, store, lanes, lambda record: (republished.append(record.id), publish(app, record)),
                             visibility_timeout_s=30)
     assert reconciler.sweep() == ["lost-1"]
     assert republished == ["lost-1"]
     assert client.llen(queue_name(MODEL, Lane.bulk)) == 2  # waiting's message and lost's new one
     assert reconciler.sweep() == []  # lost-1 is pending again, recently: not swept twice
+    assert client.zscore(PENDING.format(MODEL, Lane.bulk.value), started.id) is None

@@ -41,10 +41,10 @@ def check_http(url: str) -> tuple[bool, str]:
 def check_worker(model: str, hostname: str | None = None) -> tuple[bool, str]:
     from vlmq.fleet import ONLINE_S, WORKER, WORKERS
     from vlmq.settings import Settings
-    from vlmq.store import redis_client
+    from vlmq.redis_conn import sync_client
 
     prefix = f"{model}@{hostname or socket.gethostname()}-"
-    client = redis_client(Settings().redis_url)
+    client = sync_client(Settings())
     names = client.zrangebyscore(WORKERS.format(model), time.time() - ONLINE_S, "+inf")
     mine = [n.decode() if isinstance(n, bytes) else n for n in names]
     mine = [n for n in mine if n.startswith(prefix)]

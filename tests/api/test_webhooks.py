@@ -74,7 +74,7 @@ def test_start_output_completed_events_signed_with_the_keys_secret(stack, settin
     with serve({"/hook": receiver}) as port, stack.client() as api:
         api.headers["Authorization"] = f"Bearer {key}"
         job = run(api, {"type": "caption", "model": "blip-base", "image_url": data_uri(cat()),
-                        "webhook": f"http://localhost:{port}/hook",
+                        "webhook": f"http://localhost:{port}/hook", "cache": False,
                         "webhook_events_filter": ["start", "output", "completed"]})
         _wait_for(lambda: len(receiver.calls) == 3)
         assert sorted(c["id"] for c in receiver.calls) == sorted(

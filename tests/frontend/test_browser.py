@@ -2,13 +2,17 @@
 
 The frontend runs as a real subprocess (`python -m vlmq.cli frontend`) pointed at the session
 stack; Playwright drives Debian's Chromium (`scripts/install_browser.sh` installs it; Playwright's
-own browser download is not used). Each tab's result is saved to docs/screenshots/<tab>.png.
+own browser download is not used). Each tab's result is saved as <tab>.png under
+$VLMQ_SCREENSHOTS_DIR when set (`VLMQ_SCREENSHOTS_DIR=docs/screenshots` refreshes the README's
+pictures), otherwise under the system's temporary directory, so a test run never dirties the tree.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +26,6 @@ from tests.utils.slow_model import SLOW_MODEL
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 VIEWPORT = {"width": 1360, "height": 960}
 JOB_TIMEOUT_MS = 60_000
 EXAMPLES = {"astronaut", "chelsea", "coffee", "rocket"}
@@ -194,9 +197,10 @@ def job_of(status: str) -> str:
 
 
 def screenshot(page, tab: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    folder = Path(os.environ.get("VLMQ_SCREENSHOTS_DIR") or tempfile.gettempdir() + "/vlmq-screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
     page.wait_for_timeout(300)  # let the last update paint
-    page.screenshot(path=str(SCREENSHOTS / f"{tab}.png"), full_page=True)
+    page.screenshot(path=str(folder / f"{tab}.png"), full_page=True)
 
 
 # --- scenarios -----------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""Processes of the benchmark (helpers of benchmarks/throughput.py): the API, model workers,
-the load generator, CPU accounting, and cleaning the benchmark's own keys out of Redis.
+"""Processes of the benchmarks (throughput.py, and stack.py for the service benchmarks): the API,
+model workers, the load generator, CPU accounting, and cleaning the benchmark's own keys out of Redis.
 
 Every process is started here with `subprocess.Popen` and stopped by its own PID (SIGTERM, then
 SIGKILL after a timeout); nothing is found or killed by name.
@@ -10,24 +10,19 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 import httpx
 import psutil
 import redis
 
 from vlmq.fleet import Fleet, WorkerState
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from vlmq.redis_server import free_port
 
 
 @dataclass
@@ -81,9 +76,15 @@ def spawn(name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> Pro
     return Proc(name, process, log)
 
 
-def start_api(env: dict[str, str], log_dir: Path, timeout: float = 90) -> tuple[Proc, str]:
+def start_api(env: dict[str, str], log_dir: Path, timeout: float = 90, bare: bool = False) -> tuple[Proc, str]:
+    """`python -m vlmq.cli api` on a free port, or with `bare` benchmarks/bare_api.py (FastAPI, no vlmq
+    code); returns it with its URL once /healthz answers."""
     port = free_port()
-    proc = spawn("api", [sys.executable, "-m", "vlmq.cli", "api", "--port", str(port)], env, log_dir)
+    if bare:
+        proc = spawn("bare-api", [sys.executable, str(Path(__file__).with_name("bare_api.py")), "--port", str(port)],
+                     env, log_dir)
+    else:
+        proc = spawn("api", [sys.executable, "-m", "vlmq.cli", "api", "--port", str(port)], env, log_dir)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -99,8 +100,10 @@ def start_api(env: dict[str, str], log_dir: Path, timeout: float = 90) -> tuple[
     raise RuntimeError(f"the API did not start in {timeout}s:\n{proc.tail()}")
 
 
-def start_worker(model: str, env: dict[str, str], log_dir: Path, threads: int) -> Proc:
-    env = {**env, "VLMQ_TORCH_THREADS": str(threads)}
+def start_worker(model: str, env: dict[str, str], log_dir: Path, threads: int | None = None) -> Proc:
+    """`python -m vlmq.cli worker --model MODEL` (with VLMQ_TORCH_THREADS=threads when given)."""
+    if threads is not None:
+        env = {**env, "VLMQ_TORCH_THREADS": str(threads)}
     return spawn(f"worker-{model}", [sys.executable, "-m", "vlmq.cli", "worker", "--model", model], env, log_dir)
 
 
@@ -145,7 +148,7 @@ class CpuWatch:
     procs: list[Proc] = field(default_factory=list)
     began: float = 0.0
 
-    def __enter__(self) -> CpuWatch:
+    def __enter__(self) -> Self:
         self.began = time.perf_counter()
         self.sys0 = psutil.cpu_times()
         self.self0 = self._self_cpu()
@@ -177,9 +180,6 @@ class CpuWatch:
         self.mine_s = mine
         self.redis_s = self._redis_cpu() - self.redis0
 
-    def proc_cores(self, proc: Proc, after: float) -> float:
-        return (after - self.proc0.get(proc.pid, 0.0)) / self.wall
-
     @property
     def mine_cores(self) -> float:
         return (self.mine_s + self.extra_s) / self.wall
@@ -188,6 +188,25 @@ class CpuWatch:
     def other_cores(self) -> float:
         """Busy cores not used by this benchmark's processes nor Redis (other users of the machine)."""
         return max(0.0, self.busy_cores - self.mine_cores - self.redis_s / self.wall)
+
+
+def wait_quiet(max_busy_cores: float = 0.3, window_s: float = 3.0, timeout_s: float = 600.0,
+               log=lambda message: None) -> float:
+    """Wait until the machine is quiet: fewer than `max_busy_cores` busy over `window_s` (call it while
+    this benchmark's own processes idle). Returns the seconds waited (gives up after `timeout_s`)."""
+    began = time.monotonic()
+    cores = psutil.cpu_count() or 1
+    told = False
+    while True:
+        busy = cores * psutil.cpu_percent(interval=window_s) / 100
+        if busy < max_busy_cores:
+            return time.monotonic() - began
+        if time.monotonic() - began > timeout_s:
+            log(f"machine still busy ({busy:.2f} cores) after {timeout_s:.0f}s: going on anyway")
+            return time.monotonic() - began
+        if not told:
+            log(f"machine busy ({busy:.2f} cores used by others): waiting for a quiet moment")
+            told = True
 
 
 # --- Redis hygiene ----------------------------------------------------------------------------
@@ -208,13 +227,32 @@ def clean_models(client: redis.Redis, models: list[str]) -> None:
                  f"vlmq:setup-error:{model}", f"vlmq:cache:generation:{model}"]
         for pattern in (f"vlmq:backlog:{model}:*", f"vlmq:worker:{model}@*"):
             keys += [k.decode() for k in client.scan_iter(pattern, count=1000)]
-    if keys:
-        client.delete(*keys)
+    for model in models:
+        index = f"vlmq:cache:model:{model}"
+        exact = [k.decode() for k in client.zrange(index, 0, -1)]
+        keys += exact + [index]
+        client.hdel("vlmq:cache:revision", model)
+        # anything else named after the model (vlmq:pending:<model>, newer key types): the names are the
+        # benchmark's own (bench-*), nobody else's keys contain them
+        keys += [k.decode() for k in client.scan_iter(f"*{model}*", count=1000)
+                 if not k.startswith(b"vlmq:job:") and not k.startswith(b"vlmq:metrics:")]
+    for start in range(0, len(keys), 1000):
+        client.delete(*keys[start : start + 1000])
     for metrics_key in client.scan_iter("vlmq:metrics:*", count=1000):
         fields = [f for f in client.hkeys(metrics_key)
                   if any(f"model={m}|" in f.decode() + "|" for m in models)]
         if fields:
             client.hdel(metrics_key, *fields)
+
+
+def model_job_ids(client: redis.Redis, models: list[str]) -> list[str]:
+    """Ids of the job records (in this Redis database) of the benchmark's models."""
+    wanted = {m.encode() for m in models}
+    keys = list(client.scan_iter("vlmq:job:*", count=1000))
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.hget(key, "model")
+    return [k.decode().removeprefix("vlmq:job:") for k, m in zip(keys, pipe.execute()) if m in wanted]
 
 
 def clean_jobs(client: redis.Redis, job_ids: list[str], image_keys: list[str] = ()) -> None:

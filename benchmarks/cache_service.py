@@ -35,7 +35,7 @@ from skimage import data as photos
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.stack import Stack  # noqa: E402
+from benchmarks.stack import Stack
 
 MODEL = "vilt-vqa"
 PAIRS = Path(__file__).resolve().parents[1] / "tests" / "cache" / "data"

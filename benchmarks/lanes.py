@@ -30,8 +30,8 @@ from skimage import data as photos
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.stack import Stack  # noqa: E402
-from vlmq.keys import KeyStore  # noqa: E402
+from benchmarks.stack import Stack
+from vlmq.keys import KeyStore
 
 MODEL = "blip-base"
 

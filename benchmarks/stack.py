@@ -10,14 +10,15 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import Self
 
 import redis
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.utils.processes import start_api, start_worker, wait_ready  # noqa: E402
-from vlmq.demo import build_demo_models  # noqa: E402
+from benchmarks.bench_procs import start_api, start_worker, wait_ready
+from vlmq.demo import build_demo_models
 
 
 class Stack:
@@ -27,7 +28,7 @@ class Stack:
         self.extra_env = env or {}
         self.procs = []
 
-    def __enter__(self) -> Stack:
+    def __enter__(self) -> Self:
         self.data_dir = Path(tempfile.mkdtemp(prefix="vlmq-bench-"))
         build_demo_models(self.data_dir / "demo-models")
         self.redis = redis.Redis.from_url(self.redis_url)
@@ -40,8 +41,12 @@ class Stack:
         self.workers = [start_worker(model, env, logs) for model in self.models]
         self.api, self.url = start_api(env, logs)
         self.procs = [self.api, *self.workers]
-        wait_ready(self.redis_url, self.workers, self.models, timeout=300)
+        self._wait_ready()
         return self
+
+    def _wait_ready(self) -> None:
+        for worker, model in zip(self.workers, self.models, strict=True):
+            wait_ready(self.redis, worker, model, timeout=300)
 
     def stop_workers(self) -> None:
         for worker in self.workers:
@@ -50,7 +55,7 @@ class Stack:
     def start_workers(self) -> None:
         self.workers = [start_worker(model, self.env, self.data_dir / "logs") for model in self.models]
         self.procs = [self.api, *self.workers]
-        wait_ready(self.redis_url, self.workers, self.models, timeout=300)
+        self._wait_ready()
 
     def worker_runs(self, model: str) -> int:
         """Jobs the model's workers have run (their batch-size histogram's sum)."""

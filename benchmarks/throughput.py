@@ -1,6 +1,6 @@
 """Throughput benchmark: batching through vlmq vs the model's own batched loop vs one request per forward.
 
-    python benchmarks/throughput.py            # full run (~10 min on 2 CPU cores): full-size BLIP-base
+    python benchmarks/throughput.py            # full run (~15 min on 2 CPU cores): full-size BLIP-base
     python benchmarks/throughput.py --quick    # smoke test (< 1 min): tiny demo model only, few images
 
 Everything runs in one invocation, same model, same images, same decoding (greedy, `max_new_tokens`
@@ -13,8 +13,13 @@ stop early and every image does the same work):
    `Prefer: wait=60` and wait for each result; throughput and latency percentiles; the batch size
    distribution read back from the API's /metrics (`vlmq_batch_size`).
 4. service overhead (tiny demo model, one client, one job at a time), from server-side timestamps;
-5. submit rate of one API process (no worker on the model, `cache: false`; then cache hits);
-6. resident memory of the API and of each worker.
+5. batch filling: a backlog queued before the worker starts, drained;
+6. submit rate of one API process (no worker on the model, `cache: false`; then cache hits), and
+   of a bare FastAPI app for calibration;
+7. resident memory of the API and of each worker.
+
+The workers run the service's code and registry defaults as they are (max_batch_size 8, max_wait_ms
+from the registry's default).
 
 The benchmark starts and stops its own API and workers (`python -m vlmq.cli api|worker`) against
 Redis (default `redis://127.0.0.1:6379/9`) with its own VLMQ_DATA_DIR under benchmarks/.runs/; its
@@ -46,20 +51,21 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import httpx  # noqa: E402
-import psutil  # noqa: E402
-import redis  # noqa: E402
-
-import bench_models  # noqa: E402
-from bench_procs import (  # noqa: E402
+import bench_models
+import httpx
+import psutil
+import redis
+from bench_procs import (
     CpuWatch,
     Proc,
     clean_jobs,
     clean_models,
+    model_job_ids,
     queued_job_ids,
     run_loadgen,
     start_api,
     start_worker,
+    wait_quiet,
     wait_ready,
 )
 
@@ -96,7 +102,17 @@ def machine() -> dict:
     import torch
     import transformers
 
+    try:
+        root = str(HERE.parent)
+        commit = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, timeout=10, check=False).stdout.strip()
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=False).stdout.splitlines()
+        code = f"commit {commit}" + (f" + uncommitted changes in {len(dirty)} tracked files" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        code = "unknown"
     return {
+        "code": code,
         "cpu": model,
         "logical_cpus": psutil.cpu_count(),
         "physical_cores": psutil.cpu_count(logical=False),
@@ -277,6 +293,42 @@ def server_latencies(client: redis.Redis, job_ids: list[str]) -> list[dict]:
     ]
 
 
+async def _submit_many(url: str, model: str, blobs: list[bytes], n: int, max_new_tokens: int) -> list[str]:
+    from vlmq.client import AsyncClient
+
+    async with AsyncClient(url, timeout=60) as client:
+        gate = asyncio.Semaphore(8)
+
+        async def one(i: int) -> str:
+            async with gate:
+                job = await client.submit(blobs[i % len(blobs)], type="caption", model=model, cache=False,
+                                          max_new_tokens=max_new_tokens)
+                return job["id"]
+
+        return list(await asyncio.gather(*(one(i) for i in range(n))))
+
+
+def drain_test(url: str, rclient: redis.Redis, model: str, blobs: list[bytes], n: int, max_new_tokens: int,
+               start) -> tuple[dict, list[str]]:
+    """Queue n jobs while no worker serves `model`, then start one (`start()` returns it; it stays up)
+    and let it drain the backlog: how full are its batches when jobs are always waiting?"""
+    from vlmq.store import JobStore
+
+    ids = asyncio.run(_submit_many(url, model, blobs, n, max_new_tokens))
+    before = scrape_batches(url, model)
+    wait_ready(rclient, start(), model)
+    store = JobStore(rclient, 86_400)
+    deadline = time.monotonic() + 300
+    while not all(s in FINAL for s in store.statuses(ids)):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the backlog was not drained in 300 s")
+        time.sleep(0.05)
+    after = scrape_batches(url, model)
+    records = server_latencies(rclient, ids)
+    span = max(r["completed"] for r in records) - min(r["started"] for r in records)
+    return {"delta": batch_delta(before, after), "span": span, "n": n}, ids
+
+
 def vlmq_mode(url: str, rclient: redis.Redis, model: str, blobs: list[bytes], clients: int, max_new_tokens: int,
               procs: list[Proc], batch: int) -> tuple[Mode, list[str]]:
     asyncio.run(closed_loop(url, model, blobs[:1], 1, max_new_tokens))  # warm-up: one job, not timed
@@ -289,6 +341,16 @@ def vlmq_mode(url: str, rclient: redis.Redis, model: str, blobs: list[bytes], cl
     server = server_latencies(rclient, ids)
     first_created = min(s["created"] for s in server)
     last_completed = max(s["completed"] for s in server)
+    starts = sorted(s["started"] for s in server)
+    sequence: list[int] = []
+    if delta["batches"] and delta["predict_s"] / delta["batches"] > 0.5:  # long batches: clusters of started_at
+        previous = None
+        for t in starts:
+            if previous is None or t - previous > 0.2:
+                sequence.append(0)
+            sequence[-1] += 1
+            previous = t
+        delta["sequence"] = sequence
     mode = Mode(f"vlmq ({clients} clients, max_batch_size {batch})", len(blobs), wall, cpu, latencies,
                 batches=delta,
                 notes=f"server span {last_completed - first_created:.1f} s; {delta['batches']} batches, "
@@ -509,7 +571,7 @@ def top_frames(collapsed: Path, n: int = 16) -> dict:
                 inclusive[short] += count
     if not total:
         return {}
-    pc = lambda c: 100 * c / total  # noqa: E731
+    pc = lambda c: 100 * c / total
     return {
         "samples": total,
         "packages": [(p, pc(c)) for p, c in own_pkg.most_common(12)],
@@ -548,8 +610,8 @@ def fmt(x: float, digits: int = 2) -> str:
 
 
 def mode_table(modes: list[Mode], raw: Mode, single: Mode) -> list[str]:
-    lines = ["| mode | images | wall s | images/s | vs one-per-forward | vs raw loop | p50 s | p95 s | p99 s | "
-             "CPU: this run / other users (cores) | notes |",
+    lines = [("| mode | images | wall s | images/s | vs one-per-forward | vs raw loop | p50 s | p95 s | p99 s | "
+             "CPU: this run / other users (cores) | notes |"),
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for m in modes:
         lat = m.latencies
@@ -568,9 +630,9 @@ def targets(raw: Mode, single: Mode, vlmq: Mode) -> list[str]:
     captured = (vlmq.rate - single.rate) / (raw.rate - single.rate) if raw.rate != single.rate else float("nan")
     return [
         f"- vlmq / raw loop = **{ratio:.3f}** (target ≥ 0.9: {'met' if ratio >= 0.9 else 'MISSED by ' + fmt(0.9 - ratio, 3)})",
-        f"- batching gain over one-per-forward: raw loop **{raw_gain:.2f}x**, vlmq **{vlmq_gain:.2f}x** "
+        (f"- batching gain over one-per-forward: raw loop **{raw_gain:.2f}x**, vlmq **{vlmq_gain:.2f}x** "
         f"(vlmq captures {100 * captured:.0f}% of the raw loop's gain; target vlmq gain ≥ raw gain: "
-        f"{'met' if vlmq_gain >= raw_gain else 'MISSED by ' + fmt(raw_gain - vlmq_gain) + 'x'})",
+        f"{'met' if vlmq_gain >= raw_gain else 'MISSED by ' + fmt(raw_gain - vlmq_gain) + 'x'})"),
     ]
 
 
@@ -579,28 +641,43 @@ def batch_line(m: Mode) -> str:
     buckets = ", ".join(f"size {k}: {v}" for k, v in b.get("buckets", {}).items())
     return (f"- {m.name}: {b.get('batches', 0)} batches for {b.get('jobs', 0)} jobs, mean batch size "
             f"**{b.get('mean', float('nan')):.2f}** ({buckets}; /metrics buckets are 1, 2, 4, 8, ...: a batch "
-            f"counted in 5-8 with mean 8.00 means all full); predict time {b.get('predict_s', 0):.1f} s in total")
+            f"counted in 5-8 with mean 8.00 means all full); predict time {b.get('predict_s', 0):.1f} s in total, "
+            f"{b.get('predict_s', 0) / max(b.get('batches', 0), 1):.2f} s per batch"
+            + (f"; batch sizes in order (jobs grouped by the worker's `started_at`): "
+               f"{', '.join(map(str, b['sequence']))}" if b.get("sequence") else ""))
 
 
 def report(ctx: dict) -> str:
-    out: list[str] = []
     m = ctx["machine"]
-    out += [f"# vlmq throughput benchmark{' (--quick)' if ctx['quick'] else ''}", "",
-            f"- command: `{ctx['command']}`",
-            f"- date: {ctx['date']}",
-            f"- machine: {m['cpu']}, {m['logical_cpus']} logical CPUs ({m['physical_cores']} cores), "
+    if ctx["quick"]:
+        shared = "- shared machine: --quick does not wait for a quiet machine nor repeat disturbed measurements"
+    else:
+        repeated = "; ".join(f"{k}: {', '.join(f'{x:.2f}' for x in v)} cores"
+                             for k, v in ctx["others"].items() if len(v) > 1)
+        shared = (f"- shared machine: before each phase the benchmark waits until other processes use < "
+                  f"{ctx['quiet_cores']} cores (waited {sum(ctx['waited'].values()):.0f} s in all); the CPU columns "
+                  f"show what other users still took during each measurement; a measurement during which they took "
+                  f"more than {ctx['max_other']} cores is repeated (at most {ctx['retries']} times) and the least "
+                  f"disturbed one is kept" + (f" (repeated here: {repeated})" if repeated else ""))
+    out = [f"# vlmq throughput benchmark{' (--quick)' if ctx['quick'] else ''}", "",
+           f"- command: `{ctx['command']}`",
+           f"- date: {ctx['date']}",
+           (f"- machine: {m['cpu']}, {m['logical_cpus']} logical CPUs ({m['physical_cores']} cores), "
             f"{m['memory_gib']} GiB RAM, no GPU; Python {m['python']}, torch {m['torch']} (CPU), "
-            f"transformers {m['transformers']}; load average at start {', '.join(f'{x:.2f}' for x in m['load_avg'])}",
-            f"- Redis: {ctx['redis_url']} (its own model names `bench-*`, keys removed at the end)",
-            f"- images: real photos from skimage.data ({', '.join(bench_models.PHOTOS[:6])}, ...), resized to "
+            f"transformers {m['transformers']}; load average at start {', '.join(f'{x:.2f}' for x in m['load_avg'])}"),
+           f"- code: {m['code']}",
+           f"- Redis: {ctx['redis_url']} (its own model names `bench-*`, keys removed at the end)",
+           (f"- images: real photos from skimage.data ({', '.join(bench_models.PHOTOS[:6])}, ...), resized to "
             f"{len(bench_models.SHAPES)} sizes from 320 to 1024 px (several aspect ratios), JPEG q90; "
-            f"every image distinct",
-            f"- decoding: greedy, max_new_tokens = min_new_tokens = {ctx['max_new_tokens']} (every image "
-            f"produces exactly {ctx['max_new_tokens']} tokens), `cache: false` on every vlmq job",
-            ""]
+            f"every image distinct"),
+           (f"- decoding: greedy, max_new_tokens = min_new_tokens = {ctx['max_new_tokens']} (every image "
+            f"produces exactly {ctx['max_new_tokens']} tokens), `cache: false` on every vlmq job"),
+           (f"- workers: max_batch_size {ctx['batch']}, max_wait_ms {ctx['max_wait_ms']} (the service's code and "
+            "defaults as they are: a partial batch waits for queued jobs up to max_wait_ms; an idle worker runs a "
+            "lone job after 2% of its recent batch time)"),
+           shared, ""]
     for section in ctx["sections"]:
-        out += section
-        out.append("")
+        out += section + [""]
     return "\n".join(out)
 
 
@@ -612,6 +689,8 @@ def model_entry(source: Path, **extra) -> dict:
 
 
 def main() -> int:
+    from vlmq.registry import ModelSpec
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny model only, few images (< 1 min)")
     parser.add_argument("--redis-url", default=os.environ.get("VLMQ_BENCH_REDIS_URL", "redis://127.0.0.1:6379/9"))
@@ -619,61 +698,97 @@ def main() -> int:
     parser.add_argument("--single-images", type=int, default=None, help="images for one-per-forward (default: --images)")
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--batch", type=int, default=8, help="max_batch_size of the workers and the raw loop's B")
-    parser.add_argument("--max-wait-ms", type=int, default=10, help="the workers' max_wait_ms")
+    parser.add_argument("--max-wait-ms", type=int, default=ModelSpec.model_fields["max_wait_ms"].default,
+                        help="the workers' max_wait_ms (default: the registry's default)")
     parser.add_argument("--max-new-tokens", type=int, default=bench_models.MAX_NEW_TOKENS)
     parser.add_argument("--threads", type=int, default=2, help="torch threads for the full-size model, all modes")
     parser.add_argument("--tiny-threads", type=int, default=1, help="torch threads for the tiny model, all modes")
+    parser.add_argument("--tiny-jobs", type=int, default=192, help="images per mode for the tiny model (cycled)")
     parser.add_argument("--overhead-jobs", type=int, default=200)
-    parser.add_argument("--overhead-waits", default="1", help="more max_wait_ms values for the overhead test")
+    parser.add_argument("--drain-jobs", type=int, default=64)
     parser.add_argument("--submit-seconds", type=float, default=8)
     parser.add_argument("--submit-connections", default="1,8,64")
-    parser.add_argument("--profile", action="store_true", help="py-spy the API during the submit test")
+    parser.add_argument("--profile", action="store_true", help="py-spy the worker (overhead) and the API (submit)")
     parser.add_argument("--out", type=Path, default=None, help="also write the Markdown report here")
     parser.add_argument("--skip-full", action="store_true", help="tiny model sections only")
+    parser.add_argument("--quiet-cores", type=float, default=0.3,
+                        help="before each phase, wait until other processes use fewer cores than this")
+    parser.add_argument("--quiet-timeout", type=float, default=600, help="most seconds to wait per phase (0: never)")
+    parser.add_argument("--max-other-cores", type=float, default=0.2,
+                        help="a measurement during which other processes used more cores than this is run again")
+    parser.add_argument("--retries", type=int, default=2, help="most repeats of a disturbed measurement")
     args = parser.parse_args()
     if args.quick:
         args.images, args.clients, args.overhead_jobs, args.submit_seconds = 16, 8, 30, 2
+        args.tiny_jobs, args.drain_jobs = 32, 16
         args.submit_connections = "16"
-        args.overhead_waits = ""
         args.skip_full = True
-    args.overhead_waits = [int(w) for w in str(args.overhead_waits).split(",") if w != ""]
+        args.quiet_timeout = 0
     single_images = args.single_images or args.images
     connections = [int(c) for c in args.submit_connections.split(",") if c]
 
-    from vlmq.images import decode_image as _decode
+    from vlmq.images import decode_image
 
-    def decode_image(data: bytes):
-        return _decode(data, max_pixels=40_000_000, max_side=12_000)
+    def image_key(data: bytes) -> str:
+        return decode_image(data, max_pixels=40_000_000, max_side=12_000).key
 
     cache = HERE / ".cache"
     run_dir = HERE / ".runs" / time.strftime("%Y%m%d-%H%M%S")
     log_dir = run_dir / "logs"
+    profile_dir = run_dir / "profiles"
     (run_dir / "data").mkdir(parents=True, exist_ok=True)
     log(f"run folder {run_dir}")
     log("models (cached in benchmarks/.cache)")
     tiny = bench_models.tiny_blip(cache, args.max_new_tokens)
     full = None if args.skip_full else bench_models.full_blip(cache, args.max_new_tokens)
     names, blobs, images = bench_models.photos(args.images)
-    image_keys = list({decode_image(b).key for b in blobs})
+    small = jpeg(images[0], 64)
+    image_keys = list({image_key(b) for b in blobs} | {image_key(small)})
+    tiny_images = [images[i % len(images)] for i in range(args.tiny_jobs)]
+    tiny_blobs = [blobs[i % len(blobs)] for i in range(args.tiny_jobs)]
 
     rclient = redis.Redis.from_url(args.redis_url)
     rclient.ping()
     models = [TINY, FULL, SINK]
     clean_models(rclient, models)
+    worker_entry = {"max_batch_size": args.batch, "max_wait_ms": args.max_wait_ms}
     registry = {
-        TINY: model_entry(tiny, max_batch_size=args.batch, max_wait_ms=args.max_wait_ms),
+        TINY: model_entry(tiny, **worker_entry),
         SINK: model_entry(tiny, queue_limit=10_000_000, description="no worker: submits only fill its queue"),
     }
     if full is not None:
-        registry[FULL] = model_entry(full, max_batch_size=args.batch, max_wait_ms=args.max_wait_ms)
+        registry[FULL] = model_entry(full, **worker_entry)
     env = {k: v for k, v in os.environ.items() if not k.startswith("VLMQ_")}
     env.update(VLMQ_REDIS_URL=args.redis_url, VLMQ_DATA_DIR=str(run_dir / "data"), VLMQ_MODELS=json.dumps(registry),
                PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
-    ctx: dict = {
+    waited: dict[str, float] = {}
+    others: dict[str, list[float]] = {}
+    sections: list[list[str]] = []
+    ctx = {
         "quick": args.quick, "machine": machine(), "redis_url": args.redis_url,
         "command": "python benchmarks/throughput.py " + " ".join(sys.argv[1:]),
-        "date": time.strftime("%Y-%m-%d %H:%M %Z"), "max_new_tokens": args.max_new_tokens, "sections": [],
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"), "max_new_tokens": args.max_new_tokens,
+        "batch": args.batch, "max_wait_ms": args.max_wait_ms, "sections": sections, "waited": waited,
+        "others": others, "quiet_cores": args.quiet_cores, "max_other": args.max_other_cores, "retries": args.retries,
     }
+
+    def measure(label: str, fn, other_cores):
+        """Run a measurement after a quiet moment; if other users still took more than --max-other-cores
+        during it, run it again (up to --retries times) and keep the least disturbed run."""
+        best = None
+        for _attempt in range(args.retries + 1):
+            if args.quiet_timeout > 0:
+                waited[label] = waited.get(label, 0.0) + wait_quiet(args.quiet_cores, 3.0, args.quiet_timeout, log)
+            result = fn()
+            other = other_cores(result)
+            others.setdefault(label, []).append(other)
+            if best is None or other < best[1]:
+                best = (result, other)
+            if other <= args.max_other_cores or args.quiet_timeout <= 0:
+                break
+            log(f"{label}: other users took {other:.2f} cores during the measurement: measuring again")
+        return best[0]
+
     job_ids: list[str] = []
     procs: dict[str, Proc] = {}
     memory: list[tuple[str, str, str]] = []
@@ -682,103 +797,114 @@ def main() -> int:
         began = time.perf_counter()
         api, url = start_api(env, log_dir)
         procs["api"] = api
-        api_start = time.perf_counter() - began
-        memory.append(("API (uvicorn, 1 process)", "idle after start", rss(api)))
-        log(f"API at {url} in {api_start:.1f}s; starting the tiny worker")
-        worker = start_worker(TINY, env, log_dir, args.tiny_threads)
-        procs["tiny"] = worker
-        ready_s = wait_ready(rclient, worker, TINY)
+        memory.append(("API (uvicorn, 1 process)", "right after start (healthz answers)", rss(api)))
+        log(f"API at {url} in {time.perf_counter() - began:.1f}s; starting the tiny worker")
+        worker = procs["tiny"] = start_worker(TINY, env, log_dir, args.tiny_threads)
+        wait_ready(rclient, worker, TINY)
         memory.append((f"worker {TINY} (demo blip-base, tiny)", "ready, idle", rss(worker)))
 
         # --- tiny model: the three modes ---------------------------------------------------------
         log("tiny: raw loop and one-per-forward (in process)")
-        t_raw, t_single = in_process(tiny, images, args.batch, args.tiny_threads, args.max_new_tokens, args.images)
+        t_raw, t_single = measure(
+            "tiny in-process",
+            lambda: in_process(tiny, tiny_images, args.batch, args.tiny_threads, args.max_new_tokens, args.tiny_jobs),
+            lambda r: max(m.cpu.other_cores for m in r))
         log("tiny: vlmq")
-        t_vlmq, ids = vlmq_mode(url, rclient, TINY, blobs, args.clients, args.max_new_tokens, [api, worker], args.batch)
-        job_ids += ids
-        ctx["sections"].append(
-            [f"## Throughput, tiny demo model (demo blip-base: 2 layers, 32 px; {args.tiny_threads} torch thread; "
-             f"model time is small, so this measures the service pipeline)", ""]
+
+        def tiny_vlmq() -> Mode:
+            mode, ids = vlmq_mode(url, rclient, TINY, tiny_blobs, args.clients, args.max_new_tokens, [api, worker],
+                                  args.batch)
+            job_ids.extend(ids)
+            return mode
+
+        t_vlmq = measure("tiny vlmq", tiny_vlmq, lambda m: m.cpu.other_cores)
+        sections.append(
+            [(f"## Throughput, tiny demo model (demo blip-base: 2 layers, 32 px; {args.tiny_threads} torch thread; "
+              f"model time is small, so this measures the service pipeline)"), ""]
             + mode_table([t_raw, t_single, t_vlmq], t_raw, t_single)
-            + ["", "Batch sizes in the vlmq mode (from /metrics `vlmq_batch_size`, delta over the run):", batch_line(t_vlmq)])
+            + ["", "Batch sizes in the vlmq mode (from /metrics `vlmq_batch_size`, delta over the run):",
+               batch_line(t_vlmq)])
 
         # --- service overhead ----------------------------------------------------------------------
         pure = pure_model_times(tiny, images, args.max_new_tokens, args.tiny_threads)
-        waits = [args.max_wait_ms] + [w for w in args.overhead_waits if w != args.max_wait_ms]
-        overheads = []
-        for n_wait, wait_ms in enumerate(waits):
-            if n_wait:  # the same worker again, with another max_wait_ms (the worker reads its registry entry)
-                memory.append((f"worker {TINY}", f"after {len(job_ids)} jobs", rss(worker)))
-                worker.stop()
-                wait_registry = {**registry, TINY: {**registry[TINY], "max_wait_ms": wait_ms}}
-                worker = start_worker(TINY, {**env, "VLMQ_MODELS": json.dumps(wait_registry)}, log_dir,
-                                      args.tiny_threads)
-                procs["tiny"] = worker
-                wait_ready(rclient, worker, TINY)
-            log(f"tiny: service overhead ({args.overhead_jobs} sequential jobs, max_wait_ms {wait_ms})")
-            spy = None
-            if args.profile and n_wait == 0:
-                spy = start_py_spy(worker.pid, run_dir / "profiles" / "worker-overhead.txt", 15)
+        log(f"tiny: service overhead ({args.overhead_jobs} sequential jobs)")
+
+        def overhead_run() -> dict:
+            spy = start_py_spy(worker.pid, profile_dir / "worker-overhead.txt", 15) if args.profile else None
             ov, ids = overhead_mode(url, rclient, TINY, blobs, pure, args.overhead_jobs, args.max_new_tokens,
                                     [api, worker])
             if spy is not None:
                 spy.wait()
-            job_ids += ids
-            overheads.append((wait_ms, ov))
+            job_ids.extend(ids)
+            return ov
+
+        ov = measure("overhead", overhead_run, lambda o: o["cpu"].other_cores)
 
         def row(label: str, key: str, note: str = "") -> str:
-            cells = []
-            for _wait, ov in overheads:
-                values = ov[key]
-                cells.append(f"{fmt(pct(values, 50))} | {fmt(pct(values, 99))}")
-            return f"| {label} | {' | '.join(cells)} | {note} |"
+            return f"| {label} | {fmt(pct(ov[key], 50))} | {fmt(pct(ov[key], 99))} | {note} |"
 
-        head = " | ".join(f"p50 (wait {w} ms) | p99 (wait {w} ms)" for w, _ in overheads)
-        cpu_note = "; ".join(f"max_wait_ms {w}: {ov['cpu'].mine_cores:.2f} / {ov['cpu'].other_cores:.2f}"
-                             for w, ov in overheads)
-        ctx["sections"].append([
-            f"## Service overhead per job (tiny model, 1 client, one job at a time, {args.overhead_jobs} jobs per "
-            f"column; worker max_wait_ms {' and '.join(str(w) for w, _ in overheads)}; CPU cores this run / "
-            f"others: {cpu_note})", "",
-            f"| ms per job | {head} | what |", "|---|" + "---:|" * (2 * len(overheads)) + "---|",
+        sections.append([
+            (f"## Service overhead per job (tiny model, 1 client, one job at a time, {args.overhead_jobs} jobs; "
+             f"CPU cores this run / others: {ov['cpu'].mine_cores:.2f} / {ov['cpu'].other_cores:.2f})"), "",
+            "| ms per job | p50 | p99 | what |", "|---|---:|---:|---|",
             row("**overhead = (completed_at − created_at) − batch predict time**", "overhead_predict",
                 "headline: server-side, the model call excluded"),
             row("overhead incl. in-predict hooks = (completed_at − created_at) − pure model time", "overhead_pure",
                 "also counts token streaming / cancel checks inside generate"),
             row("queue: started_at − created_at", "queue",
-                "after the record: lane admit, record write, publish; broker delivery; celery-batches flush "
-                "timer; claim"),
+                "after the record: lane admit, record write, publish; broker delivery; the batch's idle wait; claim"),
             row("after start, outside predict: (completed_at − started_at) − predict", "after_start",
                 "image load + decode, grouping, output validation, finish script"),
             row("hooks inside predict: predict − pure model time", "hooks", "token streamer + cancel checks (Redis)"),
-            row("batch predict time (worker, vlmq_batch_seconds)", "predict", ""),
-            row("pure model time (adapter.predict in process, no hooks)", "pure", ""),
-            row("server end-to-end: completed_at − created_at", "e2e", ""),
-            row("client round trip (POST with Prefer: wait=30 until the answer)", "client", ""),
+            row("batch predict time (worker, vlmq_batch_seconds)", "predict"),
+            row("pure model time (adapter.predict in process, no hooks)", "pure"),
+            row("server end-to-end: completed_at − created_at", "e2e"),
+            row("client round trip (POST with Prefer: wait=30 until the answer)", "client"),
             row("client − server end-to-end", "http",
                 "HTTP, parsing, validation, image decode before created_at; Prefer-wait wake-up and answer"),
             "",
-            "Method: every job is submitted alone (the next one after the previous answer), so each batch holds "
-            "exactly one job. `created_at` is stamped by the API when it builds the record (after parsing and "
-            "image checks), `started_at` by the worker's claim script, `completed_at` by its finish script (all "
-            "`time.time()` on this one machine, read from the job hash in Redis). The batch predict time is the "
-            "increase of the worker's `vlmq_batch_seconds` sum (its Redis hash, the /metrics source) across the "
-            "job: the duration of `adapter.predict` for the job's batch. The pure model time is the same adapter "
-            "run in the benchmark process on the same decoded image without the worker's hooks (best of 3, same "
-            "thread count).",
-        ] + profile_lines(run_dir / "profiles" / "worker-overhead.txt", "worker during the overhead run"))
+            ("Method: every job is submitted alone (the next one after the previous answer), so each batch holds "
+             "exactly one job. `created_at` is stamped by the API when it builds the record (after parsing and "
+             "image checks), `started_at` by the worker's claim script, `completed_at` by its finish script (all "
+             "`time.time()` on this one machine, read from the job hash in Redis). The batch predict time is the "
+             "increase of the worker's `vlmq_batch_seconds` sum (its Redis hash, the /metrics source) across the "
+             "job: the duration of `adapter.predict` for the job's batch. The pure model time is the same adapter "
+             "run in the benchmark process on the same decoded image without the worker's hooks (best of 3, same "
+             "thread count)."),
+        ] + profile_lines(profile_dir / "worker-overhead.txt", "worker during the overhead run"))
         memory.append((f"worker {TINY}", f"after {len(job_ids)} jobs", rss(worker)))
 
+        # --- batch filling: a backlog queued before the worker starts -----------------------------------
+        worker.stop()
+        procs.pop("tiny")
+        if args.quiet_timeout > 0:
+            waited["drain"] = wait_quiet(args.quiet_cores, 3.0, args.quiet_timeout, log)
+        log(f"tiny: drain a backlog of {args.drain_jobs} jobs")
+
+        def start() -> Proc:
+            procs["tiny"] = start_worker(TINY, env, log_dir, args.tiny_threads)
+            return procs["tiny"]
+
+        drain, ids = drain_test(url, rclient, TINY, blobs, args.drain_jobs, args.max_new_tokens, start)
+        worker = procs["tiny"]
+        job_ids += ids
+        d = drain["delta"]
+        sections.append([
+            (f"## Batch filling with a backlog (tiny model; {args.drain_jobs} jobs queued before the worker starts, "
+             f"max_batch_size {args.batch}: ideal {-(-args.drain_jobs // args.batch)} batches of {args.batch})"), "",
+            "| batches | mean size | sizes (from /metrics buckets) | drain s (first start to last finish) |",
+            "|---:|---:|---|---:|",
+            (f"| {d['batches']} | {d['mean']:.2f} | {', '.join(f'{k}: {v}' for k, v in d['buckets'].items())} | "
+             f"{drain['span']:.2f} |")])
+
         # --- cache hits: probe --------------------------------------------------------------------------
-        small = jpeg(images[0], 64)
         hit_body = submit_body(TINY, small, True, args.max_new_tokens, prompt="a photo of")
-        probe = None
         with httpx.Client(base_url=url, timeout=60) as http:
-            first = http.post("/v1/jobs", content=hit_body, headers={"Content-Type": "application/json",
-                                                                      "Prefer": "wait=30"}).json()
-            second = http.post("/v1/jobs", content=hit_body, headers={"Content-Type": "application/json"}).json()
-            job_ids += [first.get("id", ""), second.get("id", "")]
-            probe = (first.get("status"), first.get("cache"), second.get("status"), second.get("cache"))
+            headers = {"Content-Type": "application/json"}
+            first = http.post("/v1/jobs", content=hit_body, headers={**headers, "Prefer": "wait=30"}).json()
+            second = http.post("/v1/jobs", content=hit_body, headers=headers).json()
+        job_ids += [first.get("id", ""), second.get("id", "")]
+        probe = (first.get("status"), first.get("cache"), second.get("status"), second.get("cache"))
         cache_ready = probe[2] == "succeeded" and probe[3] == "hit"
         memory.append(("API", "after the first cache lookups", rss(api)))
         log(f"cache probe: first {probe[0]}/{probe[1]}, repeat {probe[2]}/{probe[3]} -> "
@@ -789,33 +915,40 @@ def main() -> int:
         procs.pop("tiny")
         log("submit rate (no worker on the model)")
         runs: list[SubmitRun] = []
-        profile_dir = run_dir / "profiles"
-        for n in connections:
-            run, ids = submit_rate(url, api, run_dir, f"miss, 64 px JPEG, {n} connections",
-                                   submit_body(SINK, small, False, args.max_new_tokens), n, args.submit_seconds,
-                                   profile=profile_dir / f"api-submit-{n}.txt" if args.profile and n == max(connections) else None)
-            runs.append(run)
-            job_ids += ids
-            job_ids += queued_job_ids(rclient, SINK)
+
+        def submit_run(label: str, body: bytes, n: int, expect: str | None = None,
+                       profile: Path | None = None, target: tuple[Proc, str] = (api, url)) -> SubmitRun:
+            run, ids = submit_rate(target[1], target[0], run_dir, label, body, n, args.submit_seconds,
+                                   expect=expect, profile=profile if args.profile else None)
+            job_ids.extend(ids)
+            job_ids.extend(queued_job_ids(rclient, SINK))
             clean_models(rclient, [SINK])
-        big = blobs[0]
-        run, ids = submit_rate(url, api, run_dir, f"miss, {names[0]} JPEG ({len(big) // 1024} KiB), "
-                               f"{max(connections)} connections", submit_body(SINK, big, False, args.max_new_tokens),
-                               max(connections), args.submit_seconds)
-        runs.append(run)
-        job_ids += ids + queued_job_ids(rclient, SINK)
-        clean_models(rclient, [SINK])
+            return run
+
+        def submit(label: str, *run_args, **run_kwargs) -> None:
+            runs.append(measure(label, lambda: submit_run(*run_args, **run_kwargs), lambda r: r.other_cores))
+
+        miss = submit_body(SINK, small, False, args.max_new_tokens)
+        most = max(connections)
+        for n in connections:
+            submit(f"submit {n}", f"miss, 64 px JPEG, {n} connections", miss, n,
+                   profile=profile_dir / f"api-submit-{n}.txt" if n == most else None)
+        submit("submit big", f"miss, {names[0]} JPEG ({len(blobs[0]) // 1024} KiB), {most} connections",
+               submit_body(SINK, blobs[0], False, args.max_new_tokens), most)
         if cache_ready:
-            run, ids = submit_rate(url, api, run_dir, f"cache hit, 64 px JPEG, {max(connections)} connections",
-                                   hit_body, max(connections), args.submit_seconds, expect='"cache":"hit"',
-                                   profile=profile_dir / "api-hit.txt" if args.profile else None)
-            runs.append(run)
-            job_ids += ids
+            submit("submit hit", f"cache hit, 64 px JPEG, {most} connections", hit_body, most,
+                   expect='"cache":"hit"', profile=profile_dir / "api-hit.txt")
+        if not args.quick:
+            log("submit rate of a bare FastAPI app (calibration)")
+            procs["bare"], bare_url = start_api(env, log_dir, bare=True)
+            submit("bare submit", f"calibration: bare FastAPI app (benchmarks/bare_api.py), {most} connections",
+                   miss, most, target=(procs["bare"], bare_url))
+            procs.pop("bare").stop()
         memory.append(("API", "after the submit tests", rss(api)))
-        lines = ["## Submit rate of one API process (uvicorn, 1 process; closed loop, keep-alive connections, "
-                 "raw-socket load generator in its own process)", "",
-                 "| request | accepted/s | p50 ms | p99 ms | statuses | API CPU (cores) | API CPU ms / request | "
-                 "loadgen / Redis / others (cores) |", "|---|---:|---:|---:|---|---:|---:|---|"]
+        lines = [("## Submit rate of one API process (uvicorn, 1 process; closed loop, keep-alive connections, "
+                  "raw-socket load generator in its own process)"), "",
+                 ("| request | accepted/s | p50 ms | p99 ms | statuses | API CPU (cores) | API CPU ms / request | "
+                  "loadgen / Redis / others (cores) |"), "|---|---:|---:|---:|---|---:|---:|---|"]
         for r in runs:
             res = r.result
             hits = f" ({res['expected']} hits)" if "hit" in r.label else ""
@@ -823,61 +956,70 @@ def main() -> int:
                          f"{res['statuses']}{hits} | {r.api_cores:.2f} | {r.api_ms_per_req:.2f} | "
                          f"{r.loadgen_cores:.2f} / {r.redis_cores:.2f} / {r.other_cores:.2f} |")
         if not cache_ready:
-            lines.append(f"| cache hit | pending | | | | | | |")
-            lines += ["", f"Cache hits: **pending**: a repeated identical request (`cache: true`) was answered "
-                          f"`{probe[2]}` / cache `{probe[3]}` (first: `{probe[0]}` / `{probe[1]}`), not an immediate "
-                          f"`succeeded` / `hit`. The code path runs as soon as the API answers repeats from the cache."]
-        lines += ["", "Method: POST /v1/jobs with a JSON body (`image_url` as a data URI), `cache: false`, to a "
-                  f"registry model (`{SINK}`) that has no worker, so the queue only fills (queue_limit raised to 10M); "
-                  "1 s warm-up then the measured window; accepted = 202 (200 for cache answers). The jobs and the "
-                  "queue are deleted afterwards. API CPU is the uvicorn process's CPU time over the window; one "
-                  "API process uses at most ~1 core (GIL), so 1000 / (API CPU ms per request) is its ceiling."]
+            lines += ["| cache hit | pending | | | | | | |", "",
+                      (f"Cache hits: **pending**: a repeated identical request (`cache: true`) was answered "
+                       f"`{probe[2]}` / cache `{probe[3]}` (first: `{probe[0]}` / `{probe[1]}`), not an immediate "
+                       f"`succeeded` / `hit`.")]
+        lines += ["", ("Method: POST /v1/jobs with a JSON body (`image_url` as a data URI), `cache: false`, to a "
+                       f"registry model (`{SINK}`) that has no worker, so the queue only fills (queue_limit raised "
+                       "to 10M); 1 s warm-up then the measured window; accepted = 202 (200 for cache answers). The "
+                       "jobs and the queue are deleted afterwards. API CPU is the uvicorn process's CPU time over the "
+                       "window; one API process uses at most ~1 core (GIL), so 1000 / (API CPU ms per request) is "
+                       "its ceiling.")]
         for path in sorted(profile_dir.glob("api-*.txt")):
             lines += profile_lines(path, "API, " + path.stem)
-        ctx["sections"].append(lines)
+        sections.append(lines)
 
         # --- full-size model ------------------------------------------------------------------------------
         if full is not None:
             log(f"full-size BLIP-base: raw loop and one-per-forward in process ({args.threads} threads)")
-            raw, single = in_process(full, images, args.batch, args.threads, args.max_new_tokens, single_images)
+            raw, single = measure(
+                "full in-process",
+                lambda: in_process(full, images, args.batch, args.threads, args.max_new_tokens, single_images),
+                lambda r: max(m.cpu.other_cores for m in r))
             log("full-size BLIP-base: worker")
-            worker = start_worker(FULL, env, log_dir, args.threads)
-            procs["full"] = worker
+            worker = procs["full"] = start_worker(FULL, env, log_dir, args.threads)
             load_s = wait_ready(rclient, worker, FULL, timeout=300)
             memory.append((f"worker {FULL} (BLIP-base full size, 224M params)", "ready, idle", rss(worker)))
             log(f"full-size BLIP-base: vlmq ({args.clients} clients)")
-            vlmq, ids = vlmq_mode(url, rclient, FULL, blobs, args.clients, args.max_new_tokens, [api, worker],
-                                  args.batch)
-            job_ids += ids
+
+            def full_vlmq() -> Mode:
+                mode, ids = vlmq_mode(url, rclient, FULL, blobs, args.clients, args.max_new_tokens, [api, worker],
+                                      args.batch)
+                job_ids.extend(ids)
+                return mode
+
+            vlmq = measure("full vlmq", full_vlmq, lambda m: m.cpu.other_cores)
             memory.append((f"worker {FULL}", f"after {args.images + 1} jobs", rss(worker)))
-            worker.stop()
-            procs.pop("full")
+            procs.pop("full").stop()
             params = bench_models.model_params(full)
-            ctx["sections"].insert(0, [
-                f"## Throughput, full-size BLIP-base (default `BlipConfig()`: ViT-B/16 384 px + BERT-base decoder, "
-                f"{params / 1e6:.0f}M params, random weights, float32; {args.threads} torch threads in every mode)", ""]
+            sections.insert(0, [
+                (f"## Throughput, full-size BLIP-base (default `BlipConfig()`: ViT-B/16 384 px + BERT-base decoder, "
+                 f"{params / 1e6:.0f}M params, random weights, float32; {args.threads} torch threads in every mode)"),
+                ""]
                 + mode_table([raw, single, vlmq], raw, single)
                 + ["", "Targets:"] + targets(raw, single, vlmq)
                 + ["", "Batch sizes in the vlmq mode (from /metrics `vlmq_batch_size`, delta over the run):",
-                   batch_line(vlmq),
-                   "", f"Method: raw loop and one-per-forward run in the benchmark process (processor + `generate` + "
-                   f"decode, exactly what the blip_caption adapter does), after one untimed warm-up call; no service "
-                   f"process is busy meanwhile (the API idles). vlmq: one API process and one worker "
-                   f"(`VLMQ_TORCH_THREADS={args.threads}`, max_batch_size {args.batch}, max_wait_ms {args.max_wait_ms}, "
-                   f"loaded in {load_s:.0f} s), one untimed warm-up job, then {args.clients} asyncio clients "
-                   f"(`vlmq.client.AsyncClient`, multipart upload, `Prefer: wait=60`) share the {args.images} images: "
-                   f"each submits the next one when its job ended. images/s = images / wall time from the first submit "
-                   f"to the last answer; latency = client-side submit-to-answer. CPU: cores busy with this benchmark's "
-                   f"processes / with other users of the machine (if the second is not ~0, the run was disturbed)."])
+                   batch_line(vlmq), "",
+                   (f"Method: raw loop and one-per-forward run in the benchmark process (processor + `generate` + "
+                    f"decode, exactly what the blip_caption adapter does), after one untimed warm-up call; no "
+                    f"service process is busy meanwhile (the API idles). vlmq: one API process and one worker "
+                    f"(`VLMQ_TORCH_THREADS={args.threads}`, max_batch_size {args.batch}, max_wait_ms "
+                    f"{args.max_wait_ms}, loaded in {load_s:.0f} s), one untimed warm-up job, then {args.clients} "
+                    f"asyncio clients (`vlmq.client.AsyncClient`, multipart upload, `Prefer: wait=60`) share the "
+                    f"{args.images} images: each submits the next one when its job ended. images/s = images / wall "
+                    f"time from the first submit to the last answer; latency = client-side submit-to-answer. CPU: "
+                    f"cores busy with this benchmark's processes / with other users of the machine (if the second "
+                    f"is not ~0, the run was disturbed).")])
         memory.append(("API", "at the end", rss(api)))
-        ctx["sections"].append(["## Memory (resident set size, psutil, MiB)", "", "| process | when | RSS MiB |",
-                                "|---|---|---:|"] + [f"| {a} | {b} | {c} |" for a, b, c in memory])
+        sections.append(["## Memory (resident set size, psutil, MiB)", "", "| process | when | RSS MiB |",
+                         "|---|---|---:|"] + [f"| {a} | {b} | {c} |" for a, b, c in memory])
     finally:
         for proc in list(procs.values())[::-1]:
             proc.stop()
         try:
-            clean_jobs(rclient, [i for i in job_ids if i] + queued_job_ids(rclient, SINK),
-                       image_keys + [decode_image(jpeg(images[0], 64)).key])
+            clean_jobs(rclient, sorted({i for i in job_ids if i} | set(queued_job_ids(rclient, SINK))
+                                       | set(model_job_ids(rclient, models))), image_keys)
             clean_models(rclient, models)
         except redis.RedisError as exc:
             log(f"cleanup failed: {exc}")

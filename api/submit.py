@@ -17,7 +17,16 @@ from vlmq.api.answers import CachedRequest
 from vlmq.api.errors import ApiError
 from vlmq.api.services import Services
 from vlmq.images import DecodedImage
-from vlmq.jobs import CacheOutcome, CompareRequest, JobRecord, JobStatus, Lane, new_job_id, now, request_params
+from vlmq.jobs import (
+    CacheOutcome,
+    CompareRequest,
+    JobRecord,
+    JobStatus,
+    Lane,
+    new_job_id,
+    now,
+    request_params,
+)
 from vlmq.jobtypes import CompareParams, JobType, Params
 from vlmq.lanes import LaneFull
 from vlmq.registry import Registry
@@ -164,11 +173,16 @@ def _store_and_publish(services: Services, records: list[JobRecord], queued: lis
     return records
 
 
-def submit_one(services: Services, request, upload: bytes | None, delivery: Delivery) -> JobRecord:
-    """Everything after parsing, blocking (downloads, Redis): the routes run it in the thread pool."""
+def prepare(services: Services, request, upload: bytes | None) -> tuple[DecodedImage, bytes]:
+    """The checks and the image of a request (blocking: downloads); nothing stored yet."""
     from vlmq.api.intake import load_image
 
     check_models(request, services.registry)
     check_webhook(request.webhook, services)
-    image, image_bytes = load_image(request.image_url, upload, services.settings)
+    return load_image(request.image_url, upload, services.settings)
+
+
+def submit_one(services: Services, request, upload: bytes | None, delivery: Delivery) -> JobRecord:
+    """Everything after parsing, blocking (downloads, Redis): the routes run it in the thread pool."""
+    image, image_bytes = prepare(services, request, upload)
     return create_jobs(services, request, image, image_bytes, delivery)

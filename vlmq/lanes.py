@@ -56,10 +56,15 @@ class LaneFull(Exception):
 
 
 # KEYS: pending, backlog; ARGV: limit, bulk?, ttl, job id, now. -> {1, backlog before} or {-1, depth}
+# A job's score is its admission time, made strictly greater than the last one's (by 0.1 ms at
+# least): jobs admitted in the same instant keep their order, so ranks are positions.
 _ADMIT = """
 local depth = redis.call('ZCARD', KEYS[1])
 if depth >= tonumber(ARGV[1]) then return {-1, depth} end
-redis.call('ZADD', KEYS[1], ARGV[5], ARGV[4])
+local score = tonumber(ARGV[5])
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')[2]
+if last and tonumber(last) >= score then score = tonumber(last) + 0.0001 end
+redis.call('ZADD', KEYS[1], score, ARGV[4])
 local before = 0
 if ARGV[2] == '1' then
   before = redis.call('INCR', KEYS[2]) - 1

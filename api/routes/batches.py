@@ -1,7 +1,8 @@
 """/v1/batches: up to `max_batch_jobs` jobs in one request; counts and pages of results.
 
 Each item is validated and accepted on its own: an invalid item is reported with its index and
-error, the rest are accepted. Batch jobs go to the bulk lane.
+error, the rest are accepted. Batch jobs go to the bulk lane. Items are checked and their images
+fetched concurrently, then queued one by one in the batch's order (so they start in that order).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import json
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any
 
@@ -22,7 +24,7 @@ from vlmq.api.deps import CallerDep, ServicesDep
 from vlmq.api.errors import ApiError, validation_errors
 from vlmq.api.intake import REQUEST_ADAPTER
 from vlmq.api.schemas import ErrorBody
-from vlmq.api.submit import Delivery, submit_one
+from vlmq.api.submit import Delivery, create_jobs, prepare
 from vlmq.jobs import JobStatus, Lane, now
 from vlmq.views import JobView
 
@@ -72,21 +74,45 @@ BATCH_BODY = {
 }
 
 
-def _accept_item(services, caller, index: int, item: Any) -> tuple[int, str | None, dict | None]:
+ItemError = dict[str, Any]
+
+
+def _error(exc: Exception) -> ItemError:
+    if isinstance(exc, ValidationError):
+        first = validation_errors(exc)[0]
+        return {"code": "invalid_request", "message": f"{first['field']}: {first['message']}", "field": first["field"]}
+    assert isinstance(exc, ApiError)
+    return {"code": exc.code, "message": exc.message, "field": exc.field}
+
+
+def _prepare_item(services, caller, item: Any) -> tuple[Callable[[], str] | None, ItemError | None]:
+    """Validate one item and fetch its image; (a function that queues it, None) or (None, its error)."""
     try:
         if not isinstance(item, dict):
             raise ApiError(422, "invalid_request", "each job must be a JSON object")
         request = REQUEST_ADAPTER.validate_python(item)
         deadline = now() + request.cancel_after if request.cancel_after else None
-        delivery = Delivery(owner=caller.owner, lane=request.priority or Lane.bulk, deadline=deadline, webhook=request.webhook,
-                            webhook_events=tuple(request.webhook_events_filter))
-        return index, submit_one(services, request, None, delivery).id, None
-    except ValidationError as exc:
-        errors = validation_errors(exc)
-        return index, None, {"code": "invalid_request", "message": f"{errors[0]['field']}: {errors[0]['message']}",
-                             "field": errors[0]["field"]}
-    except ApiError as exc:
-        return index, None, {"code": exc.code, "message": exc.message, "field": exc.field}
+        delivery = Delivery(owner=caller.owner, lane=request.priority or Lane.bulk, deadline=deadline,
+                            webhook=request.webhook, webhook_events=tuple(request.webhook_events_filter))
+        image, image_bytes = prepare(services, request, None)
+    except (ValidationError, ApiError) as exc:
+        return None, _error(exc)
+    return (lambda: create_jobs(services, request, image, image_bytes, delivery).id), None
+
+
+def _accept_all(services, caller, jobs: list[Any]) -> list[tuple[int, str | None, ItemError | None]]:
+    with ThreadPoolExecutor(FETCH_THREADS) as pool:
+        prepared = list(pool.map(lambda item: _prepare_item(services, caller, item), jobs))
+    results = []
+    for index, (enqueue, error) in enumerate(prepared):
+        if enqueue is not None:
+            try:
+                results.append((index, enqueue(), None))
+                continue
+            except ApiError as exc:
+                error = _error(exc)
+        results.append((index, None, error))
+    return results
 
 
 @router.post("", status_code=202, response_model=BatchAccepted, openapi_extra=BATCH_BODY,
@@ -106,16 +132,12 @@ async def submit_batch(request: Request, services: ServicesDep, caller: CallerDe
     if not isinstance(jobs, list) or not jobs:
         raise ApiError(422, "invalid_request", "jobs: a non-empty list of job requests", field="jobs")
     if set(data) - {"jobs"}:
-        raise ApiError(422, "invalid_request", f"{sorted(set(data) - {'jobs'})[0]}: unknown field")
+        raise ApiError(422, "invalid_request", f"{min(set(data) - {'jobs'})}: unknown field")
     limit = services.settings.max_batch_jobs
     if len(jobs) > limit:
         raise ApiError(422, "invalid_request", f"jobs: at most {limit} per batch", field="jobs")
 
-    def accept_all() -> list[tuple[int, str | None, dict | None]]:
-        with ThreadPoolExecutor(FETCH_THREADS) as pool:
-            return list(pool.map(lambda pair: _accept_item(services, caller, *pair), enumerate(jobs)))
-
-    results = await run_in_threadpool(accept_all)
+    results = await run_in_threadpool(_accept_all, services, caller, jobs)
     accepted = [BatchItem(index=i, id=job_id) for i, job_id, _ in results if job_id]
     errors = [BatchItemError(index=i, error={k: v for k, v in e.items() if v is not None})
               for i, _, e in results if e]

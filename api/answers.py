@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass
 
 from vlmq.api.services import Services
-from vlmq.cache import CacheScope, SEMANTIC_JOB_TYPES
+from vlmq.cache import SEMANTIC_JOB_TYPES, CacheScope
 from vlmq.images import DecodedImage
 from vlmq.jobs import CacheOutcome, JobRecord, JobStatus, new_job_id, now
 from vlmq.jobtypes import ChatParams, JobType, Params

@@ -8,17 +8,16 @@ import redis
 import redis.asyncio as aioredis
 
 from vlmq.api.enqueue import JobQueue
-from vlmq.cache import AnswerCache
 from vlmq.api.events import BLOCK_MS
-from vlmq.redis_conn import async_client
+from vlmq.cache import AnswerCache
 from vlmq.fleet import Fleet
 from vlmq.keys import KeyStore
 from vlmq.lanes import Lanes
 from vlmq.metrics_store import MetricsStore
 from vlmq.notify import Notifier
+from vlmq.redis_conn import async_client, sync_client
 from vlmq.registry import Registry, load_registry
 from vlmq.settings import Settings
-from vlmq.redis_conn import sync_client
 from vlmq.store import JobStore
 from vlmq.tasks.app import make_celery
 

@@ -40,8 +40,8 @@ def check_http(url: str) -> tuple[bool, str]:
 
 def check_worker(model: str, hostname: str | None = None) -> tuple[bool, str]:
     from vlmq.fleet import ONLINE_S, WORKER, WORKERS
-    from vlmq.settings import Settings
     from vlmq.redis_conn import sync_client
+    from vlmq.settings import Settings
 
     prefix = f"{model}@{hostname or socket.gethostname()}-"
     client = sync_client(Settings())

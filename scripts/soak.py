@@ -17,7 +17,6 @@ import json
 import os
 import random
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -31,10 +30,10 @@ import redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.utils.images import astronaut, cat, coffee, data_uri  # noqa: E402
-from tests.utils.processes import start_api, start_worker, wait_ready  # noqa: E402
-from vlmq.demo import build_demo_models  # noqa: E402
-from vlmq.redis_server import start_embedded  # noqa: E402
+from tests.utils.images import astronaut, cat, coffee, data_uri
+from tests.utils.processes import start_api, start_worker, wait_ready
+from vlmq.demo import build_demo_models
+from vlmq.redis_server import start_embedded
 
 FINAL = {"succeeded", "failed", "canceled", "aborted"}
 MODELS = ["blip-base", "blip-base", "vilt-vqa"]

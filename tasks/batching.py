@@ -36,7 +36,7 @@ class QueueAwareBatches(Batches):
     _first_at = 0.0
     _batch_s: float | None = None
 
-    def Strategy(self, task, app, consumer):  # noqa: N802 - celery's name
+    def Strategy(self, task, app, consumer):
         handler = super().Strategy(task, app, consumer)
 
         def on_message(message, body, ack, reject, callbacks, **kwargs):

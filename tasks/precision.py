@@ -42,8 +42,8 @@ def load_kwargs(spec: ModelSpec) -> dict[str, Any]:
                 f"this worker has device {device!r}. Remove quantization or run the worker on a GPU host."
             )
         try:
-            from transformers import BitsAndBytesConfig
             import bitsandbytes  # noqa: F401
+            from transformers import BitsAndBytesConfig
         except ImportError as exc:
             raise SetupError(f"model {spec.name}: quantization needs bitsandbytes (pip install 'vlmq[gpu]')") from exc
         if spec.quantization == "8bit":

@@ -28,8 +28,8 @@ from pydantic import ValidationError
 
 from vlmq.images import ImageError, decode_image
 from vlmq.jobs import JobRecord, JobStatus, now
-from vlmq.lanes import Lanes
 from vlmq.jobtypes import GENERATIVE, OUTPUTS, DetectOutput, JobType, parse_params
+from vlmq.lanes import Lanes
 from vlmq.notify import Notifier
 from vlmq.settings import Settings
 from vlmq.store import JobStore
@@ -140,7 +140,7 @@ class ModelRunner:
             results = self.adapter.predict(items, hooks)
             if len(results) != len(items):
                 raise RuntimeError(f"adapter returned {len(results)} results for {len(items)} jobs")
-        except Exception as exc:  # noqa: BLE001 - one bad job must not fail its batch
+        except Exception as exc:
             if len(group) > 1:
                 log.warning("batch of %d failed (%s); running its jobs one by one", len(group), exc)
                 for claimed in group:

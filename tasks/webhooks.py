@@ -23,9 +23,9 @@ from standardwebhooks.webhooks import Webhook
 from vlmq.keys import KeyStore
 from vlmq.notify import DELIVER_TASK, DELIVERIES
 from vlmq.queues import WEBHOOK_QUEUE
+from vlmq.redis_conn import sync_client
 from vlmq.safe_http import UnsafeURL, check_url, pinned_request
 from vlmq.settings import Settings
-from vlmq.redis_conn import sync_client
 from vlmq.store import ANONYMOUS, JobStore
 from vlmq.tasks.app import make_celery
 from vlmq.views import JobView

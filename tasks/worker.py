@@ -16,6 +16,7 @@ prefetched but not started are given back to the queue.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -26,15 +27,15 @@ import time
 import redis
 
 from vlmq.fleet import EXIT_SETUP_FAILED, HEARTBEAT_S, Fleet, WorkerInfo, WorkerState
-from vlmq.logs import setup_logging
+from vlmq.jobs import Lane
 from vlmq.lanes import Lanes
+from vlmq.logs import setup_logging
 from vlmq.metrics_store import MetricsStore
 from vlmq.notify import Notifier
-from vlmq.jobs import Lane
 from vlmq.queues import queue_keys, task_name, worker_queues
+from vlmq.redis_conn import sync_client
 from vlmq.registry import ModelSpec, load_registry
 from vlmq.settings import Settings
-from vlmq.redis_conn import sync_client
 from vlmq.store import JobStore
 from vlmq.tasks.adapters import load_adapter_class
 from vlmq.tasks.app import make_celery, publish
@@ -155,10 +156,8 @@ def run_worker(model: str, settings: Settings, hostname: str | None = None) -> i
     finally:
         reconciler.stopped.set()
         heartbeat.stopped.set()
-        try:
+        with contextlib.suppress(Exception):  # Redis may be gone at shutdown
             fleet.leave(model, name)
-        except Exception:  # noqa: BLE001 - Redis may be gone at shutdown
-            pass
     return worker.exitcode or 0
 
 

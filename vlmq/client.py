@@ -21,7 +21,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
@@ -112,7 +112,7 @@ class _SseParser:
         if line.startswith(":"):
             return None
         name, _, value = line.partition(":")
-        value = value[1:] if value.startswith(" ") else value
+        value = value.removeprefix(" ")
         if name == "event":
             self.event = value
         elif name == "data":
@@ -134,7 +134,7 @@ class Client(_Base):
         super().__init__(base_url, api_key, timeout)
         self.http = httpx.Client(base_url=self.base_url, headers=self.headers, timeout=timeout)
 
-    def __enter__(self) -> Client:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -217,7 +217,7 @@ class AsyncClient(_Base):
         super().__init__(base_url, api_key, timeout)
         self.http = httpx.AsyncClient(base_url=self.base_url, headers=self.headers, timeout=timeout)
 
-    async def __aenter__(self) -> AsyncClient:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -279,4 +279,4 @@ class AsyncClient(_Base):
             await asyncio.sleep(poll_s)
 
 
-__all__ = ["ApiError", "AsyncClient", "Client", "FINAL", "JobEvent", "JobStatus"]
+__all__ = ["FINAL", "ApiError", "AsyncClient", "Client", "JobEvent", "JobStatus"]

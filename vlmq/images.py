@@ -24,7 +24,7 @@ from vlmq.errors import InputError
 # Our own limits (checked on the header, before decoding) are stricter; PIL's bomb guard is a backstop.
 Image.MAX_IMAGE_PIXELS = 200_000_000
 
-_DATA_URI = re.compile(r"^data:(?P<mime>image/[a-z0-9.+-]+)?(?P<b64>;base64)?,(?P<data>.*)$", re.I | re.S)
+_DATA_URI = re.compile(r"^data:(?P<mime>image/[a-z0-9.+-]+)?(?P<b64>;base64)?,(?P<data>.*)$", re.IGNORECASE | re.DOTALL)
 
 
 class ImageError(InputError):

@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -111,7 +111,7 @@ class CompareRequest(_Common, CompareParams):
 
 
 JobRequest = Annotated[
-    Union[CaptionRequest, VqaRequest, DetectRequest, ChatRequest, CompareRequest],
+    CaptionRequest | VqaRequest | DetectRequest | ChatRequest | CompareRequest,
     Field(discriminator="type"),
 ]
 

@@ -59,7 +59,7 @@ class GenerationHooks:
 
     def generate_kwargs(self, tokenizer: Any, batch_size: int, num_beams: int = 1) -> dict[str, Any]:
         """`streamer` (greedy or sampled, not beam search) and `stopping_criteria` for generate()."""
-        from vlmq.tasks.generation import CancelledRows, BatchTextStreamer
+        from vlmq.tasks.generation import BatchTextStreamer, CancelledRows
 
         kwargs: dict[str, Any] = {}
         if self.on_text is not None and num_beams == 1:

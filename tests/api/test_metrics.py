@@ -36,7 +36,7 @@ def test_metrics_move_when_jobs_run(stack) -> None:
                                                                              model="blip-base")
     assert _value(after, "vlmq_model_load_seconds", model="blip-base") > 0
     assert _value(after, "vlmq_workers_ready", model="blip-base") >= 1
-    assert re.search(r'^http_requests_total\{.*handler="/v1/jobs".*\} \d', after, re.M)
+    assert re.search(r'^http_requests_total\{.*handler="/v1/jobs".*\} \d', after, re.MULTILINE)
 
 
 def test_queue_depth_is_read_from_redis(stack) -> None:

@@ -3,11 +3,9 @@ same webhook-id; every attempt shows in /deliveries; a slow receiver never holds
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 
-import httpx
 import redis
 from standardwebhooks.webhooks import Webhook
 

@@ -36,8 +36,8 @@ def test_queued_jobs_share_forward_passes_and_a_bad_item_fails_alone(stack, base
                         params=template["input"], model=LANES_MODEL, image="corrupt-image", created_at=now())
         store.create(bad)
         from vlmq.queues import queue_name, task_name
-        from vlmq.tasks.app import make_celery
         from vlmq.settings import Settings
+        from vlmq.tasks.app import make_celery
 
         make_celery(Settings(redis_url=stack.redis_url)).send_task(
             task_name(JobType.caption, LANES_MODEL), args=[bad.id], queue=queue_name(LANES_MODEL))

@@ -18,7 +18,7 @@ def _handler(routes: Routes) -> type[BaseHTTPRequestHandler]:
         def log_message(self, *args: object) -> None:
             pass
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             route = routes.get(self.path.split("?")[0])
             if route is None:
                 self.send_response(404)
@@ -35,7 +35,7 @@ def _handler(routes: Routes) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(body)
 
-        do_POST = do_GET  # noqa: N815
+        do_POST = do_GET
 
     return Handler
 

@@ -55,7 +55,7 @@ def test_up_runs_everything_and_stops_everything(tmp_path: Path) -> None:
         done = subprocess.run(
             [sys.executable, "-m", "vlmq.cli", "submit", str(image), "--type", "detect", "--model", "faces",
              "--prompt", "detect face", "--wait"],
-            env={**env, "VLMQ_API_URL": url}, capture_output=True, timeout=120, cwd=tmp_path,
+            env={**env, "VLMQ_API_URL": url}, capture_output=True, timeout=120, cwd=tmp_path, check=False,
         )
         assert done.returncode == 0, done.stderr.decode()
         job = json.loads(done.stdout)

@@ -7,7 +7,7 @@ model never fails the others. It fails only when every model failed.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
@@ -17,7 +17,7 @@ from vlmq.jobtypes.chat import ChatParams
 from vlmq.jobtypes.detect import DetectParams
 from vlmq.jobtypes.vqa import VqaParams
 
-TaskParams = Annotated[Union[CaptionParams, VqaParams, DetectParams, ChatParams], Field(discriminator="type")]
+TaskParams = Annotated[CaptionParams | VqaParams | DetectParams | ChatParams, Field(discriminator="type")]
 
 
 class CompareParams(Params):

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -15,7 +17,8 @@ CHECKS = "not_a_server_error,response_schema_conformance,content_type_conformanc
 
 
 def test_fuzzing_finds_no_server_error_and_no_off_schema_response(stack, tmp_path) -> None:
-    binary = shutil.which("schemathesis") or shutil.which("st")
+    here = str(Path(sys.executable).parent)  # the venv's bin, also when it is not on PATH
+    binary = shutil.which("schemathesis", path=here) or shutil.which("schemathesis")
     if binary is None:
         pytest.fail("schemathesis is not installed: scripts/setup.sh --dev installs it")
     result = subprocess.run(

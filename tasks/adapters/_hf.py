@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from vlmq.tasks.adapters.base import GenerationHooks, ModelAdapter, SetupError
+from vlmq.tasks.adapters.base import GenerationHooks, ItemError, ModelAdapter, SetupError, WorkItem
 
 
 def load_pretrained(adapter: ModelAdapter, loader: Callable[..., Any]) -> Any:
@@ -70,6 +70,22 @@ def subset_hooks(hooks: GenerationHooks, rows: Sequence[int]) -> GenerationHooks
             return parent_is_cancelled(rows[row])
 
     return GenerationHooks(on_text=on_text, is_cancelled=is_cancelled, stream_interval_s=hooks.stream_interval_s)
+
+
+def prompts_for(items: Sequence[WorkItem], prompt: Callable[[Any], str]
+                ) -> tuple[list[Any], list[str], list[int]]:
+    """(results with each item's `ItemError` in its row, the valid items' prompts, their rows)."""
+    results: list[Any] = [None] * len(items)
+    prompts: list[str] = []
+    rows: list[int] = []
+    for row, item in enumerate(items):
+        try:
+            prompts.append(prompt(item.params))
+        except ItemError as exc:
+            results[row] = exc
+        else:
+            rows.append(row)
+    return results, prompts, rows
 
 
 def group_rows(keys: Sequence[Any]) -> list[list[int]]:

@@ -83,16 +83,7 @@ class ImageTextToTextAdapter(ModelAdapter):
         return self.processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
 
     def predict(self, items: list[WorkItem], hooks: GenerationHooks) -> list[dict | Exception]:
-        results: list[Any] = [None] * len(items)
-        prompts: list[str] = []
-        rows: list[int] = []
-        for row, item in enumerate(items):
-            try:
-                prompts.append(self.prompt(item.params))
-            except ItemError as exc:
-                results[row] = exc
-            else:
-                rows.append(row)
+        results, prompts, rows = _hf.prompts_for(items, self.prompt)
         if not rows:
             return results
         batch = [items[r] for r in rows]

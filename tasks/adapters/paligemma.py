@@ -95,16 +95,7 @@ class PaliGemmaAdapter(ModelAdapter):
         raise ItemError(f"this model runs detect, caption and vqa jobs, not {params.type}")
 
     def predict(self, items: list[WorkItem], hooks: GenerationHooks) -> list[dict | Exception]:
-        results: list[Any] = [None] * len(items)
-        prompts: list[str] = []
-        rows: list[int] = []
-        for row, item in enumerate(items):
-            try:
-                prompts.append(self.prompt_for(item.params))
-            except ItemError as exc:
-                results[row] = exc
-            else:
-                rows.append(row)
+        results, prompts, rows = _hf.prompts_for(items, self.prompt_for)
         if rows:
             batch = [items[r] for r in rows]
             texts = self._generate(batch, prompts, _hf.subset_hooks(hooks, rows))

@@ -776,7 +776,7 @@ def main() -> int:
         """Run a measurement after a quiet moment; if other users still took more than --max-other-cores
         during it, run it again (up to --retries times) and keep the least disturbed run."""
         best = None
-        for _attempt in range(args.retries + 1):
+        for attempt in range(args.retries + 1):
             if args.quiet_timeout > 0:
                 waited[label] = waited.get(label, 0.0) + wait_quiet(args.quiet_cores, 3.0, args.quiet_timeout, log)
             result = fn()
@@ -786,7 +786,8 @@ def main() -> int:
                 best = (result, other)
             if other <= args.max_other_cores or args.quiet_timeout <= 0:
                 break
-            log(f"{label}: other users took {other:.2f} cores during the measurement: measuring again")
+            log(f"{label}: other users took {other:.2f} cores during the measurement"
+                + (": measuring again" if attempt < args.retries else ": keeping the least disturbed run"))
         return best[0]
 
     job_ids: list[str] = []

@@ -82,12 +82,17 @@ def validation_errors(exc: ValidationError | RequestValidationError) -> list[dic
     return out
 
 
-def validation_response(exc: ValidationError | RequestValidationError) -> JSONResponse:
+def invalid_request(exc: ValidationError | RequestValidationError) -> ApiError:
+    """An invalid request as the API's 422: its first error in the message, all of them in `errors`."""
     errors = validation_errors(exc)
     first = errors[0] if errors else {"field": "body", "message": "invalid"}
-    return error_response(
-        422, "invalid_request", f"{first['field']}: {first['message']}", field=first["field"], errors=errors
-    )
+    return ApiError(422, "invalid_request", f"{first['field']}: {first['message']}", field=first["field"],
+                    errors=errors)
+
+
+def validation_response(exc: ValidationError | RequestValidationError) -> JSONResponse:
+    error = invalid_request(exc)
+    return error_response(error.status, error.code, error.message, field=error.field, errors=error.errors)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from vlmq.api.auth import spend
 from vlmq.api.deps import CallerDep, ServicesDep
-from vlmq.api.errors import ApiError, validation_errors
+from vlmq.api.errors import ApiError, invalid_request
 from vlmq.api.intake import REQUEST_ADAPTER
 from vlmq.api.schemas import ErrorBody
 from vlmq.api.submit import Delivery, create_jobs, prepare
@@ -77,11 +77,7 @@ BATCH_BODY = {
 ItemError = dict[str, Any]
 
 
-def _error(exc: Exception) -> ItemError:
-    if isinstance(exc, ValidationError):
-        first = validation_errors(exc)[0]
-        return {"code": "invalid_request", "message": f"{first['field']}: {first['message']}", "field": first["field"]}
-    assert isinstance(exc, ApiError)
+def _error(exc: ApiError) -> ItemError:
     return {"code": exc.code, "message": exc.message, "field": exc.field}
 
 
@@ -95,7 +91,9 @@ def _prepare_item(services, caller, item: Any) -> tuple[Callable[[], str] | None
         delivery = Delivery(owner=caller.owner, lane=request.priority or Lane.bulk, deadline=deadline,
                             webhook=request.webhook, webhook_events=tuple(request.webhook_events_filter))
         image, image_bytes = prepare(services, request, None)
-    except (ValidationError, ApiError) as exc:
+    except ValidationError as exc:
+        return None, _error(invalid_request(exc))
+    except ApiError as exc:
         return None, _error(exc)
     return (lambda: create_jobs(services, request, image, image_bytes, delivery).id), None
 

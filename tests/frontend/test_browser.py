@@ -21,8 +21,9 @@ import httpx
 import pytest
 
 from tests.conftest import UNSERVED_MODEL
-from tests.utils.processes import Proc, free_port, spawn, start_worker, wait_ready
+from tests.utils.processes import Proc, spawn, start_worker, wait_ready
 from tests.utils.slow_model import SLOW_MODEL
+from vlmq.redis_server import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]

@@ -15,7 +15,7 @@ import httpx
 import psutil
 
 from tests.utils.images import astronaut, encode
-from tests.utils.processes import free_port
+from vlmq.redis_server import free_port
 
 
 def _wait_ready(url: str, models: set[str], timeout: float = 120) -> None:

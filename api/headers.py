@@ -9,7 +9,7 @@ from vlmq.api.errors import ApiError
 MAX_WAIT_S = 60
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}
-_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+)", re.IGNORECASE)
+_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(?P<value>\"[^\"]*\"|[^,;\s]*)", re.IGNORECASE)
 
 
 def parse_duration(value: str, field: str) -> float:
@@ -24,13 +24,15 @@ def parse_duration(value: str, field: str) -> float:
 
 
 def parse_prefer_wait(value: str | None) -> int | None:
-    """`Prefer: wait=N` (RFC 7240): N seconds, at most 60. Other preferences are ignored."""
+    """`Prefer: wait=N` (RFC 7240): N whole seconds, 0 to 60; anything else in a wait preference
+    (1e9, 2.5, -1, 61, abc) is a 422. Other preferences are ignored."""
     if not value:
         return None
     match = _WAIT.search(value)
     if not match:
         return None
-    seconds = int(match.group(1))
-    if seconds > MAX_WAIT_S:
-        raise ApiError(422, "invalid_request", f"Prefer: wait is at most {MAX_WAIT_S} seconds", field="Prefer")
-    return seconds
+    raw = match.group("value").strip('"')
+    if not raw.isascii() or not raw.isdigit() or int(raw) > MAX_WAIT_S:
+        raise ApiError(422, "invalid_request", f"Prefer: wait must be a whole number of seconds from 0 to {MAX_WAIT_S}",
+                       field="Prefer")
+    return int(raw) or None

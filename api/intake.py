@@ -7,11 +7,14 @@ Multipart: a `request` part holding the same JSON without `image_url`, and an `i
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Request
 from pydantic import TypeAdapter
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException
 
 from vlmq.api.errors import ApiError
 from vlmq.errors import InputError
@@ -24,11 +27,35 @@ REQUEST_ADAPTER: TypeAdapter = TypeAdapter(JobRequest)
 MAX_JSON_FIELD = 1024 * 1024
 
 
-def _parse_json(raw: bytes | str, field: str) -> Any:
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        seen: set[str] = set()
+        raise _DuplicateKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
+    return data
+
+
+def parse_json(raw: bytes | str, field: str) -> Any:
+    """A JSON body or part: 400 when it is not JSON (or nests deeper than Python's recursion limit,
+    ~1,000 levels; no request of the API nests more than 5), 422 when an object repeats a key
+    (which value would count is undefined: RFC 8259 §4)."""
     try:
-        data = json.loads(raw)
+        return json.loads(raw, object_pairs_hook=_object)
+    except _DuplicateKey as exc:
+        raise ApiError(422, "invalid_request", f"{field}: the key {exc.args[0]!r} appears twice in one object",
+                       field=field) from None
+    except RecursionError:
+        raise ApiError(400, "invalid_json", f"{field}: JSON nested too deeply", field=field) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ApiError(400, "invalid_json", f"{field}: not valid JSON ({exc})", field=field) from exc
+
+
+def _parse_json(raw: bytes | str, field: str) -> Any:
+    data = parse_json(raw, field)
     if not isinstance(data, dict):
         raise ApiError(422, "invalid_request", f"{field}: must be a JSON object", field=field)
     if "type" not in data:
@@ -38,6 +65,23 @@ def _parse_json(raw: bytes | str, field: str) -> Any:
     return data
 
 
+@asynccontextmanager
+async def _form(request: Request) -> AsyncIterator[FormData]:
+    """The multipart form; what the parser refuses is the API's 4xx (a part over the size limit: only
+    the `request` part has one, the image's is `max_image_bytes`)."""
+    try:
+        form = await request.form(max_files=1, max_fields=4, max_part_size=MAX_JSON_FIELD)
+    except HTTPException as exc:
+        if "exceeded maximum size" in str(exc.detail):
+            raise ApiError(413, "part_too_large", f"request: larger than {MAX_JSON_FIELD // 1024} KiB",
+                           field="request") from None
+        raise ApiError(400, "invalid_multipart", f"body: {exc.detail}", field="body") from None
+    try:
+        yield form
+    finally:
+        await form.close()
+
+
 async def read_submission(request: Request, settings: Settings) -> tuple[Any, bytes | None, dict]:
     """The validated job request, the uploaded image for a multipart submit, and the raw JSON."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -45,7 +89,11 @@ async def read_submission(request: Request, settings: Settings) -> tuple[Any, by
         data = _parse_json(await request.body(), "body")
         return REQUEST_ADAPTER.validate_python(data), None, data
     if content_type == "multipart/form-data":
-        async with request.form(max_files=1, max_fields=4, max_part_size=MAX_JSON_FIELD) as form:
+        async with _form(request) as form:
+            unknown = sorted(set(form) - {"request", "image"})
+            if unknown:
+                raise ApiError(422, "invalid_request", f"{unknown[0]}: unknown part (send 'request' and 'image')",
+                               field=unknown[0])
             raw = form.get("request")
             upload = form.get("image")
             if not isinstance(raw, str):

@@ -8,36 +8,19 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from pydantic import TypeAdapter
 
 from vlmq import __version__
+from vlmq.api import openapi
 from vlmq.api.body_limit import BodySizeLimit
 from vlmq.api.errors import install_error_handlers
+from vlmq.api.methods import MethodHandling
 from vlmq.api.metrics import FleetCollector, install_metrics
 from vlmq.api.routes import admin, batches, health, jobs, models
 from vlmq.api.schemas import ErrorBody
 from vlmq.api.services import Services
-from vlmq.jobs import JobRequest
 from vlmq.logs import setup_logging
+from vlmq.registry import load_registry
 from vlmq.settings import Settings, get_settings
-
-
-def _openapi_with_request_schema(app: FastAPI):
-    base = app.openapi
-
-    def openapi() -> dict:
-        if app.openapi_schema:
-            return app.openapi_schema
-        schema = base()
-        components = schema.setdefault("components", {}).setdefault("schemas", {})
-        request_schema = TypeAdapter(JobRequest).json_schema(ref_template="#/components/schemas/{model}")
-        components.update(request_schema.pop("$defs", {}))
-        components["JobRequest"] = request_schema
-        app.openapi_schema = schema
-        return schema
-
-    return openapi
-
 
 #: What any /v1 route may answer besides its own codes (docs/api.md, "Errors").
 COMMON_ERRORS = {
@@ -59,10 +42,11 @@ def _fleet_collector(app: FastAPI) -> FleetCollector | None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     setup_logging("api", settings.log_format, settings.log_level)
+    registry = load_registry(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.services = Services.build(settings)
+        app.state.services = Services.build(settings, registry)
         try:
             yield
         finally:
@@ -80,5 +64,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     install_metrics(app, lambda: _fleet_collector(app))
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_image_bytes * 4 // 3 + 256 * 1024)
-    app.openapi = _openapi_with_request_schema(app)
+    app.add_middleware(MethodHandling, routes_of=app)
+    openapi.install(app, registry, settings.max_batch_jobs)
     return app

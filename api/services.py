@@ -11,6 +11,7 @@ from vlmq.api.enqueue import JobQueue
 from vlmq.api.events import BLOCK_MS
 from vlmq.cache import AnswerCache
 from vlmq.fleet import Fleet
+from vlmq.jobs import JobRecord
 from vlmq.keys import KeyStore
 from vlmq.lanes import Lanes
 from vlmq.metrics_store import MetricsStore
@@ -38,12 +39,12 @@ class Services:
     cache: AnswerCache | None
 
     @classmethod
-    def build(cls, settings: Settings) -> Services:
+    def build(cls, settings: Settings, registry: Registry | None = None) -> Services:
         client = sync_client(settings)
         queue = JobQueue(make_celery(settings))
         return cls(
             settings=settings,
-            registry=load_registry(settings),
+            registry=registry or load_registry(settings),
             redis=client,
             aredis=async_client(settings, BLOCK_MS / 1000 + 10),
             store=JobStore(client, settings.job_ttl_s),
@@ -55,6 +56,12 @@ class Services:
             lanes=Lanes(client, settings.job_ttl_s),
             cache=AnswerCache(settings, client) if settings.cache_enabled else None,
         )
+
+    def place(self, record: JobRecord) -> tuple[int | None, float | None]:
+        """(position in its lane, estimated seconds until it starts) of a queued job."""
+        if record.model is None or record.model not in self.registry:
+            return None, None
+        return self.lanes.place(record, self.registry.get(record.model).max_batch_size)
 
     async def aclose(self) -> None:
         if self.cache is not None:

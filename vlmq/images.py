@@ -27,6 +27,9 @@ Image.MAX_IMAGE_PIXELS = 200_000_000
 _DATA_URI = re.compile(r"^data:(?P<mime>image/[a-z0-9.+-]+)?(?P<b64>;base64)?,(?P<data>.*)$", re.IGNORECASE | re.DOTALL)
 
 
+_NOT_BASE64 = str.maketrans("", "", " \t\r\n")
+
+
 class ImageError(InputError):
     """The bytes are not an image vlmq accepts. `code` is the API error code (4xx)."""
 
@@ -108,7 +111,8 @@ def decode_data_uri(uri: str, max_bytes: int) -> bytes:
     match = _DATA_URI.match(uri)
     if not match or not match.group("b64"):
         raise ImageError("invalid_image_url", "image_url: a data URI must read data:image/<type>;base64,<data>")
-    payload = match.group("data")
+    # RFC 2045 writes base64 in lines of at most 76 characters: line breaks (and spaces) are not data.
+    payload = match.group("data").translate(_NOT_BASE64)
     if len(payload) * 3 // 4 > max_bytes:
         raise ImageError("image_too_large", f"image_url: the image is larger than {max_bytes} bytes", 413)
     try:

@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field, ValidationError
 from vlmq.api.auth import spend
 from vlmq.api.deps import CallerDep, ServicesDep
 from vlmq.api.errors import ApiError, invalid_request
-from vlmq.api.intake import REQUEST_ADAPTER
+from vlmq.api.intake import REQUEST_ADAPTER, parse_json
 from vlmq.api.schemas import ErrorBody
 from vlmq.api.submit import Delivery, create_jobs, prepare
 from vlmq.jobs import JobStatus, Lane, now
@@ -62,18 +62,6 @@ class BatchView(BaseModel):
     jobs: list[JobView] = Field(..., description="This page of the accepted jobs, in submission order.")
 
 
-BATCH_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": {
-            "type": "object", "required": ["jobs"],
-            "properties": {"jobs": {"type": "array", "minItems": 1, "maxItems": 1000,
-                                    "items": {"$ref": "#/components/schemas/JobRequest"}}},
-        }}},
-    }
-}
-
-
 ItemError = dict[str, Any]
 
 
@@ -84,8 +72,6 @@ def _error(exc: ApiError) -> ItemError:
 def _prepare_item(services, caller, item: Any) -> tuple[Callable[[], str] | None, ItemError | None]:
     """Validate one item and fetch its image; (a function that queues it, None) or (None, its error)."""
     try:
-        if not isinstance(item, dict):
-            raise ApiError(422, "invalid_request", "each job must be a JSON object")
         request = REQUEST_ADAPTER.validate_python(item)
         deadline = now() + request.cancel_after if request.cancel_after else None
         delivery = Delivery(owner=caller.owner, lane=request.priority or Lane.bulk, deadline=deadline,
@@ -113,7 +99,7 @@ def _accept_all(services, caller, jobs: list[Any]) -> list[tuple[int, str | None
     return results
 
 
-@router.post("", status_code=202, response_model=BatchAccepted, openapi_extra=BATCH_BODY,
+@router.post("", status_code=202, response_model=BatchAccepted,
              responses={400: {"model": ErrorBody}, 413: {"model": ErrorBody}, 415: {"model": ErrorBody},
                         429: {"model": ErrorBody}})
 async def submit_batch(request: Request, services: ServicesDep, caller: CallerDep) -> BatchAccepted:
@@ -121,11 +107,7 @@ async def submit_batch(request: Request, services: ServicesDep, caller: CallerDe
     spend(caller, services)
     if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
         raise ApiError(415, "unsupported_media_type", "send application/json", field="content-type")
-    body = await request.body()
-    try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "invalid_json", f"body: not valid JSON ({exc})", field="body") from exc
+    data = parse_json(await request.body(), "body")
     jobs = data.get("jobs") if isinstance(data, dict) else None
     if not isinstance(jobs, list) or not jobs:
         raise ApiError(422, "invalid_request", "jobs: a non-empty list of job requests", field="jobs")
@@ -134,6 +116,10 @@ async def submit_batch(request: Request, services: ServicesDep, caller: CallerDe
     limit = services.settings.max_batch_jobs
     if len(jobs) > limit:
         raise ApiError(422, "invalid_request", f"jobs: at most {limit} per batch", field="jobs")
+    for index, item in enumerate(jobs):
+        if not isinstance(item, dict):
+            raise ApiError(422, "invalid_request", f"jobs.{index}: each job must be a JSON object",
+                           field=f"jobs.{index}")
 
     results = await run_in_threadpool(_accept_all, services, caller, jobs)
     accepted = [BatchItem(index=i, id=job_id) for i, job_id, _ in results if job_id]

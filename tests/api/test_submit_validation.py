@@ -148,3 +148,74 @@ def test_no_job_left_behind_by_refusals(api: httpx.Client, stack) -> None:
 def test_unknown_routes_and_methods_are_json(api: httpx.Client) -> None:
     _error(api.get("/v1/nothing"), 404)
     _error(api.delete("/v1/jobs"), 405)
+
+
+# --- found by real clients (issue 13) ----------------------------------------------------------
+
+
+def _nested(depth: int) -> str:
+    return '{"type":"caption","x":' + "[" * depth + "]" * depth + "}"
+
+
+@pytest.mark.parametrize("depth", [1_000, 10_000, 1_000_000])
+def test_deeply_nested_json_is_400_and_the_connection_stays_usable(api: httpx.Client, depth: int) -> None:
+    image = encode(cat(), "PNG")
+    refusals = [
+        api.post("/v1/jobs", content=_nested(depth), headers={"content-type": "application/json"}),
+        api.post("/v1/jobs", data={"request": _nested(depth)}, files={"image": ("cat.png", image)}),
+        api.post("/v1/batches", content='{"jobs":[' + _nested(depth) + "]}",
+                 headers={"content-type": "application/json"}),
+    ]
+    json_body, multipart, batch = refusals
+    for response, field in ((json_body, "body"), (batch, "body")):
+        assert _error(response, 400, field)["code"] == "invalid_json"
+    if len(_nested(depth)) <= 1024 * 1024:
+        assert _error(multipart, 400, "request")["code"] == "invalid_json"
+    else:  # the multipart `request` part has a size limit of its own
+        assert _error(multipart, 413, "request")["code"] == "part_too_large"
+    # the same keep-alive connection (httpx raises on a reset one) answers the next request
+    assert api.get("/healthz").status_code == 200
+
+
+def test_duplicate_keys_are_422(api: httpx.Client) -> None:
+    body = '{"type":"caption","type":"vqa","model":"vilt-vqa","question":"q?","image_url":"' + CAT + '"}'
+    error = _error(api.post("/v1/jobs", content=body, headers={"content-type": "application/json"}), 422, "body")
+    assert "'type' appears twice" in error["message"]
+    nested = '{"type":"compare","models":["blip-base","blip-large"],"image_url":"' + CAT + \
+        '","task":{"type":"caption","max_new_tokens":3,"max_new_tokens":4}}'
+    _error(api.post("/v1/jobs", content=nested, headers={"content-type": "application/json"}), 422, "body")
+
+
+@pytest.mark.parametrize("question", ["\u200b\u200b\u200b", "what\x00 is it?", "\ufeff \u2060", "\x1b[31mred"])
+def test_invisible_or_control_text_is_422(api: httpx.Client, question: str) -> None:
+    body = {"type": "vqa", "model": "vilt-vqa", "image_url": CAT, "question": question}
+    _error(api.post("/v1/jobs", json=body), 422, "question")
+    chat = {"type": "chat", "model": "llava-chat", "image_url": CAT, "messages": [{"role": "user", "content": question}]}
+    _error(api.post("/v1/jobs", json=chat), 422, "messages.0.content")
+
+
+def test_prefer_wait_takes_whole_seconds_up_to_60(api: httpx.Client) -> None:
+    body = {"type": "caption", "model": "blip-base", "image_url": CAT}
+    for value in ("wait=1e9", "wait=99999", "wait=61", "wait=2.5", "wait=-1", "wait=soon"):
+        _error(api.post("/v1/jobs", json=body, headers={"Prefer": value}), 422, "Prefer")
+    assert api.post("/v1/jobs", json=body, headers={"Prefer": "respond-async"}).status_code in (200, 202)
+
+
+def test_base64_with_line_breaks_is_accepted(api: httpx.Client) -> None:
+    payload = CAT.split(",", 1)[1]
+    wrapped = "\r\n".join(payload[i:i + 76] for i in range(0, len(payload), 76))  # RFC 2045 lines
+    response = api.post("/v1/jobs", json={"type": "caption", "model": "blip-base",
+                                          "image_url": "data:image/png;base64," + wrapped})
+    assert response.status_code in (200, 202), response.text  # decoded: a broken decode is a 422
+
+
+def test_head_options_and_allow(api: httpx.Client) -> None:
+    head = api.head("/healthz")
+    assert head.status_code == 200 and head.content == b"" and int(head.headers["content-length"]) > 0
+    assert api.head("/v1/models").status_code == 200
+    options = api.options("/v1/jobs")
+    assert options.status_code == 204
+    assert set(options.headers["allow"].split(", ")) == {"GET", "HEAD", "OPTIONS", "POST"}
+    refused = api.put("/v1/jobs/abc")
+    _error(refused, 405)
+    assert set(refused.headers["allow"].split(", ")) == {"GET", "HEAD", "OPTIONS"}

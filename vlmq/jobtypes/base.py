@@ -7,10 +7,11 @@ the params already validated; adapters read them as attributes.
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 
 class JobType(StrEnum):
@@ -19,6 +20,29 @@ class JobType(StrEnum):
     detect = "detect"
     chat = "chat"
     compare = "compare"
+
+
+#: Characters that are never text: C0 controls but tab, newline and carriage return, DEL, C1 controls.
+#: (Lone surrogates, which JSON can spell, are refused by pydantic before any pattern.)
+CONTROL_CHARS = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f"
+#: ... and characters that show nothing: whitespace, zero-width and other format characters.
+BLANK_CHARS = r"\x00-\x20\x7f-\xa0\u1680\u180e\u2000-\u200f\u2028-\u202f\u205f-\u206f\u3000\ufeff"
+#: Free text (a question, a prompt, a chat turn): no control character, at least one visible one.
+#: The same pattern is in the OpenAPI schema, so what the schema allows is what the API accepts.
+TEXT_PATTERN = f"^[^{CONTROL_CHARS}]*[^{BLANK_CHARS}][^{CONTROL_CHARS}]*$"
+_TEXT = re.compile(TEXT_PATTERN)
+
+
+def _visible_text(value: str) -> str:
+    if not _TEXT.fullmatch(value):
+        if re.search(f"[{CONTROL_CHARS}]", value):
+            raise ValueError("must not hold control characters (NUL, escape, ...)")
+        raise ValueError("must hold visible text (not only spaces or zero-width characters)")
+    return value
+
+
+#: A free-text field. Give its length limits with `Field(min_length=..., max_length=...)`.
+Text = Annotated[str, AfterValidator(_visible_text), Field(json_schema_extra={"pattern": TEXT_PATTERN})]
 
 
 class StrictModel(BaseModel):

@@ -6,12 +6,12 @@ from typing import Literal
 
 from pydantic import Field
 
-from vlmq.jobtypes.base import Decoding, JobType, Params, StrictModel
+from vlmq.jobtypes.base import Decoding, JobType, Params, StrictModel, Text
 
 
 class CaptionParams(Params):
     type: Literal[JobType.caption] = JobType.caption
-    prompt: str | None = Field(
+    prompt: Text | None = Field(
         None, max_length=500, description="Conditional prefix, e.g. 'a photograph of' (BLIP)."
     )
     max_new_tokens: int = Field(30, ge=1, le=256)

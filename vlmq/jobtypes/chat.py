@@ -6,12 +6,12 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from vlmq.jobtypes.base import JobType, Params, StrictModel
+from vlmq.jobtypes.base import JobType, Params, StrictModel, Text
 
 
 class ChatMessage(StrictModel):
     role: Literal["system", "user", "assistant"]
-    content: str = Field(..., min_length=1, max_length=8000)
+    content: Text = Field(..., min_length=1, max_length=8000)
 
 
 class ChatParams(Params):

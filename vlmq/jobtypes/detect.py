@@ -11,23 +11,27 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from vlmq.jobtypes.base import JobType, Params, StrictModel
+from vlmq.jobtypes.base import BLANK_CHARS, CONTROL_CHARS, JobType, Params, StrictModel
 
-_DETECT = re.compile(r"^\s*detect\s+(?P<labels>.+)$", re.IGNORECASE | re.DOTALL)
+_LABEL = f"[^;{CONTROL_CHARS}]*[^;{BLANK_CHARS}][^;{CONTROL_CHARS}]*"
+#: "detect <label> [; <label> ...]": labels hold visible text and no control character. In the OpenAPI
+#: schema too, so what the schema allows is what the API accepts.
+DETECT_PATTERN = f"^[ \\t\\n\\r]*[Dd][Ee][Tt][Ee][Cc][Tt][ \\t\\n\\r]+{_LABEL}(;{_LABEL})*$"
+_DETECT = re.compile(DETECT_PATTERN)
 
 
 class DetectParams(Params):
     type: Literal[JobType.detect] = JobType.detect
-    prompt: str = Field(..., max_length=500, examples=["detect dog ; person", "detect face ; eye"])
+    prompt: str = Field(..., max_length=500, examples=["detect dog ; person", "detect face ; eye"],
+                        json_schema_extra={"pattern": DETECT_PATTERN})
     max_new_tokens: int = Field(64, ge=1, le=256, description="Generative detectors only.")
 
     @field_validator("prompt")
     @classmethod
     def _is_detect_prompt(cls, value: str) -> str:
-        match = _DETECT.match(value)
-        labels = [x.strip() for x in match.group("labels").split(";")] if match else []
-        if not labels or not all(labels):
-            raise ValueError("prompt must read 'detect <label> [; <label> ...]'")
+        if not _DETECT.fullmatch(value):
+            raise ValueError("prompt must read 'detect <label> [; <label> ...]' (visible text, no control characters)")
+        labels = [x.strip() for x in value.strip()[len("detect") :].split(";")]
         return "detect " + " ; ".join(labels)
 
     @property

@@ -14,10 +14,28 @@ from collections.abc import AsyncIterator
 import redis.asyncio as aioredis
 
 from vlmq.jobs import JobStatus
-from vlmq.store import EVENTS, Event
+from vlmq.store import EVENTS, EVENTS_MAXLEN, Event
 
 FINAL_EVENTS = frozenset(s.value for s in JobStatus if s.final)
 BLOCK_MS = 10_000
+#: The id of a finished job's final status sent alone (its events expired): after it, nothing.
+FINAL_EVENT_ID = "0-1"
+
+
+def _event(entry_id: bytes, fields: dict[bytes, bytes]) -> Event:
+    return Event(entry_id.decode(), fields[b"event"].decode(), json.loads(fields[b"data"]))
+
+
+async def replay(client: aioredis.Redis, job_id: str, after: str = "0") -> list[Event] | None:
+    """A finished job's events after `after`, at once (None: the job has no event stream any more)."""
+    key = EVENTS.format(job_id)
+    pipe = client.pipeline(transaction=False)
+    pipe.exists(key)
+    pipe.xread({key: after}, count=EVENTS_MAXLEN)
+    exists, reply = await pipe.execute()
+    if not exists:
+        return None
+    return [_event(entry_id, fields) for _stream, entries in reply or [] for entry_id, fields in entries]
 
 
 async def follow(client: aioredis.Redis, job_id: str, after: str = "0", until: float | None = None
@@ -35,8 +53,8 @@ async def follow(client: aioredis.Redis, job_id: str, after: str = "0", until: f
             continue
         for _stream, entries in reply:
             for entry_id, fields in entries:
-                after = entry_id.decode()
-                event = Event(after, fields[b"event"].decode(), json.loads(fields[b"data"]))
+                event = _event(entry_id, fields)
+                after = event.id
                 yield event
                 if event.event in FINAL_EVENTS:
                     return

@@ -1,7 +1,7 @@
 """The frontend end to end, in headless Chromium, against a real stack (API + one worker per model).
 
 The frontend runs as a real subprocess (`python -m vlmq.cli frontend`) pointed at the session
-stack; Playwright drives Debian's Chromium (`scripts/install_browser.sh` installs it; Playwright's
+stack; Playwright drives Debian's Chromium (`scripts/install_tools.sh` installs it; Playwright's
 own browser download is not used). Each tab's result is saved as <tab>.png under
 $VLMQ_SCREENSHOTS_DIR when set (`VLMQ_SCREENSHOTS_DIR=docs/screenshots` refreshes the README's
 pictures), otherwise under the system's temporary directory, so a test run never dirties the tree.
@@ -21,25 +21,15 @@ import httpx
 import pytest
 
 from tests.conftest import UNSERVED_MODEL
+from tests.utils.browser import chromium, require_chromium
 from tests.utils.processes import Proc, spawn, start_worker, wait_ready
 from tests.utils.slow_model import SLOW_MODEL
 from vlmq.redis_server import free_port
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 VIEWPORT = {"width": 1360, "height": 960}
 JOB_TIMEOUT_MS = 60_000
 EXAMPLES = {"astronaut", "chelsea", "coffee", "rocket"}
 JOB_COLUMNS = ["job", "type", "status", "model", "created", "queue ms", "run ms", "attempts", "cache"]
-
-
-def require_chromium() -> None:
-    if not CHROMIUM.exists():
-        pytest.fail(
-            f"{CHROMIUM} is missing: the browser tests need Debian's Chromium. "
-            "Install it with `sudo scripts/install_browser.sh` (apt-get install -y chromium).",
-            pytrace=False,
-        )
 
 
 def test_chromium_is_installed() -> None:
@@ -75,13 +65,8 @@ def frontend(stack, base_env: dict[str, str], log_dir: Path) -> Iterator[tuple[s
 
 @pytest.fixture(scope="module")
 def browser():
-    require_chromium()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture

@@ -137,9 +137,7 @@ class CachedRequest:
         pipe = self.services.redis.pipeline(transaction=False)
         self.services.metrics.inc("cache_answers", {"tier": tier.value}, pipe=pipe)
         labels = {"type": self.scope.job_type, "model": self.scope.model}
-        self.services.metrics.inc("jobs_submitted", labels, pipe=pipe)
-        if tier is not CacheOutcome.joined:
-            self.services.metrics.inc("jobs_finished", {**labels, "status": "succeeded"}, pipe=pipe)
+        self.services.metrics.inc("jobs_submitted", labels, pipe=pipe)  # finished: counted by the store
         pipe.execute()
 
 

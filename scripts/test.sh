@@ -5,6 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --dev
-scripts/install_browser.sh
+scripts/install_tools.sh
 . .venv/bin/activate
 exec python -m pytest -q "$@"

@@ -1,4 +1,4 @@
-"""What a worker counts: finished jobs, queue and run time, batch sizes, model load time.
+"""What a worker counts: queue and run time of the jobs it ran, batch sizes, model load time.
 
 Written to Redis through `vlmq.metrics_store` (see there why), read by the API's /metrics.
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 
-from vlmq.jobs import JobRecord, JobStatus
+from vlmq.jobs import JobRecord
 from vlmq.metrics_store import BATCH_BUCKETS, SECONDS_BUCKETS, MetricsStore
 
 
@@ -21,10 +21,10 @@ class WorkerMetrics:
         self.store.observe("batch_seconds", {"model": model}, seconds, SECONDS_BUCKETS, pipe=pipe)
         pipe.execute()
 
-    def finished(self, record: JobRecord, status: JobStatus) -> None:
+    def finished(self, record: JobRecord) -> None:
+        """Queue and run time of a job this worker ran (its final status is counted by the store)."""
         labels = {"type": record.type.value, "model": record.model or ""}
         pipe = self.store.redis.pipeline(transaction=False)
-        self.store.inc("jobs_finished", {**labels, "status": status.value}, pipe=pipe)
         if record.started_at:
             self.store.observe("queue_seconds", labels, record.started_at - record.created_at, SECONDS_BUCKETS, pipe=pipe)
             self.store.observe("run_seconds", labels, time.time() - record.started_at, SECONDS_BUCKETS, pipe=pipe)

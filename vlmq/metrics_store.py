@@ -23,7 +23,8 @@ SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
-def _labels(labels: dict[str, str]) -> str:
+def labels_field(labels: dict[str, str]) -> str:
+    """The hash field of one label set (labels sorted by name)."""
     return "|".join(f"{k}={v}" for k, v in sorted(labels.items()))
 
 
@@ -37,12 +38,12 @@ class MetricsStore:
 
     def inc(self, name: str, labels: dict[str, str], amount: float = 1, pipe=None) -> None:
         target = pipe if pipe is not None else self.redis
-        target.hincrbyfloat(PREFIX + name, _labels(labels), amount)
+        target.hincrbyfloat(PREFIX + name, labels_field(labels), amount)
 
     def observe(self, name: str, labels: dict[str, str], value: float, buckets: tuple[float, ...], pipe=None) -> None:
         own = pipe is None
         pipe = pipe if pipe is not None else self.redis.pipeline(transaction=False)
-        base = _labels(labels)
+        base = labels_field(labels)
         index = bisect.bisect_left(buckets, value)
         bound = str(buckets[index]) if index < len(buckets) else "+Inf"
         pipe.hincrbyfloat(PREFIX + name, f"{base}|le={bound}", 1)
@@ -52,7 +53,7 @@ class MetricsStore:
             pipe.execute()
 
     def set(self, name: str, labels: dict[str, str], value: float) -> None:
-        self.redis.hset(PREFIX + name, _labels(labels), value)
+        self.redis.hset(PREFIX + name, labels_field(labels), value)
 
     # --- reading ----------------------------------------------------------------------------
 

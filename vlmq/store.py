@@ -25,6 +25,7 @@ from typing import Any
 import redis
 
 from vlmq.jobs import JobRecord, JobStatus, now
+from vlmq.metrics_store import PREFIX, labels_field
 
 JOB = "vlmq:job:{}"
 EVENTS = "vlmq:events:{}"
@@ -35,8 +36,20 @@ RECENT = "vlmq:recent:{}"  # sorted set per owner: job id -> created_at (top-lev
 RECENT_KEEP = 1000
 ANONYMOUS = "anonymous"
 EVENTS_MAXLEN = 20_000
+FINISHED_METRIC = PREFIX + "jobs_finished"
 
-_START = """
+# Every script that makes a job final counts it here, in the same atomic step: each final status of
+# each job is counted exactly once, whoever set it (worker, cancel, deadline, compare parent, joiner).
+# The field is MetricsStore's label format: model=..|status=..|type=.. (labels sorted by name).
+_COUNT_FINAL = """
+local function count_final(key, status)
+  local meta = redis.call('HMGET', key, 'type', 'model')
+  redis.call('HINCRBYFLOAT', '""" + FINISHED_METRIC + """',
+             'model=' .. (meta[2] or '') .. '|status=' .. status .. '|type=' .. (meta[1] or ''), 1)
+end
+"""
+
+_START = _COUNT_FINAL + """
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return {'missing', ''} end
 if st ~= 'queued' and st ~= 'running' then return {'final', st} end
@@ -44,6 +57,7 @@ local deadline = redis.call('HGET', KEYS[1], 'deadline')
 if deadline and tonumber(deadline) <= tonumber(ARGV[1]) then
   local reason = 'its deadline passed before it started'
   redis.call('HSET', KEYS[1], 'status', 'aborted', 'completed_at', ARGV[1], 'cancel_reason', reason)
+  count_final(KEYS[1], 'aborted')
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'event', 'aborted',
              'data', cjson.encode({status='aborted', reason=reason}))
   redis.call('EXPIRE', KEYS[2], ARGV[4])
@@ -54,6 +68,7 @@ if n > tonumber(ARGV[3]) then
   local err = cjson.encode({code='attempts_exhausted',
     message='the job was delivered ' .. (n - 1) .. ' times and never finished (it may crash its worker)'})
   redis.call('HSET', KEYS[1], 'status', 'failed', 'error', err, 'completed_at', ARGV[1])
+  count_final(KEYS[1], 'failed')
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'event', 'failed',
              'data', '{"status":"failed","error":' .. err .. '}')
   redis.call('EXPIRE', KEYS[2], ARGV[4])
@@ -66,10 +81,11 @@ redis.call('EXPIRE', KEYS[2], ARGV[4])
 return {'run', tostring(n)}
 """
 
-_FINISH = """
+_FINISH = _COUNT_FINAL + """
 if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
 if redis.call('HGET', KEYS[1], 'attempts') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'status', ARGV[2], 'completed_at', ARGV[5])
+count_final(KEYS[1], ARGV[2])
 local data = '{"status":"' .. ARGV[2] .. '"'
 if ARGV[3] ~= '' then
   redis.call('HSET', KEYS[1], 'output', ARGV[3]); data = data .. ',"output":' .. ARGV[3]
@@ -82,11 +98,12 @@ redis.call('EXPIRE', KEYS[2], ARGV[6])
 return 1
 """
 
-_CANCEL = """
+_CANCEL = _COUNT_FINAL + """
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return '' end
 if st ~= 'queued' and st ~= 'running' then return st end
 redis.call('HSET', KEYS[1], 'status', ARGV[3], 'completed_at', ARGV[1], 'cancel_reason', ARGV[2])
+count_final(KEYS[1], ARGV[3])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'event', ARGV[3],
            'data', cjson.encode({status=ARGV[3], reason=ARGV[2]}))
 redis.call('EXPIRE', KEYS[2], ARGV[4])
@@ -94,7 +111,7 @@ return ARGV[3]
 """
 
 # A compare job's child reached a final state: record its outcome once; the last one settles the parent.
-_SETTLE_PARENT = """
+_SETTLE_PARENT = _COUNT_FINAL + """
 redis.call('HSETNX', KEYS[1], 'outcome:' .. ARGV[1], ARGV[2])
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st or (st ~= 'queued' and st ~= 'running') then return st or '' end
@@ -118,6 +135,7 @@ if done < total then redis.call('EXPIRE', KEYS[2], ARGV[4]); return 'running' en
 local final = 'succeeded'
 if ok == 0 then final = 'failed' end
 redis.call('HSET', KEYS[1], 'status', final, 'completed_at', ARGV[3])
+count_final(KEYS[1], final)
 if ok == 0 then
   redis.call('HSET', KEYS[1], 'error', cjson.encode({code='all_models_failed', message='every model failed'}))
 end
@@ -147,7 +165,7 @@ return 'joined'
 
 # KEYS: source job, joiners set; ARGV: ttl, maxlen, prefix of job keys, prefix of event keys.
 # Copies the source's final status and result into every joiner not final yet.
-_SETTLE_JOINERS = """
+_SETTLE_JOINERS = _COUNT_FINAL + """
 local src = redis.call('HMGET', KEYS[1], 'status', 'output', 'error', 'started_at', 'completed_at', 'cancel_reason')
 local st = src[1]
 if not st or st == 'queued' or st == 'running' then return {} end
@@ -157,6 +175,7 @@ for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   local jst = redis.call('HGET', key, 'status')
   if jst == 'queued' or jst == 'running' then
     redis.call('HSET', key, 'status', st, 'completed_at', src[5] or '')
+    count_final(key, st)
     if src[4] then redis.call('HSET', key, 'started_at', src[4]) end
     local data = '{"status":"' .. st .. '"'
     if src[2] then redis.call('HSET', key, 'output', src[2]); data = data .. ',"output":' .. src[2] end
@@ -218,6 +237,9 @@ class JobStore:
                 data["output"] = record.output
             pipe.xadd(events, {"event": record.status.value, "data": json.dumps(data)}, maxlen=EVENTS_MAXLEN)
             pipe.expire(events, self.ttl_s)
+            if record.status.final:
+                pipe.hincrbyfloat(FINISHED_METRIC, labels_field(
+                    {"type": record.type.value, "model": record.model or "", "status": record.status.value}), 1)
             if record.parent is None:
                 recent = RECENT.format(record.owner or ANONYMOUS)
                 pipe.zadd(recent, {record.id: record.created_at})

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 from tests.conftest import UNSERVED_MODEL
 from tests.utils.images import cat, data_uri
@@ -37,6 +42,52 @@ def test_metrics_move_when_jobs_run(stack) -> None:
     assert _value(after, "vlmq_model_load_seconds", model="blip-base") > 0
     assert _value(after, "vlmq_workers_ready", model="blip-base") >= 1
     assert re.search(r'^http_requests_total\{.*handler="/v1/jobs".*\} \d', after, re.MULTILINE)
+
+
+def test_every_final_status_of_every_job_type_is_counted_once(stack) -> None:
+    """succeeded, failed, canceled and aborted, by a worker, the API, a deadline, a compare parent,
+    a cache answer: each final status counted exactly once, where the transition happens."""
+    image = data_uri(cat().rotate(11))  # an image no other test sends: its first caption is a miss
+    spare = {"type": "caption", "model": UNSERVED_MODEL, "image_url": image}
+    with stack.client() as api:
+        before = api.get("/metrics").text
+        assert run(api, {"type": "caption", "model": "blip-base", "image_url": image, "cache": False}
+                   )["status"] == "succeeded"
+        assert run(api, {"type": "caption", "model": "blip-base", "image_url": image})["cache"] == "miss"
+        assert run(api, {"type": "caption", "model": "blip-base", "image_url": image})["cache"] == "hit"
+        assert run(api, {"type": "detect", "model": "faces", "image_url": image, "prompt": "detect dog",
+                         "cache": False})["status"] == "failed"
+        canceled = submit(api, spare).json()
+        assert api.post(f"/v1/jobs/{canceled['id']}/cancel").json()["status"] == "canceled"
+        late = submit(api, {**spare, "cancel_after": 0.2}).json()
+        time.sleep(0.4)
+        assert api.get(f"/v1/jobs/{late['id']}").json()["status"] == "aborted"
+        compare = run(api, {"type": "compare", "models": ["paligemma", "faces"], "image_url": image,
+                            "task": {"type": "detect", "prompt": "detect dog", "max_new_tokens": 4}})
+        assert compare["status"] == "succeeded"
+        after = api.get("/metrics").text
+
+    def finished(**labels: str) -> float:
+        name = "vlmq_jobs_finished_total"
+        return _value(after, name, **labels) - _value(before, name, **labels)
+
+    assert finished(type="caption", model="blip-base", status="succeeded") == 3
+    assert finished(type="detect", model="faces", status="failed") == 2  # alone, and in the compare
+    assert finished(type="detect", model="paligemma", status="succeeded") == 1
+    assert finished(type="caption", model=UNSERVED_MODEL, status="canceled") == 1
+    assert finished(type="caption", model=UNSERVED_MODEL, status="aborted") == 1
+    assert finished(type="compare", model="", status="succeeded") == 1
+    assert _value(after, "vlmq_jobs_finished_total") - _value(before, "vlmq_jobs_finished_total") == 9
+    _promtool_clean(after)
+
+
+def _promtool_clean(text: str) -> None:
+    """`promtool check metrics` (Prometheus's own linter) finds nothing to say."""
+    here = Path(sys.executable).parent
+    binary = shutil.which("promtool", path=str(here)) or shutil.which("promtool")
+    assert binary, "promtool is missing: scripts/install_tools.sh installs it"
+    done = subprocess.run([binary, "check", "metrics"], input=text, capture_output=True, text=True, check=False)
+    assert done.returncode == 0 and not done.stdout.strip() and not done.stderr.strip(), done.stdout + done.stderr
 
 
 def test_queue_depth_is_read_from_redis(stack) -> None:

@@ -74,9 +74,11 @@ def check_webhook(url: str | None, services: Services, field: str = "webhook") -
 
 
 def _queue_full(services: Services, full: LaneFull) -> ApiError:
-    """Backpressure, per lane: 429 with a Retry-After from the model's recent throughput."""
-    rate = services.lanes.throughput(full.model)
-    retry = max(1, min(300, math.ceil((full.depth - full.limit + 1) / rate))) if rate else 10
+    """Backpressure, per lane: 429 with a Retry-After: when the lane will have room, estimated like a
+    queued job's start (vlmq/lanes.py)."""
+    batch_size = services.registry.get(full.model).max_batch_size
+    wait = services.lanes.wait_for(full.model, full.depth - full.limit, batch_size)
+    retry = max(1, min(300, math.ceil(wait))) if wait is not None else 10
     return ApiError(429, "queue_full", str(full), headers={"Retry-After": str(retry)})
 
 

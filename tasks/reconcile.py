@@ -80,7 +80,7 @@ class Reconciler(threading.Thread):
             queued = [r for r in records if r.status is JobStatus.queued]
             for record in records:
                 if record.status is not JobStatus.queued:  # started, finished or canceled
-                    self.lanes.taken(record)
+                    self.lanes.left(record)
             expired = set(candidates) - {r.id for r in records}
             if expired:
                 for lane in Lane:

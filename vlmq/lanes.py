@@ -15,27 +15,38 @@ and decremented when a worker takes the job (`vlmq:backlog:{model}:{key}`).
 
 Position and wait. Each lane keeps the jobs admitted and not yet taken by a worker in a sorted set
 by admission time (`vlmq:pending:{model}:{lane}`); a queued job's position is its rank there (exact
-for the FIFO interactive lane, an estimate for the bulk lane), and its estimated wait is the work
-ahead of it (its lane, plus the interactive lane for a bulk job) divided by the model's throughput
-over the last minute. The same sets give each lane's depth for admission, and the reconciler's
-list of jobs to check (tasks/reconcile.py). They are self-correcting: a job leaves its set once,
-when a worker first takes it.
+for the FIFO interactive lane, an estimate for the bulk lane). The same sets give each lane's depth
+for admission, and the reconciler's list of jobs to check (tasks/reconcile.py). They are
+self-correcting: a job leaves its set once, when a worker first takes it.
+
+Its estimated wait counts batches, not a rate: workers keep a moving average of their batch service
+time per model (`vlmq:pace:{model}`, from taking a batch to finishing it) and say when their current
+batch began (`busy_since` in their heartbeat hash). A job with `ahead` jobs before it (its lane, plus
+the interactive lane for a bulk job) starts with batch number `ahead // max_batch_size`; each worker
+is free when its current batch ends, then every batch time after; the job's batch starts on the
+k-th free slot (`start_estimate`). Idle time counts for nothing, so an idle model's first jobs are
+estimated to start at once, and a backlog's end as its batches divided among the workers.
+`benchmarks/eta.py` measures the error of this estimate against actual starts.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 import time
 
 import redis
 
+from vlmq.fleet import ONLINE_S, WORKER, WORKERS
 from vlmq.jobs import JobRecord, Lane
 
 BACKLOG = "vlmq:backlog:{}:{}"
 PENDING = "vlmq:pending:{}:{}"  # sorted set per model and lane: job id -> admitted at, until taken
-THROUGHPUT = "vlmq:throughput:{}"  # hash: epoch second -> jobs finished that second
-WINDOW_S = 60
+PACE = "vlmq:pace:{}"  # hash per model: batch_s, a moving average of a batch's service time
+PACE_EMA = 0.3  # weight of the newest batch
 FRONT = 8
+#: Past this many batches ahead, the estimate stops simulating each batch (the average is as good).
+SIMULATED_BATCHES = 4096
 
 
 def fair_share_step(waiting: int) -> int:
@@ -79,13 +90,23 @@ if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 and ARGV[2] == '1' then redis.call(
 """
 
 
+# KEYS: pace; ARGV: seconds, weight of the newest, ttl. A moving average of a model's batch time.
+_PACE = """
+local old = redis.call('HGET', KEYS[1], 'batch_s')
+local new = tonumber(ARGV[1])
+if old then new = tonumber(ARGV[2]) * new + (1 - tonumber(ARGV[2])) * tonumber(old) end
+redis.call('HSET', KEYS[1], 'batch_s', tostring(new))
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+"""
+
+
 class Lanes:
     def __init__(self, client: redis.Redis, ttl_s: int) -> None:
         self.redis = client
         self.ttl_s = ttl_s
         self._admit = client.register_script(_ADMIT)
         self._leave = client.register_script(_LEAVE)
-        self._rates: dict[str, tuple[float, float]] = {}
+        self._pace = client.register_script(_PACE)
 
     # --- the API, at submit ----------------------------------------------------------------
 
@@ -109,35 +130,44 @@ class Lanes:
         """Jobs admitted to the lane and not yet taken by a worker."""
         return self.redis.zcard(PENDING.format(model, lane.value))
 
-    # --- the worker, when it takes a job ----------------------------------------------------
+    # --- when a job leaves its lane, and from the workers -----------------------------------
 
-    def taken(self, record: JobRecord) -> None:
+    def left(self, record: JobRecord) -> None:
+        """The job left its lane: a worker took it, or it was canceled or aborted while queued."""
         if record.model is not None:
             self.release(record.id, record.model, record.lane, record.owner or "anonymous")
 
-    def finished(self, model: str, count: int = 1) -> None:
-        second = int(time.time())
+    def batch_started(self, worker: str) -> None:
+        self.redis.hset(WORKER.format(worker), "busy_since", repr(time.time()))
+
+    def batch_done(self, model: str, worker: str, seconds: float) -> None:
+        """`worker` of `model` served a batch in `seconds` (taking it to finishing it), and is idle."""
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hincrby(THROUGHPUT.format(model), str(second), count)
-        pipe.hdel(THROUGHPUT.format(model), *(str(s) for s in range(second - 3 * WINDOW_S, second - 2 * WINDOW_S)))
-        pipe.expire(THROUGHPUT.format(model), 3 * WINDOW_S)
+        pipe.hset(WORKER.format(worker), "busy_since", "0")
+        self._pace(keys=[PACE.format(model)], args=[repr(seconds), PACE_EMA, self.ttl_s], client=pipe)
         pipe.execute()
 
     # --- reading: a queued job's place -------------------------------------------------------
 
-    def throughput(self, model: str) -> float:
-        """Jobs per second the model's workers finished over the last minute (read at most once a
-        second per model: it is a one-minute average)."""
-        cached = self._rates.get(model)
-        if cached is not None and time.monotonic() - cached[0] < 1.0:
-            return cached[1]
-        now = int(time.time())
-        counts = self.redis.hmget(THROUGHPUT.format(model), [str(s) for s in range(now - WINDOW_S, now)])
-        rate = sum(_int(c) for c in counts) / WINDOW_S
-        self._rates[model] = (time.monotonic(), rate)
-        return rate
+    def pace(self, model: str) -> tuple[float | None, list[float | None]]:
+        """(average batch time, when each online worker's current batch began, None if idle)."""
+        since = time.time() - ONLINE_S
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hget(PACE.format(model), "batch_s")
+        pipe.zrangebyscore(WORKERS.format(model), since, "+inf")
+        batch_s, names = pipe.execute()
+        pipe = self.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.hmget(WORKER.format(name.decode()), "state", "busy_since")
+        busy = [float(b) if b and float(b) > 0 else None for state, b in pipe.execute() if state == b"ready"]
+        return (float(batch_s) if batch_s else None), busy
 
-    def place(self, record: JobRecord) -> tuple[int | None, float | None]:
+    def wait_for(self, model: str, ahead: int, batch_size: int) -> float | None:
+        """Estimated seconds until the job with `ahead` jobs before it starts (None: no estimate yet)."""
+        batch_s, busy = self.pace(model)
+        return start_estimate(ahead, batch_size, batch_s, busy, time.time())
+
+    def place(self, record: JobRecord, batch_size: int) -> tuple[int | None, float | None]:
         """(position in its lane, estimated seconds until it starts) of a queued job."""
         if record.model is None:
             return None, None
@@ -147,5 +177,22 @@ class Lanes:
         rank, interactive = pipe.execute()
         position = rank or 0  # not pending any more: a worker holds it, next to start
         ahead = position + (interactive if record.lane is Lane.bulk else 0)
-        rate = self.throughput(record.model)
-        return position, (round(ahead / rate, 1) if rate > 0 else None)
+        wait = self.wait_for(record.model, ahead, batch_size)
+        return position, (round(wait, 2) if wait is not None else None)
+
+
+def start_estimate(ahead: int, batch_size: int, batch_s: float | None, busy_since: list[float | None],
+                   now: float) -> float | None:
+    """Seconds until the job with `ahead` jobs before it starts, given the average batch time and
+    when each worker's current batch began (None: idle). None without workers or a batch time."""
+    if not busy_since or batch_s is None:
+        return None
+    free = [max(0.0, since + batch_s - now) if since is not None else 0.0 for since in busy_since]
+    batches = ahead // max(1, batch_size)  # the job's batch is the next one after these
+    if batches > SIMULATED_BATCHES:
+        free.sort()
+        return batches // len(free) * batch_s + free[batches % len(free)]
+    heapq.heapify(free)
+    for _ in range(batches):
+        heapq.heapreplace(free, free[0] + batch_s)
+    return free[0]

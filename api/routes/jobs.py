@@ -15,7 +15,7 @@ from sse_starlette.sse import EventSourceResponse, ServerSentEvent
 from vlmq.api.auth import owned, spend
 from vlmq.api.deps import CallerDep, ServicesDep, StoreDep
 from vlmq.api.errors import ApiError
-from vlmq.api.events import follow
+from vlmq.api.events import FINAL_EVENT_ID, follow, replay
 from vlmq.api.headers import parse_duration, parse_prefer_wait
 from vlmq.api.idempotency import Idempotency, body_hash
 from vlmq.api.intake import read_submission
@@ -23,7 +23,7 @@ from vlmq.api.schemas import DeliveryList, ErrorBody, JobList, JobView
 from vlmq.api.submit import Delivery, submit_one
 from vlmq.jobs import JobStatus, Lane, now
 from vlmq.notify import DELIVERIES
-from vlmq.store import EVENTS
+from vlmq.store import Event
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 log = logging.getLogger("vlmq.api")
@@ -37,32 +37,11 @@ ERRORS = {
     429: {"model": ErrorBody, "description": "Rate limit or full queue; retry after Retry-After seconds."},
 }
 
-SUBMIT_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/JobRequest"}},
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["request", "image"],
-                    "properties": {
-                        "request": {"type": "string", "description": "The job request as JSON, without image_url."},
-                        "image": {"type": "string", "format": "binary"},
-                    },
-                }
-            },
-        },
-    }
-}
-
-
 @router.post(
     "",
     status_code=202,
     response_model=JobView,
     responses={**ERRORS, 200: {"model": JobView, "description": "Final already (Prefer: wait, cache, replay)."}},
-    openapi_extra=SUBMIT_BODY,
     summary="Submit a job",
 )
 async def submit_job(
@@ -78,7 +57,9 @@ async def submit_job(
     spend(caller, services)
     wait_s = parse_prefer_wait(prefer)
     job_request, upload, raw = await read_submission(request, services.settings)
-    deadline_s = parse_duration(cancel_after, "Cancel-After") if cancel_after else job_request.cancel_after
+    deadline_s = job_request.cancel_after
+    if cancel_after is not None:  # present, even empty: it must be a duration
+        deadline_s = parse_duration(cancel_after, "Cancel-After")
     delivery = Delivery(
         owner=caller.owner,
         lane=job_request.priority or Lane.interactive,
@@ -114,7 +95,7 @@ async def submit_job(
     if record.status.final:
         response.status_code = 200
         return JobView.of(record)
-    return JobView.of(record, await run_in_threadpool(services.lanes.place, record))
+    return JobView.of(record, await run_in_threadpool(services.place, record))
 
 
 @router.get("", response_model=JobList)
@@ -129,10 +110,11 @@ def get_job(job_id: str, services: ServicesDep, caller: CallerDep) -> JobView:
     store = services.store
     record = owned(store.get(job_id), caller, job_id)
     if record.status is JobStatus.queued and record.deadline is not None and now() >= record.deadline:
-        store.cancel(job_id, "its deadline passed before it started", JobStatus.aborted)
+        if store.cancel(job_id, "its deadline passed before it started", JobStatus.aborted):
+            services.lanes.left(record)
         record = store.get(job_id) or record
     if record.status is JobStatus.queued:
-        return JobView.of(record, services.lanes.place(record))
+        return JobView.of(record, services.place(record))
     return JobView.of(record)
 
 
@@ -155,22 +137,31 @@ def get_annotated(job_id: str, store: StoreDep, caller: CallerDep) -> Response:
 @router.get(
     "/{job_id}/events",
     response_class=EventSourceResponse,
-    responses={200: {"content": {"text/event-stream": {}}}, 404: {"model": ErrorBody}},
+    responses={200: {"content": {"text/event-stream": {}}}, 204: {"description": "A finished job with nothing "
+               "left to replay after Last-Event-ID: the stream is over (EventSource stops reconnecting)."},
+               404: {"model": ErrorBody}},
 )
 async def job_events(job_id: str, services: ServicesDep, caller: CallerDep,
-                     last_event_id: Annotated[str | None, Header()] = None) -> EventSourceResponse:
+                     last_event_id: Annotated[str | None, Header()] = None) -> Response:
     """Server-Sent Events: each status change, `text` pieces of generative output, then the end.
 
-    Reconnect with `Last-Event-ID` to resume after the last event seen. A finished job's stream
-    replays and closes.
+    Reconnect with `Last-Event-ID` to resume after the last event seen (an id that is not a stream
+    id, `<ms>-<seq>`, replays from the start). A finished job's stream replays what is left and
+    closes; with nothing left it answers 204, which tells a browser's EventSource to stop.
     """
     record = owned(await run_in_threadpool(services.store.get, job_id), caller, job_id)
     after = last_event_id if last_event_id and _STREAM_ID.match(last_event_id) else "0"
+    if record.status.final:
+        left = await replay(services.aredis, job_id, after)
+        if left is None and after == "0":  # the events expired before the record: its final status alone
+            left = [Event(FINAL_EVENT_ID, record.status.value, {"status": record.status.value})]
+        if not left:
+            return Response(status_code=204)
+        return EventSourceResponse(
+            ServerSentEvent(json.dumps(event.data), event=event.event, id=event.id) for event in left
+        )
 
     async def stream():
-        if record.status.final and not await services.aredis.exists(EVENTS.format(job_id)):
-            yield ServerSentEvent(json.dumps({"status": record.status.value}), event=record.status.value)
-            return
         async for event in follow(services.aredis, job_id, after):
             if event is not None:
                 yield ServerSentEvent(json.dumps(event.data), event=event.event, id=event.id)
@@ -184,9 +175,11 @@ def cancel_job(job_id: str, services: ServicesDep, caller: CallerDep) -> JobView
     a job already final is returned as it is."""
     store = services.store
     record = owned(store.get(job_id), caller, job_id)
-    for child in record.children.values():
-        store.cancel(child, "canceled by the client")
+    for child in store.get_many(record.children.values()):
+        if child is not None and store.cancel(child.id, "canceled by the client"):
+            services.lanes.left(child)
     if store.cancel(job_id, "canceled by the client") and not record.status.final:
+        services.lanes.left(record)  # it waits no more: its place in the lane is free
         services.notifier.final(store.get(job_id) or record)
     return JobView.of(store.get(job_id) or record)
 

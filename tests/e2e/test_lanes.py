@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import redis
 
@@ -9,9 +11,11 @@ from tests.conftest import LANES_MODEL, LANES_SMALL_MODEL
 from tests.utils.images import cat, data_uri
 from tests.utils.jobs import submit, wait
 from tests.utils.processes import start_worker, wait_ready
+from tests.utils.slow_model import SLOW_MODEL
 from vlmq.keys import KeyStore
 
 IMAGE = data_uri(cat().resize((32, 32)))
+SLOW_BATCH = 4  # the slow model's max_batch_size (tests/conftest.py)
 
 
 def _job(**extra) -> dict:
@@ -87,15 +91,25 @@ def test_a_full_bulk_lane_still_accepts_interactive_jobs(stack) -> None:
         assert accepted.status_code == 202 and accepted.json()["lane"] == "interactive"
 
 
-def test_position_and_wait_estimate(stack, drained_worker) -> None:
+def test_position_and_wait_estimate(stack) -> None:
+    """A busy worker: the next batch's jobs wait for the current batch, the one after for one more."""
+    long = {"type": "caption", "model": SLOW_MODEL, "image_url": IMAGE, "max_new_tokens": 40, "cache": False}
     with stack.client() as api:
-        first = drained_worker()
-        for _ in range(5):  # some recent throughput to estimate from
-            wait(api, submit(api, _job()).json()["id"])
-        first.stop()
-        ids = [submit(api, _job()).json()["id"] for _ in range(6)]
-        views = [api.get(f"/v1/jobs/{i}").json() for i in ids]
-        assert [v["position"] for v in views] == list(range(6))
-        assert views[-1]["eta_s"] is not None and views[-1]["eta_s"] > views[0]["eta_s"]
-        drained_worker()
-        assert all(wait(api, i)["position"] is None for i in ids)
+        wait(api, submit(api, long).json()["id"])  # the model's batch time is known
+        busy = [submit(api, long).json()["id"] for _ in range(SLOW_BATCH)]
+        deadline = time.monotonic() + 30
+        while any(api.get(f"/v1/jobs/{i}").json()["status"] == "queued" for i in busy):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        ids = [submit(api, long).json()["id"] for _ in range(2 * SLOW_BATCH)]
+        try:
+            views = [api.get(f"/v1/jobs/{i}").json() for i in ids]
+            assert [v["position"] for v in views] == list(range(2 * SLOW_BATCH))
+            etas = [v["eta_s"] for v in views]
+            assert all(eta is not None for eta in etas), etas
+            # the next batch starts when the current one ends (read a few ms apart: the clock moved)
+            assert max(etas[:SLOW_BATCH]) - min(etas[:SLOW_BATCH]) < 0.1, etas
+            assert etas[SLOW_BATCH] > etas[SLOW_BATCH - 1] + 0.2, etas  # the batch after: one batch time later
+        finally:
+            for job_id in busy + ids:
+                api.post(f"/v1/jobs/{job_id}/cancel")

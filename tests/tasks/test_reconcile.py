@@ -35,7 +35,7 @@ def test_lost_messages_are_published_again(redis_url: str) -> None:
         lanes.admit(record.id, MODEL, Lane.bulk, "anonymous", limit=100)
     publish(app, waiting)  # its message is in the queue: waiting is normal
     store.start(started.id, "w", 3)  # a worker took it: not pending any more
-    lanes.taken(store.get(started.id))
+    lanes.left(store.get(started.id))
     old = time.time() - 100
     client.zadd(PENDING.format(MODEL, Lane.bulk.value), {lost.id: old, waiting.id: old})
 

@@ -14,15 +14,26 @@ worker waited anything up to the interval. `QueueAwareBatches` ticks every milli
    to a model whose batch takes seconds fills its batch instead of starting one of two jobs.
 
 Measured by benchmarks/throughput.py (batch sizes in its output, benchmarks/README.md).
+
+Flower: celery-batches sends no task events for the messages it buffers and runs; this class sends
+Celery's received / started / succeeded or failed events for each of them, and counts them in the
+worker's stats (tasks/flower.py). Acknowledgement is celery-batches' own: acks_late messages
+are acknowledged when the batch call returns.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from time import monotonic
 
-from celery_batches import Batches
+from celery import signals
+from celery_batches import Batches, SimpleRequest
+from celery_batches.trace import apply_batches_task
 
+from vlmq.tasks.flower import JobEvents
+
+logger = logging.getLogger("vlmq.worker")
 TICK_S = 0.001
 WAIT_SHARE = 0.02
 MIN_WAIT_S = 0.001
@@ -48,9 +59,15 @@ class QueueAwareBatches(Batches):
     _batch_s: float | None = None
 
     _last_at = 0.0
+    _events: JobEvents | None = None
 
     def Strategy(self, task, app, consumer):
         handler = super().Strategy(task, app, consumer)
+        if self._events is None:
+            self._events = JobEvents(self, consumer)
+            # celery-batches' handler sends this signal for each message it buffers (not the event)
+            signals.task_received.connect(self._on_received, weak=False)
+        self._events.consumer = consumer
 
         def on_message(message, body, ack, reject, callbacks, **kwargs):
             self._last_at = monotonic()
@@ -60,6 +77,10 @@ class QueueAwareBatches(Batches):
 
         return on_message
 
+    def _on_received(self, sender=None, request=None, **kwargs) -> None:
+        if request is not None and self._events is not None and getattr(request, "task", None) is self:
+            self._events.received(request)
+
     def _do_flush(self) -> None:
         waiting = self._buffer.qsize()
         if 0 < waiting < self.flush_every:
@@ -67,6 +88,41 @@ class QueueAwareBatches(Batches):
             if keep_waiting(at - self._first_at, at - self._last_at, self.idle_wait, self.max_wait, self.backlog):
                 return
         super()._do_flush()
+
+    def flush(self, requests):
+        """celery-batches' flush (same pool call, same acknowledgements), with each job's events."""
+        requests = list(requests)
+        events = self._events
+        accepted = {"at": monotonic()}
+
+        def on_accepted(pid: int, time_accepted: float) -> None:
+            accepted["at"] = time_accepted
+            for req in requests:
+                if not req.task.acks_late:
+                    req.acknowledge()
+            self._tell(events and events.started, requests)
+
+        def on_return(result) -> None:
+            for req in requests:
+                if req.task.acks_late:
+                    req.acknowledge()
+            self._tell(events and events.finished, requests, result, monotonic() - accepted["at"])
+
+        return self._pool.apply_async(
+            apply_batches_task,
+            (self, ([SimpleRequest.from_request(r) for r in requests],), 0, None),
+            accept_callback=on_accepted,
+            callback=on_return,
+        )
+
+    @staticmethod
+    def _tell(method, *args) -> None:
+        if not method:
+            return
+        try:
+            method(*args)
+        except Exception:  # monitoring must never change what happens to the jobs
+            logger.exception("task events for a batch failed")
 
     def batch_took(self, seconds: float) -> None:
         """Adapt the idle wait to this model's batch time."""

@@ -92,12 +92,17 @@ class ModelRunner:
             os._exit(EXIT_REDIS_LOST)
 
     def _run_batch(self, job_ids: list[str]) -> None:
+        began = time.monotonic()
+        if self.lanes:
+            self.lanes.batch_started(self.worker_name)
         claimed = [c for c in (self._claim(job_id) for job_id in job_ids) if c is not None]
         groups: dict[Hashable, list[Claimed]] = defaultdict(list)
         for c in claimed:
             groups[(c.record.type, self.adapter.batch_key(c.item))].append(c)
         for group in groups.values():
             self._run_group(group)
+        if self.lanes:
+            self.lanes.batch_done(self.model, self.worker_name, time.monotonic() - began)
 
     # --- steps ------------------------------------------------------------------------------
 
@@ -105,7 +110,7 @@ class ModelRunner:
         start = self.store.start(job_id, self.worker_name, self.settings.max_attempts)
         record = self.store.get(job_id)
         if record is not None and self.lanes:
-            self.lanes.taken(record)  # it left its lane (counted once, whatever the deliveries)
+            self.lanes.left(record)  # it left its lane (counted once, whatever the deliveries)
         if start.action != "run":
             log.info("job %s not run: %s %s", job_id, start.action, start.status or "", extra={"job_id": job_id})
             self._after_final(job_id)
@@ -150,8 +155,6 @@ class ModelRunner:
             results = [exc]
         if self.metrics:
             self.metrics.batch(self.model, len(group), time.perf_counter() - began)
-        if self.lanes:
-            self.lanes.finished(self.model, len(group))
         for claimed, result in zip(group, results, strict=True):
             if isinstance(result, BaseException):
                 self._finish(claimed.record, claimed.attempt, error=error_of(result))
@@ -180,8 +183,20 @@ class ModelRunner:
             log.info("job %s result dropped: no longer running as attempt %d", record.id, attempt,
                      extra={"job_id": record.id})
         elif self.metrics:
-            self.metrics.finished(record, status)
+            self.metrics.finished(record)
         self._after_final(record.id)
+
+    def cancel(self, job_id: str, reason: str) -> None:
+        """Cancel a job that is not final (revoked from Flower): as the API's cancel does, with its
+        lane, webhooks, joiners and compare parent."""
+        record = self.store.get(job_id)
+        if record is None or record.status.final:
+            return
+        if self.store.cancel(job_id, reason) == JobStatus.canceled.value:
+            log.info("job %s canceled: %s", job_id, reason, extra={"job_id": job_id})
+            if self.lanes:
+                self.lanes.left(record)
+            self._after_final(job_id)
 
     def _after_final(self, job_id: str) -> None:
         """Once a job is final: its webhooks, and its compare parent's settlement."""

@@ -23,6 +23,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 import redis
 
@@ -40,6 +41,7 @@ from vlmq.store import JobStore
 from vlmq.tasks.adapters import load_adapter_class
 from vlmq.tasks.app import make_celery, publish
 from vlmq.tasks.batching import TICK_S, QueueAwareBatches
+from vlmq.tasks.flower import Revocations, job_outcomes
 from vlmq.tasks.metrics import WorkerMetrics
 from vlmq.tasks.reconcile import Reconciler
 from vlmq.tasks.runner import ModelRunner
@@ -48,19 +50,32 @@ log = logging.getLogger("vlmq.worker")
 
 
 class Heartbeat(threading.Thread):
+    """The worker's heartbeat every `HEARTBEAT_S`, and what else runs at that pace (`on_beat`)."""
+
     def __init__(self, fleet: Fleet, info: WorkerInfo) -> None:
         super().__init__(daemon=True, name="vlmq-heartbeat")
         self.fleet = fleet
         self.info = info
+        self.on_beat: list[Callable[[], None]] = []
         self.stopped = threading.Event()
 
     def run(self) -> None:
         while not self.stopped.is_set():
-            try:
-                self.fleet.heartbeat(self.info)
-            except Exception as exc:  # noqa: BLE001 - Redis away: try again at the next beat
-                log.warning("heartbeat failed: %s", exc)
+            for beat in (lambda: self.fleet.heartbeat(self.info), *self.on_beat):
+                try:
+                    beat()
+                except Exception as exc:  # noqa: BLE001 - Redis away: try again at the next beat
+                    log.warning("heartbeat failed: %s", exc)
             self.stopped.wait(HEARTBEAT_S)
+
+
+def _read(read, job_ids: list[str]):
+    """One pipelined read of the batch's jobs, for Flower only: None when Redis does not answer."""
+    try:
+        return read(job_ids)
+    except redis.RedisError as exc:
+        log.warning("job states for Flower not read: %s", exc)
+        return None
 
 
 def register_tasks(app, spec: ModelSpec, runner: ModelRunner) -> list[str]:
@@ -80,9 +95,18 @@ def register_tasks(app, spec: ModelSpec, runner: ModelRunner) -> list[str]:
         name = task_name(job_type, spec.name)
 
         def run(requests, _name=name):
+            job_ids = [request.args[0] for request in requests]
+            before = _read(runner.store.statuses, job_ids)
             began = time.monotonic()
-            runner.run_batch([request.args[0] for request in requests])
+            error = None
+            try:
+                runner.run_batch(job_ids)
+            except Exception as exc:  # acknowledged anyway, as before; Flower shows the error on its jobs
+                log.exception("batch of %d jobs raised", len(job_ids))
+                error = exc
             app.tasks[_name].batch_took(time.monotonic() - began)
+            # what Flower shows per job (tasks/flower.py): read back, 2 pipelined round trips a batch
+            return job_outcomes(job_ids, before, _read(runner.store.get_many, job_ids), error)
 
         app.task(
             name=name,
@@ -137,6 +161,7 @@ def run_worker(model: str, settings: Settings, hostname: str | None = None) -> i
     runner = ModelRunner(adapter, JobStore(client, settings.job_ttl_s), settings, name, metrics,
                          Notifier(app.send_task), Lanes(client, settings.job_ttl_s))
     register_tasks(app, spec, runner)
+    heartbeat.on_beat.append(Revocations(runner.cancel).apply)
     worker = app.Worker(
         hostname=name,
         queues=worker_queues(model),

@@ -1,0 +1,256 @@
+"""Flower and vlmq: per-job Celery events from micro-batches, fresh worker data, revokes as cancels.
+
+celery-batches buffers task messages and runs many of them in one call; unlike Celery's default
+strategy it sends no task events and leaves the worker's counters alone, so Flower saw no tasks,
+every worker processed 0 and `flower_events_total` never appeared. `JobEvents` gives each job of a
+batch (each task message; its task id is the job id) what Celery gives a plain task:
+
+- `task-received` when the message is buffered, and the worker's reserved list;
+- `task-started` when its batch starts, and the worker's processed counts (`inspect stats` total,
+  the `processed` of its heartbeats);
+- `task-succeeded` or `task-failed` when its batch returns, with the rule of `job_outcomes`.
+
+All of them go through the consumer's event dispatcher, which buffers task events and publishes
+them as `task.multi` messages: the received events at the consumer's next loop turn, a batch's
+started events in one message at its start (so Flower shows them running while the batch blocks
+the loop), its finished events in one at its end. Never one Redis round trip per token.
+
+Flower's `/api/workers` holds `inspect` replies, asked at Flower's start and on `?refresh=1` only:
+a worker that started later (a model still loading when Flower started), or was busy in a batch
+longer than the inspect timeout, was missing, and its counts never moved. `run_flower` starts
+Flower with `WorkerRefresh`, which inspects the workers again whenever the events show an alive
+worker that `/api/workers` lacks, or whose heartbeat's processed count differs from it.
+
+A revoke from Flower (`POST /api/task/revoke/<job id>`) is Celery's broadcast, which each worker
+keeps in memory (`worker_state.revoked`) and which celery-batches never checks. `Revocations`, run
+on every worker's heartbeat, cancels each newly revoked job in the job store (reason "revoked from
+Flower"): a queued job never runs whichever worker later takes it (one started after the revoke
+too), a running generation stops at its next token, webhooks and the lane are settled as for
+`POST /v1/jobs/{id}/cancel`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from celery.worker import state as worker_state
+
+from vlmq.jobs import JobRecord, JobStatus
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+log = logging.getLogger("vlmq.worker")
+flower_log = logging.getLogger("vlmq.flower")
+
+FINAL = {status.value for status in JobStatus if status.final}
+TEXT_LIMIT = 1000  # characters of an error message in a task-failed event
+REFRESH_S = 5.0  # how often Flower compares the workers its events show with its inspect data
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What Flower shows for one job of a batch: FAILURE with `text` as the exception, or SUCCESS with it as result."""
+
+    failed: bool
+    text: str
+
+
+def job_outcomes(
+    job_ids: Sequence[str],
+    before: Sequence[str | None] | None,
+    after: Sequence[JobRecord | None] | None,
+    error: BaseException | None = None,
+) -> list[Outcome]:
+    """The rule, one outcome per job in order: Flower fails a task exactly when this batch made its job `failed`.
+
+    `before`: each job's status read just before the batch; `after`: its record after it (None: not
+    readable); `error`: what the batch call raised, if it raised.
+
+    - already final before the batch (a duplicate delivery, a job canceled while queued): SUCCESS,
+      result `not run: already <status>`;
+    - ended `failed` in this batch (model error, invalid image, invalid output, attempts exhausted):
+      FAILURE, exception `<error code>: <message>`;
+    - ended `succeeded`: SUCCESS, result `succeeded`; ended `canceled` / `aborted` (canceled while it
+      ran, deadline passed): SUCCESS, result `<status>: <reason>`;
+    - no record (expired, deleted): SUCCESS, result `not run: no such job`;
+    - not final after the batch: FAILURE when the batch call raised (the error), else SUCCESS with
+      `not finished here: <status>` (a newer delivery owns the job; its own delivery reports it).
+    """
+    return [_outcome(before[i] if before is not None else None, after[i] if after is not None else _UNREAD, error)
+            for i in range(len(job_ids))]
+
+
+_UNREAD = object()
+
+
+def _outcome(was: str | None, record: Any, error: BaseException | None) -> Outcome:
+    if was in FINAL:
+        return Outcome(False, f"not run: already {was}")
+    if record is _UNREAD:
+        return Outcome(True, _error_text(error)) if error else Outcome(False, "unknown: the job was not readable")
+    if record is None:
+        return Outcome(False, "not run: no such job")
+    if record.status is JobStatus.failed:
+        err = record.error or {}
+        return Outcome(True, f"{err.get('code', 'error')}: {err.get('message', '')}"[:TEXT_LIMIT])
+    if record.status is JobStatus.succeeded:
+        return Outcome(False, "succeeded")
+    if record.status.final:
+        reason = record.cancel_reason
+        return Outcome(False, f"{record.status.value}: {reason}" if reason else record.status.value)
+    if error is not None:
+        return Outcome(True, _error_text(error))
+    return Outcome(False, f"not finished here: {record.status.value}")
+
+
+def _error_text(error: BaseException) -> str:
+    return f"batch_error: {error.__class__.__name__}: {error}"[:TEXT_LIMIT]
+
+
+class JobEvents:
+    """Celery's per-task events and worker counters, for the requests of one batch task.
+
+    Requests are never registered as *active*: with the solo pool nothing can look while a batch
+    runs, and an active request is one that a cold shutdown would try to terminate.
+    """
+
+    def __init__(self, task: Any, consumer: Any) -> None:
+        self.task = task
+        self.consumer = consumer
+
+    def _dispatcher(self) -> Any | None:
+        dispatcher = getattr(self.consumer, "event_dispatcher", None)  # replaced on reconnection: read it each time
+        if dispatcher is None or not dispatcher.enabled or not self.task.send_events:
+            return None
+        return dispatcher
+
+    def _flush(self, dispatcher: Any) -> None:
+        try:
+            dispatcher.flush()
+        except Exception as exc:  # noqa: BLE001 - monitoring only: the buffer is published at the next flush
+            log.warning("task events not published yet: %s", exc)
+
+    def received(self, request: Any) -> None:
+        worker_state.task_reserved(request)
+        dispatcher = self._dispatcher()
+        if dispatcher is None:
+            return
+        delivery = request.delivery_info or {}
+        dispatcher.send(
+            "task-received", uuid=request.id, name=request.name, args=request.argsrepr,
+            kwargs=request.kwargsrepr, root_id=request.root_id, parent_id=request.parent_id,
+            retries=request.request_dict.get("retries", 0),
+            eta=request.eta and request.eta.isoformat(), expires=request.expires and request.expires.isoformat(),
+            exchange=delivery.get("exchange"), routing_key=delivery.get("routing_key"),  # the lane's queue
+        )  # buffered: the consumer publishes it at its next loop turn (or with the batch's start)
+
+    def started(self, requests: Iterable[Any]) -> None:
+        requests = list(requests)
+        for request in requests:
+            worker_state.total_count[request.name] += 1  # what celery's task_accepted counts
+            worker_state.all_total_count[0] += 1
+        dispatcher = self._dispatcher()
+        if dispatcher is None:
+            return
+        for request in requests:
+            dispatcher.send("task-started", uuid=request.id)
+        self._flush(dispatcher)  # the batch blocks the consumer's loop: publish now, so Flower sees them run
+
+    def finished(self, requests: Iterable[Any], result: Any, runtime: float) -> None:
+        requests = list(requests)
+        if not (isinstance(result, list) and len(result) == len(requests)):  # the batch call raised
+            result = [Outcome(True, f"batch_error: the batch returned {result!r:.200}")] * len(requests)
+        for request, outcome in zip(requests, result, strict=True):
+            worker_state.task_ready(request, successful=not outcome.failed)  # first: never left reserved
+        dispatcher = self._dispatcher()
+        if dispatcher is None:
+            return
+        for request, outcome in zip(requests, result, strict=True):
+            if outcome.failed:
+                dispatcher.send("task-failed", uuid=request.id, exception=outcome.text, traceback=None,
+                                runtime=runtime)
+            else:
+                dispatcher.send("task-succeeded", uuid=request.id, result=outcome.text, runtime=runtime)
+        self._flush(dispatcher)
+
+
+class Revocations:
+    """Job ids revoked through Celery (Flower), cancelled in the store once each, by the first worker."""
+
+    REASON = "revoked from Flower"
+
+    def __init__(self, cancel: Callable[[str, str], None]) -> None:
+        self.cancel = cancel  # (job id, reason): the store's cancel, with its webhooks and lane
+        self.seen: set[str] = set()
+
+    def apply(self) -> None:
+        try:
+            revoked = set(worker_state.revoked)  # filled by the pidbox (another thread) as revokes arrive
+        except RuntimeError:  # changed while copied: next beat
+            return
+        for job_id in revoked - self.seen:
+            self.cancel(job_id, self.REASON)
+            self.seen.add(job_id)
+
+
+# --- Flower's side -----------------------------------------------------------------------------
+
+
+class WorkerRefresh:
+    """Keeps Flower's inspect data (`/api/workers`) in step with the workers its events show.
+
+    Every `REFRESH_S` it compares: an alive worker (heartbeats) that the inspect data lacks, or
+    whose heartbeat's `processed` differs from its `stats.total`, triggers one inspect of all
+    workers (Flower's own `update_workers`: stats, active_queues, registered, conf). Nothing is
+    asked while the data is current, so an idle fleet costs nothing.
+    """
+
+    def __init__(self, flower: Any, interval_s: float = REFRESH_S) -> None:
+        self.flower = flower
+        self.interval_s = interval_s
+
+    def start(self) -> None:
+        from tornado.ioloop import PeriodicCallback
+
+        PeriodicCallback(self.tick, self.interval_s * 1000).start()
+
+    def stale(self) -> list[str]:
+        cached = self.flower.inspector.workers
+        names = []
+        for name, worker in list(self.flower.events.state.workers.items()):
+            if not worker.alive:
+                continue
+            info = cached.get(name) or {}  # a defaultdict: .get does not add the name
+            stats = info.get("stats") or {}
+            counted = sum(stats.get("total", {}).values())
+            if not stats or "active_queues" not in info or worker.processed not in (None, counted):
+                names.append(name)
+        return names
+
+    def tick(self) -> None:
+        try:
+            stale = self.stale()
+            if stale:
+                flower_log.debug("inspecting workers again for %s", stale)
+                self.flower.update_workers()  # one inspect in flight at a time (Flower's Inspector)
+        except Exception as exc:  # noqa: BLE001 - never stop the timer
+            flower_log.warning("worker refresh failed: %s", exc)
+
+
+def run_flower(app: Celery, argv: list[str]) -> None:
+    """`celery flower` for `app`, with `WorkerRefresh` running in Flower's event loop."""
+    import flower.command
+
+    base = flower.command.Flower
+
+    class VlmqFlower(base):  # type: ignore[misc, valid-type]
+        def start(self) -> None:
+            WorkerRefresh(self).start()
+            super().start()
+
+    flower.command.Flower = VlmqFlower  # the class the `flower` command instantiates
+    app.start(argv=argv)

@@ -9,6 +9,9 @@ without a GPU and does not notice a worker restarting.
 On page load the app reads the API's model list (dropdowns offer the models that run each task),
 then follows again the last job of each tab, which the browser kept in its localStorage
 (gr.BrowserState): a reload, a lost connection or a restarted frontend does not lose a job.
+
+For scripts (`gradio_client`), `frontend/endpoints.py` adds one named endpoint per action
+(/caption, /vqa, /detect, /chat, /compare, /job); the page's own handlers are private.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 
 import gradio as gr
 
-from vlmq.frontend import logic
+from vlmq.frontend import endpoints, logic
 from vlmq.frontend.context import Context
 from vlmq.frontend.tabs import caption, chat, compare, detect, jobs, vqa
 from vlmq.frontend.tabs.common import API_ERRORS, TabUI, browser_state, image_restorer, warn_api_error
@@ -94,16 +97,23 @@ def build_app(settings: Settings | None = None, ctx: Context | None = None) -> g
                 update.update(ui.on_models(models))
             return update
 
-        loaded = demo.load(load_models, outputs=[api_line, models_state, *model_outputs], show_progress="hidden")
+        # The page's own handlers are private: the API that gradio_client sees is frontend/endpoints.py's.
+        loaded = demo.load(load_models, outputs=[api_line, models_state, *model_outputs], show_progress="hidden",
+                           api_visibility="private")
         for ui in uis:
             if ui.state is not None and ui.image is not None:
-                demo.load(image_restorer(ctx), inputs=[ui.state], outputs=[ui.image], show_progress="hidden")
+                demo.load(image_restorer(ctx), inputs=[ui.state], outputs=[ui.image], show_progress="hidden",
+                          api_visibility="private")
             if ui.resume is None:
                 continue
             # Follows the tab's remembered job; a job started in the tab meanwhile takes over (Leases).
-            loaded.then(ui.resume, inputs=ui.resume_inputs, outputs=ui.resume_outputs, show_progress="hidden")
-        demo.load(load_jobs, inputs=jobs_inputs, outputs=jobs_outputs, show_progress="hidden")
-        jobs_tab.select(load_jobs, inputs=jobs_inputs, outputs=jobs_outputs, show_progress="hidden")
+            loaded.then(ui.resume, inputs=ui.resume_inputs, outputs=ui.resume_outputs, show_progress="hidden",
+                        api_visibility="private")
+        demo.load(load_jobs, inputs=jobs_inputs, outputs=jobs_outputs, show_progress="hidden",
+                  api_visibility="private")
+        jobs_tab.select(load_jobs, inputs=jobs_inputs, outputs=jobs_outputs, show_progress="hidden",
+                        api_visibility="private")
+        endpoints.build(ctx, endpoints.read_models(ctx))
     demo.vlmq_context = ctx  # type: ignore[attr-defined]
     return demo
 

@@ -566,6 +566,16 @@ _JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _IMAGE_KEY = re.compile(r"^[0-9a-f]{16,64}$")
 
 
+def parse_job_id(value: Any) -> str:
+    """A job id typed or sent by a caller: letters, digits, `-` and `_` only (it goes into a URL path)."""
+    job_id = value.strip() if isinstance(value, str) else ""
+    if not job_id:
+        raise InputError("give a job id")
+    if not _JOB_ID.match(job_id):
+        raise InputError(f"{job_id[:80]!r} is not a job id")
+    return job_id
+
+
 def remembered(job_id: str, image_key: str | None = None, url: str | None = None) -> dict[str, Any]:
     """The per-tab record kept in the browser's localStorage: the last job and its input image."""
     return {"job_id": job_id, "image": image_key, "url": url}

@@ -58,7 +58,7 @@ def build(ctx: Context, state: gr.BrowserState) -> JobTab:
 
     decoding.change(
         lambda choice: (gr.update(visible=choice == "nucleus"), gr.update(visible=choice == "temperature")),
-        inputs=[decoding], outputs=[top_p, temperature], show_progress="hidden",
+        inputs=[decoding], outputs=[top_p, temperature], show_progress="hidden", api_visibility="private",
     )
 
     def render(progress: Progress) -> dict[Any, Any]:

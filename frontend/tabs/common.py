@@ -67,7 +67,7 @@ def example_photos(ctx: Context, rows: list[Any], inputs: list[Any], label: str)
     """gr.Examples of the example photos (rows: names, or tuples of a name and the other inputs)."""
     examples = ctx.example_rows(rows)
     if examples:
-        gr.Examples(examples, inputs=inputs, label=label)
+        gr.Examples(examples, inputs=inputs, label=label, api_visibility="private")
 
 
 def job_and_input(progress: Progress) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -326,7 +326,7 @@ class JobTab(TabUI):
         """`submit` (a handler using `self.submit`) on each trigger, updating `outputs`, the status
         line and the kept job; another click starts another job (the last one started owns the tab)."""
         gr.on(triggers, submit, inputs=inputs, outputs=[self.status, *outputs, self.state], show_progress="hidden",
-              trigger_mode="multiple")
+              trigger_mode="multiple", api_visibility="private")
 
     def on_resume(self, resume: Callable[..., AsyncIterator[dict[Any, Any]]], outputs: list[Any],
                   extra_inputs: tuple[Any, ...] = ()) -> None:
@@ -347,7 +347,8 @@ class JobTab(TabUI):
 
     def on_cancel(self, button: gr.Button) -> None:
         """`button` cancels the tab's kept job."""
-        button.click(canceller(self.ctx), inputs=[self.state], outputs=None, show_progress="hidden")
+        button.click(canceller(self.ctx), inputs=[self.state], outputs=None, show_progress="hidden",
+                     api_visibility="private")
 
     def on_clear(self, button: gr.Button, cleared: dict[Any, Any]) -> None:
         """`button` sets the `cleared` outputs to their values and empties the status line and the
@@ -357,7 +358,8 @@ class JobTab(TabUI):
             self.ctx.lease(request, self.name).release()  # a job still followed here stops updating the tab
             return (*copy.deepcopy(list(cleared.values())), "", {})
 
-        button.click(clear_tab, inputs=None, outputs=[*cleared, self.status, self.state], show_progress="hidden")
+        button.click(clear_tab, inputs=None, outputs=[*cleared, self.status, self.state], show_progress="hidden",
+                     api_visibility="private")
 
 
 def picker_update(models: list[dict[str, Any]], task: str, preferred: tuple[str, ...] = (),

@@ -88,7 +88,8 @@ def build(ctx: Context, state: gr.BrowserState, models_state: gr.State) -> JobTa
     def on_task(new_task, models, a, b, c):
         return [prompt_update(new_task), *pickers_for(models or [], new_task, [a, b, c])]
 
-    task.input(on_task, inputs=[task, models_state, *pickers], outputs=[prompt, *pickers], show_progress="hidden")
+    task.input(on_task, inputs=[task, models_state, *pickers], outputs=[prompt, *pickers], show_progress="hidden",
+               api_visibility="private")
 
     def render(progress: Progress) -> dict[Any, Any]:
         update: dict[Any, Any] = {status: logic.status_line(progress)}

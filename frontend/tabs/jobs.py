@@ -43,8 +43,9 @@ def build(ctx: Context) -> tuple[TabUI, Any]:
         return gr.update(visible=False)
 
     outputs = [summary, table, jobs_state]
-    refresh.click(load, inputs=[limit], outputs=outputs, show_progress="minimal")
-    timer.tick(load, inputs=[limit], outputs=outputs, show_progress="hidden")
-    auto.change(lambda on: gr.Timer(active=bool(on)), inputs=[auto], outputs=[timer], show_progress="hidden")
-    table.select(select, inputs=[jobs_state], outputs=[detail], show_progress="hidden")
+    refresh.click(load, inputs=[limit], outputs=outputs, show_progress="minimal", api_visibility="private")
+    timer.tick(load, inputs=[limit], outputs=outputs, show_progress="hidden", api_visibility="private")
+    auto.change(lambda on: gr.Timer(active=bool(on)), inputs=[auto], outputs=[timer], show_progress="hidden",
+                api_visibility="private")
+    table.select(select, inputs=[jobs_state], outputs=[detail], show_progress="hidden", api_visibility="private")
     return ui, (load, [limit], outputs)

@@ -345,3 +345,10 @@ def test_remembered_job_round_trip_and_rejects_junk() -> None:
     hostile = {"job_id": "../../etc", "image": "../../../etc/passwd", "url": "file:///etc/passwd"}
     assert logic.remembered_job(hostile) == (None, None, None)
     assert logic.remembered_job({"job_id": "j", "url": "https://x/y.png"}) == ("j", None, "https://x/y.png")
+
+
+def test_a_job_id_from_a_caller_is_checked_before_it_goes_into_a_url() -> None:
+    assert logic.parse_job_id(" 0123abcd-ef_9 ") == "0123abcd-ef_9"
+    for bad in ("", "  ", None, 7, "../../v1/models", "a/b", "a?b=1", "x" * 65):
+        with pytest.raises(InputError):
+            logic.parse_job_id(bad)

@@ -1,10 +1,12 @@
 """`vlmq up` as a new user runs it: its own embedded Redis, demo models built, every process up;
-`vlmq submit --wait` gets a result through it; Ctrl-C stops every process it started."""
+`vlmq submit --wait` gets a result through it; a second shell (only VLMQ_DATA_DIR set) finds its
+embedded Redis and its API; Ctrl-C stops every process it started and removes its run-state file."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,9 +15,13 @@ from pathlib import Path
 
 import httpx
 import psutil
+import redis
 
 from tests.utils.images import astronaut, encode
+from vlmq.cli import EXIT_ALREADY_UP
+from vlmq.keys import KeyStore
 from vlmq.redis_server import free_port
+from vlmq.webhook_secrets import ANONYMOUS_SECRET
 
 
 def _wait_ready(url: str, models: set[str], timeout: float = 120) -> None:
@@ -60,6 +66,8 @@ def test_up_runs_everything_and_stops_everything(tmp_path: Path) -> None:
         assert done.returncode == 0, done.stderr.decode()
         job = json.loads(done.stdout)
         assert job["status"] == "succeeded" and job["output"]["boxes"], job
+
+        _second_shell_finds_the_stack(tmp_path, env, up.pid, children)
     finally:
         up.send_signal(signal.SIGINT)
         time.sleep(0.2)
@@ -74,3 +82,36 @@ def test_up_runs_everything_and_stops_everything(tmp_path: Path) -> None:
     alive = [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
     assert not alive, [" ".join(c.cmdline()) for c in alive]
     assert b"vlmq is up" in (tmp_path / "up.log").read_bytes()
+    assert not (tmp_path / "data" / "run.json").exists()
+
+
+def _second_shell_finds_the_stack(tmp_path: Path, env: dict[str, str], up_pid: int,
+                                  children: list[psutil.Process]) -> None:
+    """`vlmq keys ...` and `vlmq models` from another folder with only VLMQ_DATA_DIR set use the embedded
+    Redis and the API of the running `vlmq up` (through VLMQ_DATA_DIR/run.json), not 6379 or port 8000."""
+    redis_server = next(" ".join(c.cmdline()) for c in children if "redis-server" in " ".join(c.cmdline()))
+    port = re.search(r"(?:--port |127\.0\.0\.1:)(\d+)", redis_server).group(1)  # redis-server retitles itself
+    embedded_url = f"redis://127.0.0.1:{port}/0"
+    embedded = redis.Redis.from_url(embedded_url)
+    state = json.loads((tmp_path / "data" / "run.json").read_text())
+    assert state["pid"] == up_pid and state["redis_url"] == embedded_url, state
+    _, record = KeyStore(embedded).create("second-shell-probe")
+
+    second = {k: v for k, v in env.items() if not k.startswith("VLMQ_")}
+    second.update(VLMQ_DATA_DIR=env["VLMQ_DATA_DIR"], COLUMNS="80")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    def vlmq(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "vlmq.cli", *args], env=second, cwd=elsewhere,
+                              capture_output=True, text=True, timeout=60, check=False)
+
+    listed = vlmq("keys", "list")  # read-only first: a wrong Redis is never written to
+    assert listed.returncode == 0 and record.id in listed.stdout, listed.stdout + listed.stderr
+    secret = vlmq("keys", "secret")
+    assert secret.returncode == 0, secret.stderr
+    assert secret.stdout.strip() == embedded.get(ANONYMOUS_SECRET).decode()
+    models = vlmq("models")
+    assert models.returncode == 0 and "faces" in models.stdout, models.stderr
+    again = vlmq("up", "--embedded-redis", "--models", "faces", "--no-flower", "--no-frontend")
+    assert again.returncode == EXIT_ALREADY_UP and f"pid {up_pid}" in again.stderr, again.stderr

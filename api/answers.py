@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from vlmq.api.services import Services
 from vlmq.cache import SEMANTIC_JOB_TYPES, CacheScope
-from vlmq.images import DecodedImage
+from vlmq.images import CheckedImage
 from vlmq.jobs import CacheOutcome, JobRecord, JobStatus, new_job_id, now
 from vlmq.jobtypes import ChatParams, JobType, Params
 
@@ -61,8 +61,26 @@ class CachedRequest:
     owner: str
     template: JobRecord  # the job as it would be created (id, timestamps and outcome replaced)
 
+    @staticmethod
+    def applies(services: Services, params: Params) -> bool:
+        """The cache is on, and the request's output is deterministic (sampled decoding needs a seed)."""
+        return services.cache is not None and not (params.sampled and params.seed is None)
+
     @classmethod
-    def of(cls, services: Services, model: str, params: Params, image: DecodedImage, template: JobRecord
+    def lookup(cls, services: Services, model: str, params: Params, image: CheckedImage, template: JobRecord
+               ) -> tuple[CachedRequest | None, JobRecord | None]:
+        """(the cached request, or None when the model's workers never reported a revision yet;
+        its answer: a hit, a semantic hit or a joined job, or None: run it, the exact key is ours)."""
+        cached = cls.of(services, model, params, image, template)
+        return cached, (cached.answer() or cached.claim(template.id)) if cached is not None else None
+
+    @property
+    def remembers(self) -> bool:
+        """Whether a miss is remembered for paraphrases (the semantic tier)."""
+        return self.scope.job_type in SEMANTIC_JOB_TYPES
+
+    @classmethod
+    def of(cls, services: Services, model: str, params: Params, image: CheckedImage, template: JobRecord
            ) -> CachedRequest | None:
         cache = services.cache
         if cache is None or params.sampled and params.seed is None:
@@ -93,7 +111,7 @@ class CachedRequest:
         return self._from(holder, CacheOutcome.hit, may_join=True)
 
     def remember(self, job_id: str) -> None:
-        if self.scope.job_type in SEMANTIC_JOB_TYPES:
+        if self.remembers:
             self.services.cache.remember(self.scope, self.question, job_id)
 
     def forget(self, job_id: str) -> None:
@@ -114,7 +132,7 @@ class CachedRequest:
         if not may_join:
             return None
         joiner = dataclasses.replace(self.template, id=new_job_id(), created_at=now(), cache=CacheOutcome.joined,
-                                     cached_from=source.id)
+                                     cached_from=source.id, image=None)
         store.create(joiner)
         if store.join(source.id, joiner.id) == "joined":
             self._count(CacheOutcome.joined)
@@ -126,7 +144,7 @@ class CachedRequest:
         stamp = now()
         record = dataclasses.replace(
             self.template, id=new_job_id(), status=JobStatus.succeeded, created_at=stamp, started_at=stamp,
-            completed_at=stamp, output=source.output, cache=tier, cached_from=source.id,
+            completed_at=stamp, output=source.output, cache=tier, cached_from=source.id, image=None,
         )
         self.services.store.create(record)
         self.services.notifier.final(record)

@@ -24,14 +24,14 @@ class Caller:
     key: ApiKey | None = None
 
 
-def identify(request: Request, services: Services) -> Caller:
+async def identify(request: Request, services: Services) -> Caller:
     header = request.headers.get("authorization")
     if header:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise ApiError(401, "invalid_api_key", "Authorization must read 'Bearer <key>'",
                            headers={"WWW-Authenticate": "Bearer"})
-        key = services.keys.verify(token.strip())
+        key = await services.keys.averify(token.strip())
         if key is None:
             raise ApiError(401, "invalid_api_key", "the API key is not valid", headers={"WWW-Authenticate": "Bearer"})
         return Caller(key.id, key)
@@ -41,11 +41,11 @@ def identify(request: Request, services: Services) -> Caller:
                    headers={"WWW-Authenticate": "Bearer"})
 
 
-def spend(caller: Caller, services: Services, cost: int = 1) -> None:
+async def spend(caller: Caller, services: Services, cost: int = 1) -> None:
     """The caller's rate limit (a token bucket per key): 429 with Retry-After past it."""
     if caller.key is None:
         return
-    allowed, wait_s = services.keys.take(caller.key, cost)
+    allowed, wait_s = await services.keys.atake(caller.key, cost)
     if not allowed:
         raise ApiError(429, "rate_limited", f"rate limit of {caller.key.rate:g}/s exceeded",
                        headers={"Retry-After": str(max(1, math.ceil(wait_s)))})

@@ -37,8 +37,8 @@ def get_fleet(services: ServicesDep) -> Fleet:
     return services.fleet
 
 
-def get_caller(request: Request, services: ServicesDep) -> Caller:
-    return identify(request, services)
+async def get_caller(request: Request, services: ServicesDep) -> Caller:
+    return await identify(request, services)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

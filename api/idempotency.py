@@ -11,7 +11,7 @@ import hashlib
 import json
 from typing import Any
 
-import redis
+import redis.asyncio as aioredis
 
 from vlmq.api.errors import ApiError
 
@@ -27,7 +27,7 @@ def body_hash(request_json: Any, image: bytes | None) -> str:
 
 
 class Idempotency:
-    def __init__(self, client: redis.Redis, ttl_s: int) -> None:
+    def __init__(self, client: aioredis.Redis, ttl_s: int) -> None:
         self.redis = client
         self.ttl_s = ttl_s
 
@@ -37,12 +37,12 @@ class Idempotency:
                            field="Idempotency-Key")
         return IDEM.format(owner, hashlib.sha256(key.encode()).hexdigest())
 
-    def begin(self, owner: str, key: str, digest: str) -> str | None:
+    async def begin(self, owner: str, key: str, digest: str) -> str | None:
         """None: go on and create the job. A job id: the request was already accepted as that job."""
         name = self._key(owner, key)
-        if self.redis.set(name, f"pending:{digest}", nx=True, ex=self.ttl_s):
+        if await self.redis.set(name, f"pending:{digest}", nx=True, ex=self.ttl_s):
             return None
-        value = (self.redis.get(name) or b"").decode()
+        value = (await self.redis.get(name) or b"").decode()
         state, _, rest = value.partition(":")
         stored_digest, _, job_id = rest.partition(":")
         if stored_digest != digest:
@@ -54,8 +54,8 @@ class Idempotency:
                            field="Idempotency-Key", headers={"Retry-After": "1"})
         return job_id
 
-    def complete(self, owner: str, key: str, digest: str, job_id: str) -> None:
-        self.redis.set(self._key(owner, key), f"job:{digest}:{job_id}", ex=self.ttl_s)
+    async def complete(self, owner: str, key: str, digest: str, job_id: str) -> None:
+        await self.redis.set(self._key(owner, key), f"job:{digest}:{job_id}", ex=self.ttl_s)
 
-    def abandon(self, owner: str, key: str) -> None:
-        self.redis.delete(self._key(owner, key))
+    async def abandon(self, owner: str, key: str) -> None:
+        await self.redis.delete(self._key(owner, key))

@@ -12,13 +12,14 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Request
+from fastapi.concurrency import run_in_threadpool
 from pydantic import TypeAdapter
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 
 from vlmq.api.errors import ApiError
 from vlmq.errors import InputError
-from vlmq.images import DecodedImage, decode_data_uri, decode_image
+from vlmq.images import CheckedImage, check_image, decode_data_uri
 from vlmq.jobs import JobRequest
 from vlmq.safe_http import fetch
 from vlmq.settings import Settings
@@ -113,8 +114,9 @@ async def read_submission(request: Request, settings: Settings) -> tuple[Any, by
     )
 
 
-def load_image(image_url: str | None, upload: bytes | None, settings: Settings) -> tuple[DecodedImage, bytes]:
-    """Blocking (a download may take seconds): the routes run it in the thread pool."""
+async def load_image(image_url: str | None, upload: bytes | None, settings: Settings) -> tuple[CheckedImage, bytes]:
+    """The request's image bytes, checked (vlmq/images.py): an upload or a data URI on the event loop,
+    a download (seconds, maybe) in a thread."""
     field = "image" if upload is not None else "image_url"
     try:
         if upload is not None:
@@ -124,14 +126,15 @@ def load_image(image_url: str | None, upload: bytes | None, settings: Settings) 
         elif image_url.startswith("data:"):
             data = decode_data_uri(image_url, settings.max_image_bytes)
         else:
-            data = fetch(
+            data = await run_in_threadpool(
+                fetch,
                 image_url,
                 allow=settings.url_allow_hosts,
                 max_bytes=settings.max_image_bytes,
                 timeout_s=settings.url_timeout_s,
                 max_redirects=settings.url_max_redirects,
             )
-        return decode_image(data, max_pixels=settings.max_image_pixels, max_side=settings.max_image_side), data
+        return check_image(data, max_pixels=settings.max_image_pixels, max_side=settings.max_image_side), data
     except InputError as exc:
         message = exc.message if exc.message.startswith(field) else f"{field}: {exc.message}"
         raise ApiError(exc.status, exc.code, message, field=field) from exc

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass
 
 import redis
 import redis.asyncio as aioredis
+from celery import Celery
 
-from vlmq.api.enqueue import JobQueue
+from vlmq.admission import Admission
 from vlmq.api.events import BLOCK_MS
+from vlmq.blobs import BlobStore, blob_store
 from vlmq.cache import AnswerCache
 from vlmq.fleet import Fleet
 from vlmq.jobs import JobRecord
@@ -29,9 +33,11 @@ class Services:
     registry: Registry
     redis: redis.Redis
     aredis: aioredis.Redis
+    blobs: BlobStore
+    admission: Admission
     store: JobStore
     fleet: Fleet
-    queue: JobQueue
+    celery: Celery  # webhook deliveries go out through it (their own queue)
     keys: KeyStore
     notifier: Notifier
     metrics: MetricsStore
@@ -41,17 +47,20 @@ class Services:
     @classmethod
     def build(cls, settings: Settings, registry: Registry | None = None) -> Services:
         client = sync_client(settings)
-        queue = JobQueue(make_celery(settings))
+        aclient = async_client(settings, BLOCK_MS / 1000 + 10)
+        celery = make_celery(settings)
         return cls(
             settings=settings,
             registry=registry or load_registry(settings),
             redis=client,
-            aredis=async_client(settings, BLOCK_MS / 1000 + 10),
+            aredis=aclient,
+            blobs=blob_store(settings),
+            admission=Admission(aclient, settings.job_ttl_s, origin=f"api@{socket.gethostname()}-{os.getpid()}"),
             store=JobStore(client, settings.job_ttl_s),
             fleet=Fleet(client),
-            queue=queue,
-            keys=KeyStore(client),
-            notifier=Notifier(queue.celery.send_task),
+            celery=celery,
+            keys=KeyStore(client, aclient),
+            notifier=Notifier(celery.send_task),
             metrics=MetricsStore(client),
             lanes=Lanes(client, settings.job_ttl_s),
             cache=AnswerCache(settings, client) if settings.cache_enabled else None,
@@ -66,6 +75,6 @@ class Services:
     async def aclose(self) -> None:
         if self.cache is not None:
             self.cache.close()
-        self.queue.celery.close()
+        self.celery.close()
         self.redis.close()
         await self.aredis.aclose()

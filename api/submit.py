@@ -1,10 +1,15 @@
-"""Turning a valid request into stored, queued jobs.
+"""Turning a valid request into stored, queued jobs, on the event loop.
 
-A single-model job is one record on its model's queue. A compare job is a parent record plus
-one child record per model, each child on its own model's queue; the children settle the parent
-(see `JobStore.settle_parent`). Records are written before anything is published, so a worker
-never receives a job it cannot find; a publish that fails removes the records and answers 503,
-so a job is either accepted (202) and runs, or refused and never existed.
+A single-model job is one record on its model's queue. A compare job is a parent record plus one
+child record per model, each child on its own model's queue; the children settle the parent (see
+`JobStore.settle_parent`).
+
+The least work a correct submit needs: the image is checked (header and structure, vlmq/images.py)
+and written to the blob store under the job's id, then one Lua script admits the job(s) to their
+lanes, writes the records and pushes the Celery messages (vlmq/admission.py): one Redis round trip,
+no thread. A job is either accepted (202) and runs, or refused and never existed: a refused
+admission (429), or Redis away (503), deletes the image it had written. Where the cache may answer
+(vlmq/api/answers.py) the cache is asked first, and a cache answer writes no image at all.
 """
 
 from __future__ import annotations
@@ -13,10 +18,15 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+import redis
+from fastapi.concurrency import run_in_threadpool
+
 from vlmq.api.answers import CachedRequest
 from vlmq.api.errors import ApiError
+from vlmq.api.intake import load_image
 from vlmq.api.services import Services
-from vlmq.images import DecodedImage
+from vlmq.blobs import adelete_quietly, image_name
+from vlmq.images import CheckedImage
 from vlmq.jobs import (
     CacheOutcome,
     CompareRequest,
@@ -31,7 +41,6 @@ from vlmq.jobtypes import CompareParams, JobType, Params
 from vlmq.lanes import LaneFull
 from vlmq.registry import Registry
 from vlmq.safe_http import UnsafeURL, check_url
-from vlmq.store import ANONYMOUS, JOB
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,15 @@ class Delivery:
     deadline: float | None = None
     webhook: str | None = None
     webhook_events: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """The job a submit created (or the cache's answer), and a queued job's place in its lane."""
+
+    record: JobRecord
+    position: int | None = None
+    eta_s: float | None = None
 
 
 def check_models(request, registry: Registry, field_prefix: str = "") -> None:
@@ -64,63 +82,36 @@ def _check_one(registry: Registry, name: str, task: JobType, field: str) -> None
         raise ApiError(422, "model_cannot_run", f"{field}: model {name!r} runs {runs}, not {task.value}", field=field)
 
 
-def check_webhook(url: str | None, services: Services, field: str = "webhook") -> None:
+async def check_webhook(url: str | None, services: Services, field: str = "webhook") -> None:
+    """A webhook must be a public http(s) URL (its host resolved: blocking, so in a thread)."""
     if url is None:
         return
     try:
-        check_url(url, services.settings.url_allow_hosts, field=field)
+        await run_in_threadpool(check_url, url, services.settings.url_allow_hosts, field=field)
     except UnsafeURL as exc:
         raise ApiError(422, exc.code, exc.message, field=field) from exc
 
 
-def _queue_full(services: Services, full: LaneFull) -> ApiError:
+async def _queue_full(services: Services, full: LaneFull) -> ApiError:
     """Backpressure, per lane: 429 with a Retry-After: when the lane will have room, estimated like a
     queued job's start (vlmq/lanes.py)."""
     batch_size = services.registry.get(full.model).max_batch_size
-    wait = services.lanes.wait_for(full.model, full.depth - full.limit, batch_size)
+    wait = await run_in_threadpool(services.lanes.wait_for, full.model, full.depth - full.limit, batch_size)
     retry = max(1, min(300, math.ceil(wait))) if wait is not None else 10
     return ApiError(429, "queue_full", str(full), headers={"Retry-After": str(retry)})
 
 
-def _release(services: Services, records: list[JobRecord]) -> None:
-    for record in records:
-        services.lanes.release(record.id, record.model, record.lane, record.owner or ANONYMOUS)
-
-
-def create_jobs(services: Services, request, image: DecodedImage, image_bytes: bytes, delivery: Delivery) -> JobRecord:
-    """The job(s) for a valid request: answered from the cache when it can be, else queued."""
-    params = request_params(request)
-    services.store.put_image(image.key, image_bytes)
-    if isinstance(params, CompareParams):  # fans out to several models: not cached as one
-        return _create_compare(services, params, image, CacheOutcome.off, delivery)
-    template = _record(params, request.model, image, CacheOutcome.miss, delivery)
-    cached = CachedRequest.of(services, request.model, params, image, template) if request.cache else None
-    if cached is None:
-        off = dataclasses.replace(template, cache=CacheOutcome.off)
-        return _store_and_publish(services, [off], [off])[0]
-    answer = cached.answer() or cached.claim(template.id)
-    if answer is not None:
-        return answer
-    try:
-        record = _store_and_publish(services, [template], [template])[0]
-    except Exception:
-        cached.forget(template.id)
-        raise
-    cached.remember(record.id)
-    services.metrics.inc("cache_answers", {"tier": CacheOutcome.miss.value})
-    return record
-
-
-def _record(params: Params, model: str | None, image: DecodedImage, cache: CacheOutcome, delivery: Delivery,
-            parent: str | None = None, children: dict[str, str] | None = None) -> JobRecord:
+def _record(params: Params, model: str | None, image: str | None, cache: CacheOutcome, delivery: Delivery,
+            parent: str | None = None, children: dict[str, str] | None = None, job_id: str | None = None
+            ) -> JobRecord:
     top_level = parent is None
     return JobRecord(
-        id=new_job_id(),
+        id=job_id or new_job_id(),
         type=JobType(params.type),
         status=JobStatus.queued,
         params=params.model_dump(mode="json"),
         model=model,
-        image=image.key,
+        image=image,
         created_at=now(),
         parent=parent,
         children=children or {},
@@ -133,58 +124,75 @@ def _record(params: Params, model: str | None, image: DecodedImage, cache: Cache
     )
 
 
-def _create_compare(services: Services, params: CompareParams, image: DecodedImage, cache: CacheOutcome,
-                    delivery: Delivery) -> JobRecord:
-    parent_id = new_job_id()
-    children = [_record(params.task, model, image, cache, delivery, parent=parent_id) for model in params.models]
-    parent = _record(params, None, image, cache, delivery, children={c.model: c.id for c in children})
-    parent = dataclasses.replace(parent, id=parent_id)
-    return _store_and_publish(services, [parent, *children], children)[0]
-
-
-def _store_and_publish(services: Services, records: list[JobRecord], queued: list[JobRecord]) -> list[JobRecord]:
-    """Admit the queued records to their lanes, store all, publish the queued ones; the records."""
-    records = list(records)
-    queued_ids = {r.id for r in queued}
-    steps: dict[str, int] = {}
+async def _admit(services: Services, records: list[JobRecord], queued: list[JobRecord], blob: str,
+                 counters: tuple[str, ...] = ()) -> Submitted:
+    """Admit, store and queue (one script); on refusal nothing remains, the image included."""
+    limits = {r.id: services.registry.get(r.model).queue_limit for r in queued}
+    batch_size = services.registry.get(queued[0].model).max_batch_size if len(queued) == 1 else 1
     try:
-        for record in records:
-            if record.id in queued_ids:
-                steps[record.id] = services.lanes.admit(
-                    record.id, record.model, record.lane, record.owner or ANONYMOUS,
-                    services.registry.get(record.model).queue_limit,
-                )
+        admitted = await services.admission.submit(records, limits, batch_size, counters)
     except LaneFull as full:
-        _release(services, [r for r in records if r.id in steps])
-        raise _queue_full(services, full) from full
-    queued = [r for r in records if r.id in steps]
-    services.store.create(*records)
-    published: list[JobRecord] = []
-    try:
-        for record in queued:
-            services.queue.publish(record, priority=steps[record.id])
-            published.append(record)
-    except ApiError:
-        services.redis.delete(*(JOB.format(r.id) for r in records))
-        _release(services, [r for r in queued if r not in published])
+        await adelete_quietly(services.blobs, blob)
+        raise await _queue_full(services, full) from full
+    except (redis.RedisError, OSError):
+        await adelete_quietly(services.blobs, blob)
         raise
-    pipe = services.redis.pipeline(transaction=False)
-    for record in records:
-        services.metrics.inc("jobs_submitted", {"type": record.type.value, "model": record.model or ""}, pipe=pipe)
-    pipe.execute()
-    return records
+    head = records[0]
+    if head.id in admitted.positions:
+        return Submitted(head, admitted.positions[head.id], admitted.eta_s[head.id])
+    return Submitted(head)
 
 
-def prepare(services: Services, request, upload: bytes | None) -> tuple[DecodedImage, bytes]:
-    """The checks and the image of a request (blocking: downloads); nothing stored yet."""
-    from vlmq.api.intake import load_image
+async def create_jobs(services: Services, request, image: CheckedImage, data: bytes,
+                      delivery: Delivery) -> Submitted:
+    """The job(s) for a valid request: answered from the cache when it can be, else queued."""
+    params = request_params(request)
+    if isinstance(params, CompareParams):  # fans out to several models: not cached as one
+        return await _create_compare(services, params, data, delivery)
+    job_id = new_job_id()
+    blob = image_name(job_id)
+    template = _record(params, request.model, blob, CacheOutcome.miss, delivery, job_id=job_id)
+    cached = answer = None
+    if request.cache and CachedRequest.applies(services, params):
+        # the cache's tiers are blocking (Redis, and the semantic tier's embedding): one thread hop
+        cached, answer = await run_in_threadpool(CachedRequest.lookup, services, request.model, params, image,
+                                                 template)
+    if answer is not None:
+        return Submitted(answer)
+    if cached is None:
+        off = dataclasses.replace(template, cache=CacheOutcome.off)
+        await services.blobs.aput(blob, data)
+        return await _admit(services, [off], [off], blob)
+    await services.blobs.aput(blob, data)
+    try:
+        submitted = await _admit(services, [template], [template], blob, counters=(CacheOutcome.miss.value,))
+    except BaseException:
+        await run_in_threadpool(cached.forget, template.id)
+        raise
+    if cached.remembers:
+        await run_in_threadpool(cached.remember, template.id)
+    return submitted
 
+
+async def _create_compare(services: Services, params: CompareParams, data: bytes, delivery: Delivery) -> Submitted:
+    parent_id = new_job_id()
+    blob = image_name(parent_id)  # the children's one image, deleted when the parent ends
+    children = [_record(params.task, model, blob, CacheOutcome.off, delivery, parent=parent_id)
+                for model in params.models]
+    parent = _record(params, None, blob, CacheOutcome.off, delivery, children={c.model: c.id for c in children},
+                     job_id=parent_id)
+    await services.blobs.aput(blob, data)
+    return await _admit(services, [parent, *children], children, blob)
+
+
+async def prepare(services: Services, request, upload: bytes | None) -> tuple[CheckedImage, bytes]:
+    """The checks and the image of a request (downloads in a thread); nothing stored yet."""
     check_models(request, services.registry)
-    check_webhook(request.webhook, services)
-    return load_image(request.image_url, upload, services.settings)
+    await check_webhook(request.webhook, services)
+    return await load_image(request.image_url, upload, services.settings)
 
 
-def submit_one(services: Services, request, upload: bytes | None, delivery: Delivery) -> JobRecord:
-    """Everything after parsing, blocking (downloads, Redis): the routes run it in the thread pool."""
-    image, image_bytes = prepare(services, request, upload)
-    return create_jobs(services, request, image, image_bytes, delivery)
+async def submit_one(services: Services, request, upload: bytes | None, delivery: Delivery) -> Submitted:
+    image, data = await prepare(services, request, upload)
+    return await create_jobs(services, request, image, data, delivery)
+

@@ -52,12 +52,12 @@ def _run(adapter: BlipCaptionAdapter, images: list, repeats: int) -> float:
     items = [WorkItem(job_id=str(i), image=image, params=CaptionParams(max_new_tokens=MAX_NEW_TOKENS))
              for i, image in enumerate(images)]
     hooks = GenerationHooks()
-    adapter.predict(items, hooks)  # warm-up
+    adapter.run(items, hooks)  # warm-up
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     start = time.perf_counter()
     for _ in range(repeats):
-        out = adapter.predict(items, hooks)
+        out = adapter.run(items, hooks)
         assert all(isinstance(o, dict) for o in out), out
     if torch.cuda.is_available():
         torch.cuda.synchronize()

@@ -377,13 +377,13 @@ def pure_model_times(folder: Path, images: list, max_new_tokens: int, threads: i
     adapter = BlipCaptionAdapter(spec, str(folder))
     adapter.setup()
     params = CaptionParams(max_new_tokens=max_new_tokens)
-    adapter.predict([WorkItem("warm", images[0], params)], GenerationHooks())
+    adapter.run([WorkItem("warm", images[0], params)], GenerationHooks())
     times = []
     for image in images:
         best = float("inf")
         for _ in range(repeats):
             t = time.perf_counter()
-            adapter.predict([WorkItem("x", image, params)], GenerationHooks())
+            adapter.run([WorkItem("x", image, params)], GenerationHooks())
             best = min(best, time.perf_counter() - t)
         times.append(best)
     return times

@@ -13,6 +13,13 @@ worker waited anything up to the interval. `QueueAwareBatches` ticks every milli
    the first job has waited the cap. A tiny model runs a lone job after ~1 ms; a burst of uploads
    to a model whose batch takes seconds fills its batch instead of starting one of two jobs.
 
+The worker runs two batches at once (a two-thread pool, tasks/runner.py): one in the model
+(`predict`, holding the `ModelGate`), the next one being claimed and prepared (images decoded, the
+processor run). So while the model is busy, a partial next batch is not flushed at once: it keeps
+filling until it is full, or until the forward pass in progress is expected to end within the time
+the next batch takes to prepare (both moving averages): it is then ready when the model frees. With
+two batches in flight, nothing more is flushed. An idle model uses the rules above.
+
 Measured by benchmarks/throughput.py (batch sizes in its output, benchmarks/README.md).
 
 Flower: celery-batches sends no task events for the messages it buffers and runs; this class sends
@@ -24,7 +31,9 @@ are acknowledged when the batch call returns.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from time import monotonic
 
 from celery import signals
@@ -40,9 +49,59 @@ MIN_WAIT_S = 0.001
 EMA = 0.3
 
 
+class ModelGate:
+    """One forward pass at a time, and what the flush rule needs to know of the batches in flight.
+
+    The runner holds `predicting()` around each `predict` call; batches count themselves in and out
+    (`started` / `ended`); both timings are moving averages of this worker's own batches.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.in_flight = 0
+        self.predict_since: float | None = None  # monotonic start of the forward pass in progress
+        self.predict_s: float | None = None
+        self.prepare_s: float | None = None
+
+    def started(self) -> None:
+        self.in_flight += 1
+
+    def ended(self) -> None:
+        self.in_flight = max(0, self.in_flight - 1)
+
+    def prepared(self, seconds: float) -> None:
+        """A batch took `seconds` from its start to its forward pass (claim, images, processor)."""
+        self.prepare_s = _ema(self.prepare_s, seconds)
+
+    @contextmanager
+    def predicting(self) -> Iterator[None]:
+        with self.lock:
+            self.predict_since = monotonic()
+            try:
+                yield
+            finally:
+                self.predict_s = _ema(self.predict_s, monotonic() - self.predict_since)
+                self.predict_since = None
+
+    def next_batch_can_start(self, now: float) -> bool:
+        """Whether a partial batch should be flushed now (see the module's docstring)."""
+        if self.in_flight == 0:
+            return True
+        if self.in_flight >= 2 or self.predict_since is None:
+            return False  # both threads busy, or the batch in flight is still preparing
+        remaining = (self.predict_s or 0.0) - (now - self.predict_since)
+        return remaining <= (self.prepare_s or 0.0)
+
+
+def _ema(old: float | None, new: float) -> float:
+    return new if old is None else EMA * new + (1 - EMA) * old
+
+
 def keep_waiting(age: float, quiet: float, idle_wait: float, max_wait: float,
-                 backlog: Callable[[], bool] | None) -> bool:
+                 backlog: Callable[[], bool] | None, gate: ModelGate | None = None, now: float = 0.0) -> bool:
     """Whether a partial batch whose first job arrived `age` s ago, and last job `quiet` s ago, waits on."""
+    if gate is not None and gate.in_flight:
+        return not gate.next_batch_can_start(now)  # the model is busy: fill the batch until it frees
     if age >= max_wait:
         return False
     if quiet < idle_wait:
@@ -55,6 +114,7 @@ class QueueAwareBatches(Batches):
     max_wait = 0.2  # the cap, from the registry's max_wait_ms
     idle_wait = 0.2  # adapted after each batch
     backlog: Callable[[], bool] | None = None  # more messages queued for this model?
+    gate: ModelGate | None = None  # the worker's model: batches in flight, forward pass in progress
     _first_at = 0.0
     _batch_s: float | None = None
 
@@ -83,10 +143,13 @@ class QueueAwareBatches(Batches):
 
     def _do_flush(self) -> None:
         waiting = self._buffer.qsize()
+        at = monotonic()
         if 0 < waiting < self.flush_every:
-            at = monotonic()
-            if keep_waiting(at - self._first_at, at - self._last_at, self.idle_wait, self.max_wait, self.backlog):
+            if keep_waiting(at - self._first_at, at - self._last_at, self.idle_wait, self.max_wait, self.backlog,
+                            self.gate, at):
                 return
+        elif waiting and self.gate is not None and self.gate.in_flight >= 2:
+            return  # a full batch too waits for a thread
         super()._do_flush()
 
     def flush(self, requests):
@@ -94,6 +157,8 @@ class QueueAwareBatches(Batches):
         requests = list(requests)
         events = self._events
         accepted = {"at": monotonic()}
+        if self.gate is not None:
+            self.gate.started()
 
         def on_accepted(pid: int, time_accepted: float) -> None:
             accepted["at"] = time_accepted
@@ -103,6 +168,8 @@ class QueueAwareBatches(Batches):
             self._tell(events and events.started, requests)
 
         def on_return(result) -> None:
+            if self.gate is not None:
+                self.gate.ended()
             for req in requests:
                 if req.task.acks_late:
                     req.acknowledge()

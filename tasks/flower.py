@@ -8,12 +8,13 @@ batch (each task message; its task id is the job id) what Celery gives a plain t
 - `task-received` when the message is buffered, and the worker's reserved list;
 - `task-started` when its batch starts, and the worker's processed counts (`inspect stats` total,
   the `processed` of its heartbeats);
-- `task-succeeded` or `task-failed` when its batch returns, with the rule of `job_outcomes`.
+- `task-succeeded` or `task-failed` when its batch returns, with the rule of `outcome_of`.
 
-All of them go through the consumer's event dispatcher, which buffers task events and publishes
-them as `task.multi` messages: the received events at the consumer's next loop turn, a batch's
-started events in one message at its start (so Flower shows them running while the batch blocks
-the loop), its finished events in one at its end. Never one Redis round trip per token.
+All of them go through the consumer's event dispatcher: the received events (the consumer's thread)
+into its buffer, published as `task.multi` messages at the consumer's next loop turn; a batch's
+started and finished events (a pool thread) published at once, under the dispatcher's mutex (its
+buffer is the consumer thread's: an event appended to it while that thread flushes it is lost). One
+message per job event, never one per token.
 
 Flower's `/api/workers` holds `inspect` replies, asked at Flower's start and on `?refresh=1` only:
 a worker that started later (a model still loading when Flower started), or was busy in a batch
@@ -32,21 +33,22 @@ too), a running generation stops at its next token, webhooks and the lane are se
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from celery.worker import state as worker_state
 
-from vlmq.jobs import JobRecord, JobStatus
+from vlmq.jobs import JobStatus
 
 if TYPE_CHECKING:
     from celery import Celery
 
+    from vlmq.tasks.runner import JobReport
+
 log = logging.getLogger("vlmq.worker")
 flower_log = logging.getLogger("vlmq.flower")
 
-FINAL = {status.value for status in JobStatus if status.final}
 TEXT_LIMIT = 1000  # characters of an error message in a task-failed event
 REFRESH_S = 5.0  # how often Flower compares the workers its events show with its inspect data
 
@@ -59,56 +61,28 @@ class Outcome:
     text: str
 
 
-def job_outcomes(
-    job_ids: Sequence[str],
-    before: Sequence[str | None] | None,
-    after: Sequence[JobRecord | None] | None,
-    error: BaseException | None = None,
-) -> list[Outcome]:
-    """The rule, one outcome per job in order: Flower fails a task exactly when this batch made its job `failed`.
+def outcome_of(report: JobReport) -> Outcome:
+    """The rule: Flower fails a task exactly when its batch made its job `failed` in vlmq.
 
-    `before`: each job's status read just before the batch; `after`: its record after it (None: not
-    readable); `error`: what the batch call raised, if it raised.
-
-    - already final before the batch (a duplicate delivery, a job canceled while queued): SUCCESS,
-      result `not run: already <status>`;
-    - ended `failed` in this batch (model error, invalid image, invalid output, attempts exhausted):
-      FAILURE, exception `<error code>: <message>`;
+    - ended `failed` here (model error, invalid image, invalid output, attempts exhausted): FAILURE,
+      exception `<error code>: <message>`;
     - ended `succeeded`: SUCCESS, result `succeeded`; ended `canceled` / `aborted` (canceled while it
-      ran, deadline passed): SUCCESS, result `<status>: <reason>`;
-    - no record (expired, deleted): SUCCESS, result `not run: no such job`;
-    - not final after the batch: FAILURE when the batch call raised (the error), else SUCCESS with
-      `not finished here: <status>` (a newer delivery owns the job; its own delivery reports it).
+      ran, its deadline passed): SUCCESS, result `<status>: <reason>`;
+    - not run (already final before its batch: a duplicate delivery, a job canceled while queued; no
+      such job) or its result fenced out (a newer attempt owns the job): SUCCESS, result saying so.
     """
-    return [_outcome(before[i] if before is not None else None, after[i] if after is not None else _UNREAD, error)
-            for i in range(len(job_ids))]
-
-
-_UNREAD = object()
-
-
-def _outcome(was: str | None, record: Any, error: BaseException | None) -> Outcome:
-    if was in FINAL:
-        return Outcome(False, f"not run: already {was}")
-    if record is _UNREAD:
-        return Outcome(True, _error_text(error)) if error else Outcome(False, "unknown: the job was not readable")
-    if record is None:
-        return Outcome(False, "not run: no such job")
-    if record.status is JobStatus.failed:
-        err = record.error or {}
-        return Outcome(True, f"{err.get('code', 'error')}: {err.get('message', '')}"[:TEXT_LIMIT])
-    if record.status is JobStatus.succeeded:
+    if report.status == JobStatus.failed.value:
+        return Outcome(True, report.detail[:TEXT_LIMIT])
+    if report.status == JobStatus.succeeded.value:
         return Outcome(False, "succeeded")
-    if record.status.final:
-        reason = record.cancel_reason
-        return Outcome(False, f"{record.status.value}: {reason}" if reason else record.status.value)
-    if error is not None:
-        return Outcome(True, _error_text(error))
-    return Outcome(False, f"not finished here: {record.status.value}")
+    if report.status is not None:
+        return Outcome(False, f"{report.status}: {report.detail}" if report.detail else report.status)
+    return Outcome(False, report.detail)
 
 
-def _error_text(error: BaseException) -> str:
-    return f"batch_error: {error.__class__.__name__}: {error}"[:TEXT_LIMIT]
+def batch_failed(error: BaseException, jobs: int) -> list[Outcome]:
+    """The batch call itself raised: each of its jobs is a FAILURE with that error."""
+    return [Outcome(True, f"batch_error: {error.__class__.__name__}: {error}"[:TEXT_LIMIT])] * jobs
 
 
 class JobEvents:
@@ -127,12 +101,6 @@ class JobEvents:
         if dispatcher is None or not dispatcher.enabled or not self.task.send_events:
             return None
         return dispatcher
-
-    def _flush(self, dispatcher: Any) -> None:
-        try:
-            dispatcher.flush()
-        except Exception as exc:  # noqa: BLE001 - monitoring only: the buffer is published at the next flush
-            log.warning("task events not published yet: %s", exc)
 
     def received(self, request: Any) -> None:
         worker_state.task_reserved(request)
@@ -157,8 +125,7 @@ class JobEvents:
         if dispatcher is None:
             return
         for request in requests:
-            dispatcher.send("task-started", uuid=request.id)
-        self._flush(dispatcher)  # the batch blocks the consumer's loop: publish now, so Flower sees them run
+            self._publish(dispatcher, "task-started", uuid=request.id)
 
     def finished(self, requests: Iterable[Any], result: Any, runtime: float) -> None:
         requests = list(requests)
@@ -171,11 +138,19 @@ class JobEvents:
             return
         for request, outcome in zip(requests, result, strict=True):
             if outcome.failed:
-                dispatcher.send("task-failed", uuid=request.id, exception=outcome.text, traceback=None,
-                                runtime=runtime)
+                self._publish(dispatcher, "task-failed", uuid=request.id, exception=outcome.text, traceback=None,
+                              runtime=runtime)
             else:
-                dispatcher.send("task-succeeded", uuid=request.id, result=outcome.text, runtime=runtime)
-        self._flush(dispatcher)
+                self._publish(dispatcher, "task-succeeded", uuid=request.id, result=outcome.text, runtime=runtime)
+
+    @staticmethod
+    def _publish(dispatcher: Any, event: str, **fields: Any) -> None:
+        """One event, published now under the dispatcher's mutex. From the pool's threads never through
+        `send`, whose buffer the consumer's thread flushes: an event appended during that flush is lost."""
+        try:
+            dispatcher.publish(event, fields, dispatcher.producer)
+        except Exception as exc:  # noqa: BLE001 - monitoring only: a lost event changes no job
+            log.warning("task event %s not published: %s", event, exc)
 
 
 class Revocations:

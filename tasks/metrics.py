@@ -15,20 +15,18 @@ class WorkerMetrics:
     def __init__(self, store: MetricsStore) -> None:
         self.store = store
 
-    def batch(self, model: str, size: int, seconds: float) -> None:
-        pipe = self.store.redis.pipeline(transaction=False)
-        self.store.observe("batch_size", {"model": model}, size, BATCH_BUCKETS, pipe=pipe)
-        self.store.observe("batch_seconds", {"model": model}, seconds, SECONDS_BUCKETS, pipe=pipe)
-        pipe.execute()
-
-    def finished(self, record: JobRecord) -> None:
-        """Queue and run time of a job this worker ran (its final status is counted by the store)."""
-        labels = {"type": record.type.value, "model": record.model or ""}
-        pipe = self.store.redis.pipeline(transaction=False)
-        if record.started_at:
+    def batches(self, model: str, groups: list[tuple[int, float]], ended: list[JobRecord], pipe) -> None:
+        """A batch's forward passes ((jobs, seconds) each) and the queue and run time of the jobs it
+        ended (their final status is counted by the store), added to `pipe`."""
+        for size, seconds in groups:
+            self.store.observe("batch_size", {"model": model}, size, BATCH_BUCKETS, pipe=pipe)
+            self.store.observe("batch_seconds", {"model": model}, seconds, SECONDS_BUCKETS, pipe=pipe)
+        for record in ended:
+            if not record.started_at:
+                continue
+            labels = {"type": record.type.value, "model": record.model or ""}
             self.store.observe("queue_seconds", labels, record.started_at - record.created_at, SECONDS_BUCKETS, pipe=pipe)
             self.store.observe("run_seconds", labels, time.time() - record.started_at, SECONDS_BUCKETS, pipe=pipe)
-        pipe.execute()
 
     def model_loaded(self, model: str, seconds: float) -> None:
         self.store.set("model_load_seconds", {"model": model}, seconds)

@@ -10,6 +10,10 @@ one at a time per model (a Redis lock). Every half visibility timeout it looks a
 admitted more than one visibility timeout ago and still `queued`, and looks for their messages:
 in the model's queue lists and in kombu's unacknowledged set. A job whose message is nowhere is
 published again (same id, same lane); its delivery is fenced like any redelivery.
+
+`sweep_blobs` (on every worker's heartbeat, one worker at a time, every `BLOB_SWEEP_S`) deletes what a
+crash left in the blob store (vlmq/blobs.py): images and artifacts older than `job_ttl_s`, when no
+job record that could need them is left.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from collections.abc import Callable
 
 import redis
 
+from vlmq.blobs import ARTIFACTS, IMAGES, BlobStore
 from vlmq.jobs import JobRecord, JobStatus, Lane
 from vlmq.lanes import PENDING, Lanes
 from vlmq.queues import queue_keys
@@ -30,6 +35,19 @@ from vlmq.store import JobStore
 log = logging.getLogger("vlmq.reconcile")
 UNACKED = "unacked"  # kombu's hash of delivered, unacknowledged messages
 LOCK = "vlmq:reconcile-lock:{}"
+BLOB_SWEEP_LOCK = "vlmq:blob-sweep-lock"
+BLOB_SWEEP_S = 300
+
+
+def sweep_blobs(client: redis.Redis, blobs: BlobStore, ttl_s: int) -> int:
+    """Delete images and artifacts older than `ttl_s` (a job that could use them has expired), once per
+    `BLOB_SWEEP_S` across the fleet; how many went."""
+    if not client.set(BLOB_SWEEP_LOCK, "1", nx=True, ex=BLOB_SWEEP_S):
+        return 0
+    gone = sum(blobs.sweep(prefix, ttl_s) for prefix in (IMAGES, ARTIFACTS))
+    if gone:
+        log.info("blob store: deleted %d blobs older than %d s", gone, ttl_s)
+    return gone
 
 
 def _message_ids(raw_messages: list[bytes]) -> set[str]:

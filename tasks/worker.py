@@ -27,6 +27,7 @@ from collections.abc import Callable
 
 import redis
 
+from vlmq.blobs import blob_store
 from vlmq.fleet import EXIT_SETUP_FAILED, HEARTBEAT_S, Fleet, WorkerInfo, WorkerState
 from vlmq.jobs import Lane
 from vlmq.lanes import Lanes
@@ -41,12 +42,15 @@ from vlmq.store import JobStore
 from vlmq.tasks.adapters import load_adapter_class
 from vlmq.tasks.app import make_celery, publish
 from vlmq.tasks.batching import TICK_S, QueueAwareBatches
-from vlmq.tasks.flower import Revocations, job_outcomes
+from vlmq.tasks.flower import Revocations, batch_failed, outcome_of
+from vlmq.tasks.live import LiveJobs
 from vlmq.tasks.metrics import WorkerMetrics
-from vlmq.tasks.reconcile import Reconciler
+from vlmq.tasks.reconcile import Reconciler, sweep_blobs
 from vlmq.tasks.runner import ModelRunner
 
 log = logging.getLogger("vlmq.worker")
+#: Batches a worker has in hand at once: one in the model's forward pass, the next one preparing.
+PIPELINE = 2
 
 
 class Heartbeat(threading.Thread):
@@ -69,15 +73,6 @@ class Heartbeat(threading.Thread):
             self.stopped.wait(HEARTBEAT_S)
 
 
-def _read(read, job_ids: list[str]):
-    """One pipelined read of the batch's jobs, for Flower only: None when Redis does not answer."""
-    try:
-        return read(job_ids)
-    except redis.RedisError as exc:
-        log.warning("job states for Flower not read: %s", exc)
-        return None
-
-
 def register_tasks(app, spec: ModelSpec, runner: ModelRunner) -> list[str]:
     """One batch task per job type of the model, named `vlmq.<type>.<model>`."""
     keys = [key for lane in Lane for key in queue_keys(spec.name, lane)]
@@ -96,17 +91,15 @@ def register_tasks(app, spec: ModelSpec, runner: ModelRunner) -> list[str]:
 
         def run(requests, _name=name):
             job_ids = [request.args[0] for request in requests]
-            before = _read(runner.store.statuses, job_ids)
             began = time.monotonic()
-            error = None
             try:
-                runner.run_batch(job_ids)
+                reports = runner.run_batch(job_ids)
             except Exception as exc:  # acknowledged anyway, as before; Flower shows the error on its jobs
                 log.exception("batch of %d jobs raised", len(job_ids))
-                error = exc
-            app.tasks[_name].batch_took(time.monotonic() - began)
-            # what Flower shows per job (tasks/flower.py): read back, 2 pipelined round trips a batch
-            return job_outcomes(job_ids, before, _read(runner.store.get_many, job_ids), error)
+                return batch_failed(exc, len(job_ids))
+            finally:
+                app.tasks[_name].batch_took(time.monotonic() - began)
+            return [outcome_of(report) for report in reports]  # what Flower shows per job (tasks/flower.py)
 
         app.task(
             name=name,
@@ -117,6 +110,7 @@ def register_tasks(app, spec: ModelSpec, runner: ModelRunner) -> list[str]:
             max_wait=cap,
             idle_wait=cap,
             backlog=staticmethod(backlog),
+            gate=runner.gate,
             acks_late=True,
             reject_on_worker_lost=True,
         )(run)
@@ -158,15 +152,20 @@ def run_worker(model: str, settings: Settings, hostname: str | None = None) -> i
 
     app = make_celery(settings)
     app.conf.worker_prefetch_multiplier = spec.max_batch_size
-    runner = ModelRunner(adapter, JobStore(client, settings.job_ttl_s), settings, name, metrics,
-                         Notifier(app.send_task), Lanes(client, settings.job_ttl_s))
+    store = JobStore(client, settings.job_ttl_s)
+    live = LiveJobs(store, name)
+    blobs = blob_store(settings)
+    runner = ModelRunner(adapter, store, blobs, settings, name, metrics,
+                         Notifier(app.send_task), Lanes(client, settings.job_ttl_s), live)
     register_tasks(app, spec, runner)
     heartbeat.on_beat.append(Revocations(runner.cancel).apply)
+    heartbeat.on_beat.append(lambda: sweep_blobs(client, blobs, settings.job_ttl_s))
+    live.start()
     worker = app.Worker(
         hostname=name,
         queues=worker_queues(model),
-        pool="solo",
-        concurrency=1,
+        pool="threads",
+        concurrency=PIPELINE,  # one batch in the model, the next one preparing (tasks/runner.py)
         prefetch_multiplier=spec.max_batch_size,
         loglevel="INFO",
         without_mingle=True,
@@ -181,6 +180,7 @@ def run_worker(model: str, settings: Settings, hostname: str | None = None) -> i
     finally:
         reconciler.stopped.set()
         heartbeat.stopped.set()
+        live.stopped.set()
         with contextlib.suppress(Exception):  # Redis may be gone at shutdown
             fleet.leave(model, name)
     return worker.exitcode or 0

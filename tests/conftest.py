@@ -95,6 +95,7 @@ def base_env(redis_url: str, data_dir: Path, extra_models: dict[str, dict]) -> d
     env.update(
         VLMQ_REDIS_URL=redis_url,
         VLMQ_DATA_DIR=str(data_dir),
+        VLMQ_BLOB_URL=(data_dir / "blobs").as_uri(),  # shared by every process, whatever its data dir
         VLMQ_URL_ALLOW_HOSTS="localhost",  # test image servers run on loopback, reached by this name only
         VLMQ_LOG_FORMAT="json",
         VLMQ_MODELS=json.dumps(extra_models),
@@ -107,7 +108,7 @@ def base_env(redis_url: str, data_dir: Path, extra_models: dict[str, dict]) -> d
 @pytest.fixture(scope="session")
 def settings(redis_url: str, data_dir: Path, extra_models: dict[str, dict]) -> Settings:
     return Settings(redis_url=redis_url, data_dir=data_dir, url_allow_hosts=["localhost"], models=extra_models,
-                    webhook_backoff_s=0.2)
+                    webhook_backoff_s=0.2, blob_url=(data_dir / "blobs").as_uri())
 
 
 @pytest.fixture(scope="session")

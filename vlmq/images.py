@@ -1,9 +1,16 @@
-"""Image intake: decode and check bytes, normalise to RGB, and key them by content.
+"""Image intake: check bytes at the API, decode them to RGB in the worker, key them by content.
 
-The API runs `decode_image` on every upload, data URI or download; the worker runs the same
-function on the same stored bytes, so both see the same pixels. The key is the SHA-256 of the
-normalised pixels (and size), so one picture re-encoded differently is still one image to the
-cache.
+The API runs `check_image` on every upload, data URI or download: the header (format, size
+limits, which refuse a decompression bomb before any pixel) and a structural check, enough to refuse
+a non-image or a truncated or corrupt file with a 4xx at submit without paying for a decode: a
+JPEG's segments are walked to its first scan, after which its end-of-image marker must come (a scan
+cannot contain one; an EXIF thumbnail's comes before the scan); a PNG's chunks are all read and their
+CRCs checked, through IEND; other formats (GIF, WebP, TIFF, BMP...) are decoded. The worker runs
+`decode_image` (full decode, EXIF orientation, RGB) before the model; a file that passed the check and
+still fails there fails its job (`invalid_image`).
+
+The content key (the cache's image identity) is the SHA-256 of the bytes as received: the same
+file is the same image; the same picture encoded differently is another.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import binascii
 import hashlib
 import io
 import re
+import struct
 import warnings
 from dataclasses import dataclass
 
@@ -35,18 +43,17 @@ class ImageError(InputError):
 
 
 @dataclass(frozen=True)
-class DecodedImage:
-    image: Image.Image  # RGB, EXIF orientation applied, first frame of an animation
-    key: str  # sha256 of the normalised pixels and size
+class CheckedImage:
+    """Bytes that `check_image` let through: their content key, format and size."""
+
+    key: str  # sha256 of the bytes
     format: str | None
+    width: int
+    height: int
 
-    @property
-    def width(self) -> int:
-        return self.image.width
 
-    @property
-    def height(self) -> int:
-        return self.image.height
+def content_key(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -66,44 +73,91 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def decode_image(data: bytes, *, max_pixels: int, max_side: int, with_key: bool = True) -> DecodedImage:
-    """Decode and check image bytes; raise `ImageError` with a client-facing message.
-    `with_key=False` skips hashing the pixels (workers already know the key)."""
+def _open(data: bytes, max_pixels: int, max_side: int) -> Image.Image:
+    """The image's header, its size checked against the limits (nothing decoded yet)."""
     if not data:
         raise ImageError("invalid_image", "the image is empty")
+    img = Image.open(io.BytesIO(data))
+    width, height = img.size
+    if width < 1 or height < 1:
+        raise ImageError("invalid_image", f"the image has no pixels ({width}x{height})")
+    if width > max_side or height > max_side:
+        raise ImageError("image_too_large", f"the image is {width}x{height}; each side must be at most {max_side}", 413)
+    if width * height > max_pixels:
+        raise ImageError("image_too_large", f"the image has {width * height} pixels; at most {max_pixels}", 413)
+    return img
+
+
+def _refusing(fn):
+    """Run `fn`, turning what Pillow raises on bad bytes into `ImageError` (a 4xx)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            width, height = img.size
-            if width < 1 or height < 1:
-                raise ImageError("invalid_image", f"the image has no pixels ({width}x{height})")
-            if width > max_side or height > max_side:
-                raise ImageError(
-                    "image_too_large", f"the image is {width}x{height}; each side must be at most {max_side}", 413
-                )
-            if width * height > max_pixels:
-                raise ImageError(
-                    "image_too_large", f"the image has {width * height} pixels; at most {max_pixels}", 413
-                )
-            fmt = img.format
-            img.seek(0)  # animated images: the first frame
-            img.load()
-            img = ImageOps.exif_transpose(img) or img
-            rgb = _to_rgb(img)
+            return fn()
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError("image_too_large", f"the image is too large to decode: {exc}", 413) from exc
     except UnidentifiedImageError as exc:
         raise ImageError("invalid_image", "the data is not an image in a format vlmq reads") from exc
-    except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
+    except (OSError, ValueError, SyntaxError, EOFError, MemoryError, struct.error) as exc:
         raise ImageError("invalid_image", f"the image cannot be decoded (truncated or corrupt): {exc}") from exc
-    if not with_key:
-        return DecodedImage(image=rgb, key="", format=fmt)
-    digest = hashlib.sha256(f"{rgb.width}x{rgb.height}:".encode())
-    digest.update(rgb.tobytes())
-    return DecodedImage(image=rgb, key=digest.hexdigest(), format=fmt)
+
+
+_SOS, _EOI, _STANDALONE = 0xDA, b"\xff\xd9", frozenset({0x01, *range(0xD0, 0xD8)})
+
+
+def _check_jpeg(data: bytes) -> None:
+    """Segments well formed from SOI to the first scan (SOS), and an end-of-image marker after it."""
+    at = 2  # after SOI (Pillow checked it)
+    while True:
+        if at + 4 > len(data) or data[at] != 0xFF:
+            raise ImageError("invalid_image", "the JPEG's segments are broken (truncated or corrupt)")
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        if marker in _STANDALONE:
+            at += 2
+            continue
+        length = int.from_bytes(data[at + 2 : at + 4], "big")
+        if length < 2:
+            raise ImageError("invalid_image", "the JPEG's segments are broken (truncated or corrupt)")
+        at += 2 + length
+        if marker == _SOS:
+            break
+    if data.find(_EOI, at) < 0:
+        raise ImageError("invalid_image", "the JPEG is truncated: no end of image after its scan")
+
+
+def check_image(data: bytes, *, max_pixels: int, max_side: int) -> CheckedImage:
+    """The API's check: header, limits and a structural check (see the module's docstring)."""
+
+    def check() -> CheckedImage:
+        img = _open(data, max_pixels, max_side)
+        width, height, fmt = img.width, img.height, img.format
+        if fmt == "JPEG":
+            _check_jpeg(data)
+        elif fmt == "PNG":
+            img.verify()
+        else:
+            img.seek(0)
+            img.load()
+        return CheckedImage(key=content_key(data), format=fmt, width=width, height=height)
+
+    return _refusing(check)
+
+
+def decode_image(data: bytes, *, max_pixels: int, max_side: int) -> Image.Image:
+    """The whole image, for a model: RGB, EXIF orientation applied, an animation's first frame."""
+
+    def decode() -> Image.Image:
+        img = _open(data, max_pixels, max_side)
+        img.seek(0)  # animated images: the first frame
+        img.load()
+        return _to_rgb(ImageOps.exif_transpose(img) or img)
+
+    return _refusing(decode)
 
 
 def decode_data_uri(uri: str, max_bytes: int) -> bytes:

@@ -58,10 +58,19 @@ def new_webhook_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
 
 
+#: How long an API process trusts a key it verified (a revoked key is refused within this).
+VERIFIED_TTL_S = 2.0
+
+
 class KeyStore:
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, aclient=None) -> None:
+        """`client`: blocking (CLI, workers); `aclient`: the API's asyncio client, for `averify`
+        and `atake` on its event loop."""
         self.redis = client
+        self.aredis = aclient
         self._take = client.register_script(_TAKE)
+        self._atake = aclient.register_script(_TAKE) if aclient is not None else None
+        self._verified: dict[str, tuple[float, ApiKey | None]] = {}
 
     def create(self, name: str, rate: float = 10.0, burst: int = 50, admin: bool = False) -> tuple[str, ApiKey]:
         """(the secret key, shown once; its record)."""
@@ -85,13 +94,27 @@ class KeyStore:
         digest = self.redis.get(KEY_ID.format(key_id))
         return self._load(digest.decode()) if digest is not None else None
 
+    async def averify(self, key: str) -> ApiKey | None:
+        """`verify`, remembered for `VERIFIED_TTL_S` (a key's record is read once per interval)."""
+        digest = _digest(key)
+        cached = self._verified.get(digest)
+        if cached is not None and time.monotonic() - cached[0] < VERIFIED_TTL_S:
+            return cached[1]
+        found = _key(await self.aredis.hgetall(KEY.format(digest)))
+        if len(self._verified) > 10_000:
+            self._verified.clear()
+        self._verified[digest] = (time.monotonic(), found)
+        return found
+
+    async def atake(self, key: ApiKey, cost: int = 1) -> tuple[bool, float]:
+        """`take` on the asyncio client."""
+        allowed, wait = await self._atake(keys=[BUCKET.format(key.id)],
+                                          args=[repr(time.time()), key.rate, key.burst, cost])
+        return bool(allowed), float(wait)
+
     def _load(self, digest: str) -> ApiKey | None:
-        raw = self.redis.hgetall(KEY.format(digest))
-        if not raw:
-            return None
-        data = {k.decode(): v.decode() for k, v in raw.items()}
-        return ApiKey(id=data["id"], name=data["name"], rate=float(data["rate"]), burst=int(data["burst"]),
-                      webhook_secret=data["webhook_secret"], admin=data.get("admin") == "1")
+        return _key(self.redis.hgetall(KEY.format(digest)))
+
 
     def revoke(self, key_id: str) -> bool:
         digest = self.redis.get(KEY_ID.format(key_id))
@@ -112,3 +135,11 @@ class KeyStore:
         """Spend `cost` tokens of the key's bucket: (allowed, seconds to wait when not)."""
         allowed, wait = self._take(keys=[BUCKET.format(key.id)], args=[repr(time.time()), key.rate, key.burst, cost])
         return bool(allowed), float(wait)
+
+
+def _key(raw: dict) -> ApiKey | None:
+    if not raw:
+        return None
+    data = {k.decode(): v.decode() for k, v in raw.items()}
+    return ApiKey(id=data["id"], name=data["name"], rate=float(data["rate"]), burst=int(data["burst"]),
+                  webhook_secret=data["webhook_secret"], admin=data.get("admin") == "1")

@@ -66,24 +66,6 @@ class LaneFull(Exception):
         self.model, self.lane, self.depth, self.limit = model, lane, depth, limit
 
 
-# KEYS: pending, backlog; ARGV: limit, bulk?, ttl, job id, now. -> {1, backlog before} or {-1, depth}
-# A job's score is its admission time, made strictly greater than the last one's (by 0.1 ms at
-# least): jobs admitted in the same instant keep their order, so ranks are positions.
-_ADMIT = """
-local depth = redis.call('ZCARD', KEYS[1])
-if depth >= tonumber(ARGV[1]) then return {-1, depth} end
-local score = tonumber(ARGV[5])
-local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')[2]
-if last and tonumber(last) >= score then score = tonumber(last) + 0.0001 end
-redis.call('ZADD', KEYS[1], score, ARGV[4])
-local before = 0
-if ARGV[2] == '1' then
-  before = redis.call('INCR', KEYS[2]) - 1
-  redis.call('EXPIRE', KEYS[2], ARGV[3])
-end
-return {1, before}
-"""
-
 # KEYS: pending, backlog; ARGV: job id, bulk?. The job leaves its lane: only the first time counts.
 _LEAVE = """
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 and ARGV[2] == '1' then redis.call('DECR', KEYS[2]) end
@@ -104,25 +86,11 @@ class Lanes:
     def __init__(self, client: redis.Redis, ttl_s: int) -> None:
         self.redis = client
         self.ttl_s = ttl_s
-        self._admit = client.register_script(_ADMIT)
         self._leave = client.register_script(_LEAVE)
         self._pace = client.register_script(_PACE)
 
-    # --- the API, at submit ----------------------------------------------------------------
-
-    def admit(self, job_id: str, model: str, lane: Lane, owner: str, limit: int) -> int:
-        """The priority step of a new job of `owner` in the model's lane; atomically refused
-        (`LaneFull`) when the lane already holds `limit` jobs not yet taken by a worker."""
-        ok, value = self._admit(
-            keys=[PENDING.format(model, lane.value), BACKLOG.format(model, owner)],
-            args=[limit, "1" if lane is Lane.bulk else "0", self.ttl_s, job_id, repr(time.time())],
-        )
-        if ok < 0:
-            raise LaneFull(model, lane, value, limit)
-        return fair_share_step(value) if lane is Lane.bulk else 0
-
     def release(self, job_id: str, model: str, lane: Lane, owner: str) -> None:
-        """Undo an admission whose job was not published after all."""
+        """The job leaves its lane (counted once: the first time)."""
         self._leave(keys=[PENDING.format(model, lane.value), BACKLOG.format(model, owner)],
                     args=[job_id, "1" if lane is Lane.bulk else "0"])
 
@@ -137,15 +105,11 @@ class Lanes:
         if record.model is not None:
             self.release(record.id, record.model, record.lane, record.owner or "anonymous")
 
-    def batch_started(self, worker: str) -> None:
-        self.redis.hset(WORKER.format(worker), "busy_since", repr(time.time()))
-
-    def batch_done(self, model: str, worker: str, seconds: float) -> None:
-        """`worker` of `model` served a batch in `seconds` (taking it to finishing it), and is idle."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hset(WORKER.format(worker), "busy_since", "0")
+    def record_pace(self, model: str, seconds: float, pipe=None) -> None:
+        """A worker of `model` ran a batch's forward passes in `seconds` (added to `pipe` if given).
+        (Its `busy_since`, when its current forward pass began, is in its heartbeat hash,
+        tasks/live.py.)"""
         self._pace(keys=[PACE.format(model)], args=[repr(seconds), PACE_EMA, self.ttl_s], client=pipe)
-        pipe.execute()
 
     # --- reading: a queued job's place -------------------------------------------------------
 

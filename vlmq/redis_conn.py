@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
@@ -68,8 +69,10 @@ def sync_client(settings: Settings) -> redis.Redis:
 
 
 def async_client(settings: Settings, socket_timeout: float) -> aioredis.Redis:
-    """The API's asyncio client (blocking stream reads for SSE and Prefer: wait)."""
-    options = {"socket_connect_timeout": CONNECT_TIMEOUT_S, "socket_timeout": socket_timeout}
+    """The API's asyncio client: submits, and blocking stream reads for SSE and Prefer: wait. Like
+    `sync_client`, a dropped connection (Redis restarted) is retried twice at once, then a 503."""
+    options = {"socket_connect_timeout": CONNECT_TIMEOUT_S, "socket_timeout": socket_timeout,
+               "health_check_interval": 15, "retry": AsyncRetry(ExponentialBackoff(cap=0.2, base=0.02), 2)}
     if not is_sentinel(settings.redis_url):
         if settings.redis_password:
             options["password"] = settings.redis_password.get_secret_value()

@@ -37,6 +37,15 @@ class Settings(BaseSettings):
         '`{"blip-base": {"source": "Salesforce/blip-image-captioning-base"}}`.',
     )
 
+    blob_url: str = Field(
+        "", description="Where images and artifacts live: `file:///folder` (default: `data_dir/blobs`) or "
+        "`s3://bucket/prefix` (S3-compatible object storage, for several machines).",
+    )
+    blob_s3_endpoint: str = Field("", description="S3 endpoint URL (MinIO, Ceph, R2...; empty: AWS).")
+    blob_s3_region: str = Field("us-east-1", description="S3 region.")
+    blob_s3_access_key_id: str = Field("", description="S3 access key id (empty: the AWS default chain).")
+    blob_s3_secret_access_key: SecretStr | None = Field(None, description="S3 secret access key.")
+
     # --- jobs -------------------------------------------------------------------------------
     job_ttl_s: int = Field(86_400, ge=60, description="How long job records, images and events live.")
     max_attempts: int = Field(3, ge=1, le=20, description="Deliveries of one job before it fails.")

@@ -7,16 +7,15 @@ fetched concurrently, then queued one by one in the batch's order (so they start
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field, ValidationError
 
 from vlmq.api.auth import spend
@@ -24,13 +23,13 @@ from vlmq.api.deps import CallerDep, ServicesDep
 from vlmq.api.errors import ApiError, invalid_request
 from vlmq.api.intake import REQUEST_ADAPTER, parse_json
 from vlmq.api.schemas import ErrorBody
-from vlmq.api.submit import Delivery, create_jobs, prepare
+from vlmq.api.submit import Delivery, Submitted, create_jobs, prepare
 from vlmq.jobs import JobStatus, Lane, now
 from vlmq.views import JobView
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 BATCH = "vlmq:batch:{}"
-FETCH_THREADS = 8
+FETCH_CONCURRENCY = 8  # items whose images are fetched at once (downloads run in threads)
 
 
 class BatchItemError(BaseModel):
@@ -69,29 +68,32 @@ def _error(exc: ApiError) -> ItemError:
     return {"code": exc.code, "message": exc.message, "field": exc.field}
 
 
-def _prepare_item(services, caller, item: Any) -> tuple[Callable[[], str] | None, ItemError | None]:
-    """Validate one item and fetch its image; (a function that queues it, None) or (None, its error)."""
+async def _prepare_item(services, caller, item: dict, fetches: asyncio.Semaphore
+                        ) -> tuple[Callable[[], Awaitable[Submitted]] | None, ItemError | None]:
+    """Validate one item and fetch its image; (a coroutine function that queues it, None) or (None, its
+    error)."""
     try:
         request = REQUEST_ADAPTER.validate_python(item)
         deadline = now() + request.cancel_after if request.cancel_after else None
         delivery = Delivery(owner=caller.owner, lane=request.priority or Lane.bulk, deadline=deadline,
                             webhook=request.webhook, webhook_events=tuple(request.webhook_events_filter))
-        image, image_bytes = prepare(services, request, None)
+        async with fetches:
+            image, data = await prepare(services, request, None)
     except ValidationError as exc:
         return None, _error(invalid_request(exc))
     except ApiError as exc:
         return None, _error(exc)
-    return (lambda: create_jobs(services, request, image, image_bytes, delivery).id), None
+    return (lambda: create_jobs(services, request, image, data, delivery)), None
 
 
-def _accept_all(services, caller, jobs: list[Any]) -> list[tuple[int, str | None, ItemError | None]]:
-    with ThreadPoolExecutor(FETCH_THREADS) as pool:
-        prepared = list(pool.map(lambda item: _prepare_item(services, caller, item), jobs))
+async def _accept_all(services, caller, jobs: list[dict]) -> list[tuple[int, str | None, ItemError | None]]:
+    fetches = asyncio.Semaphore(FETCH_CONCURRENCY)
+    prepared = await asyncio.gather(*(_prepare_item(services, caller, item, fetches) for item in jobs))
     results = []
-    for index, (enqueue, error) in enumerate(prepared):
+    for index, (enqueue, error) in enumerate(prepared):  # queued in the batch's order
         if enqueue is not None:
             try:
-                results.append((index, enqueue(), None))
+                results.append((index, (await enqueue()).record.id, None))
                 continue
             except ApiError as exc:
                 error = _error(exc)
@@ -104,7 +106,7 @@ def _accept_all(services, caller, jobs: list[Any]) -> list[tuple[int, str | None
                         429: {"model": ErrorBody}})
 async def submit_batch(request: Request, services: ServicesDep, caller: CallerDep) -> BatchAccepted:
     """Submit many jobs at once (images as URLs or data URIs). Each item succeeds or fails alone."""
-    spend(caller, services)
+    await spend(caller, services)
     if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
         raise ApiError(415, "unsupported_media_type", "send application/json", field="content-type")
     data = parse_json(await request.body(), "body")
@@ -121,17 +123,19 @@ async def submit_batch(request: Request, services: ServicesDep, caller: CallerDe
             raise ApiError(422, "invalid_request", f"jobs.{index}: each job must be a JSON object",
                            field=f"jobs.{index}")
 
-    results = await run_in_threadpool(_accept_all, services, caller, jobs)
+    results = await _accept_all(services, caller, jobs)
     accepted = [BatchItem(index=i, id=job_id) for i, job_id, _ in results if job_id]
     errors = [BatchItemError(index=i, error={k: v for k, v in e.items() if v is not None})
               for i, _, e in results if e]
     batch_id = uuid.uuid4().hex
-    services.redis.hset(BATCH.format(batch_id), mapping={
+    pipe = services.aredis.pipeline(transaction=False)
+    pipe.hset(BATCH.format(batch_id), mapping={
         "owner": caller.owner, "created_at": repr(time.time()),
         "jobs": json.dumps([item.id for item in accepted]),
         "errors": json.dumps([e.model_dump() for e in errors]),
     })
-    services.redis.expire(BATCH.format(batch_id), services.settings.job_ttl_s)
+    pipe.expire(BATCH.format(batch_id), services.settings.job_ttl_s)
+    await pipe.execute()
     return BatchAccepted(id=batch_id, accepted=len(accepted), rejected=len(errors), jobs=accepted, errors=errors)
 
 

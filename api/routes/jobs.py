@@ -15,15 +15,16 @@ from sse_starlette.sse import EventSourceResponse, ServerSentEvent
 from vlmq.api.auth import owned, spend
 from vlmq.api.deps import CallerDep, ServicesDep, StoreDep
 from vlmq.api.errors import ApiError
-from vlmq.api.events import FINAL_EVENT_ID, follow, replay
+from vlmq.api.events import follow, replay
 from vlmq.api.headers import parse_duration, parse_prefer_wait
 from vlmq.api.idempotency import Idempotency, body_hash
 from vlmq.api.intake import read_submission
 from vlmq.api.schemas import DeliveryList, ErrorBody, JobList, JobView
 from vlmq.api.submit import Delivery, submit_one
+from vlmq.blobs import artifact_name, delete_quietly, owned_images
 from vlmq.jobs import JobStatus, Lane, now
 from vlmq.notify import DELIVERIES
-from vlmq.store import Event
+from vlmq.store import aget
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 log = logging.getLogger("vlmq.api")
@@ -53,8 +54,8 @@ async def submit_job(
     idempotency_key: Annotated[str | None, Header(description="Same key + body: same job, 24 h")] = None,
     cancel_after: Annotated[str | None, Header(description="Deadline: 30s, 500ms, 5m, 1h")] = None,
 ) -> JobView:
-    """Validate, store the image once by content, enqueue; answers at once with the job (202)."""
-    spend(caller, services)
+    """Validate, store the image, queue; answers at once with the job (202)."""
+    await spend(caller, services)
     wait_s = parse_prefer_wait(prefer)
     job_request, upload, raw = await read_submission(request, services.settings)
     deadline_s = job_request.cancel_after
@@ -67,35 +68,38 @@ async def submit_job(
         webhook=job_request.webhook,
         webhook_events=tuple(job_request.webhook_events_filter),
     )
-    idempotency = Idempotency(services.redis, services.settings.idempotency_ttl_s)
+    idempotency = Idempotency(services.aredis, services.settings.idempotency_ttl_s)
     if idempotency_key is not None:
         digest = body_hash({**raw, "cancel_after_header": cancel_after}, upload)
-        replayed = await run_in_threadpool(idempotency.begin, caller.owner, idempotency_key, digest)
+        replayed = await idempotency.begin(caller.owner, idempotency_key, digest)
         if replayed is not None:
-            record = owned(await run_in_threadpool(services.store.get, replayed), caller, replayed)
+            record = owned(await aget(services.aredis, replayed), caller, replayed)
             response.status_code = 200
             response.headers["Idempotent-Replayed"] = "true"
             return JobView.of(record)
     try:
-        record = await run_in_threadpool(submit_one, services, job_request, upload, delivery)
+        submitted = await submit_one(services, job_request, upload, delivery)
     except BaseException:
         if idempotency_key is not None:
-            await run_in_threadpool(idempotency.abandon, caller.owner, idempotency_key)
+            await idempotency.abandon(caller.owner, idempotency_key)
         raise
+    record = submitted.record
     if idempotency_key is not None:
-        await run_in_threadpool(idempotency.complete, caller.owner, idempotency_key, digest, record.id)
+        await idempotency.complete(caller.owner, idempotency_key, digest, record.id)
     log.info("job %s accepted: %s on %s, cache %s", record.id, record.type.value, record.model or "compare",
              record.cache.value, extra={"job_id": record.id})
     response.headers["Location"] = f"/v1/jobs/{record.id}"
     if wait_s:
-        async for _event in follow(services.aredis, record.id, until=time.monotonic() + wait_s):
+        async for _event in follow(services.aredis, record, until=time.monotonic() + wait_s):
             pass
-        record = await run_in_threadpool(services.store.get, record.id) or record
+        record = await aget(services.aredis, record.id) or record
         response.headers["Preference-Applied"] = f"wait={wait_s}"
     if record.status.final:
         response.status_code = 200
         return JobView.of(record)
-    return JobView.of(record, await run_in_threadpool(services.place, record))
+    if wait_s:
+        return JobView.of(record, await run_in_threadpool(services.place, record))
+    return JobView.of(record, (submitted.position, submitted.eta_s))
 
 
 @router.get("", response_model=JobList)
@@ -112,6 +116,7 @@ def get_job(job_id: str, services: ServicesDep, caller: CallerDep) -> JobView:
     if record.status is JobStatus.queued and record.deadline is not None and now() >= record.deadline:
         if store.cancel(job_id, "its deadline passed before it started", JobStatus.aborted):
             services.lanes.left(record)
+            delete_quietly(services.blobs, *owned_images(record))
         record = store.get(job_id) or record
     if record.status is JobStatus.queued:
         return JobView.of(record, services.place(record))
@@ -123,12 +128,12 @@ def get_job(job_id: str, services: ServicesDep, caller: CallerDep) -> JobView:
     response_class=Response,
     responses={200: {"content": {"image/png": {}}}, 404: {"model": ErrorBody}},
 )
-def get_annotated(job_id: str, store: StoreDep, caller: CallerDep) -> Response:
+def get_annotated(job_id: str, services: ServicesDep, caller: CallerDep) -> Response:
     """The detect job's image with its boxes and labels drawn."""
-    record = owned(store.get(job_id), caller, job_id)
-    data = store.get_artifact(job_id, "annotated.png")
+    record = owned(services.store.get(job_id), caller, job_id)
+    data = services.blobs.get(artifact_name(job_id, "annotated.png"))
     if data is None and record.cached_from:  # a cache answer: the image of the job that ran
-        data = store.get_artifact(record.cached_from, "annotated.png")
+        data = services.blobs.get(artifact_name(record.cached_from, "annotated.png"))
     if data is None:
         raise ApiError(404, "not_found", f"job {job_id!r} has no annotated image (not a finished detect job)")
     return Response(data, media_type="image/png")
@@ -149,12 +154,10 @@ async def job_events(job_id: str, services: ServicesDep, caller: CallerDep,
     id, `<ms>-<seq>`, replays from the start). A finished job's stream replays what is left and
     closes; with nothing left it answers 204, which tells a browser's EventSource to stop.
     """
-    record = owned(await run_in_threadpool(services.store.get, job_id), caller, job_id)
+    record = owned(await aget(services.aredis, job_id), caller, job_id)
     after = last_event_id if last_event_id and _STREAM_ID.match(last_event_id) else "0"
     if record.status.final:
-        left = await replay(services.aredis, job_id, after)
-        if left is None and after == "0":  # the events expired before the record: its final status alone
-            left = [Event(FINAL_EVENT_ID, record.status.value, {"status": record.status.value})]
+        left = await replay(services.aredis, record, after)
         if not left:
             return Response(status_code=204)
         return EventSourceResponse(
@@ -162,7 +165,7 @@ async def job_events(job_id: str, services: ServicesDep, caller: CallerDep,
         )
 
     async def stream():
-        async for event in follow(services.aredis, job_id, after):
+        async for event in follow(services.aredis, record, after):
             if event is not None:
                 yield ServerSentEvent(json.dumps(event.data), event=event.event, id=event.id)
 
@@ -180,6 +183,7 @@ def cancel_job(job_id: str, services: ServicesDep, caller: CallerDep) -> JobView
             services.lanes.left(child)
     if store.cancel(job_id, "canceled by the client") and not record.status.final:
         services.lanes.left(record)  # it waits no more: its place in the lane is free
+        delete_quietly(services.blobs, *owned_images(record))
         services.notifier.final(store.get(job_id) or record)
     return JobView.of(store.get(job_id) or record)
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -43,9 +46,53 @@ def load_processor(adapter: ModelAdapter, loader: Any = None) -> Any:
         ) from exc
 
 
+@dataclass
+class Prepared:
+    """What a transformers adapter's `prepare` hands its `predict`: the items, the results known
+    already (an `ItemError` in the row of an item this model cannot run), and the model inputs of
+    each part of the batch that runs as one call (its rows, and whatever that call needs)."""
+
+    items: list[WorkItem]
+    results: list[Any]
+    parts: list[tuple[list[int], Any]] = field(default_factory=list)
+
+
+_local = threading.local()
+
+
+def local(processor: Any) -> Any:
+    """This thread's copy of a processor (its tokenizer's settings, padding side included, copied
+    too): `prepare` runs in another thread than the `predict` that decodes with the original."""
+    copies = getattr(_local, "copies", None)
+    if copies is None:
+        copies = _local.copies = {}
+    key = id(processor)
+    if key not in copies:
+        copies[key] = copy.deepcopy(processor)
+    return copies[key]
+
+
+def staged(batch: Any, model: Any) -> Any:
+    """A processor's output ready to move to the model: floating tensors (pixels) in its dtype, and
+    on CUDA in pinned memory, so `to_model` copies without blocking (done in `prepare`)."""
+    if not hasattr(batch, "to"):
+        return batch
+    batch = batch.to(dtype=model.dtype)
+    if model.device.type == "cuda":
+        for key, value in batch.items():
+            if isinstance(value, torch.Tensor):
+                batch[key] = value.pin_memory()
+    return batch
+
+
 def to_model(batch: Any, model: Any) -> Any:
-    """Move a processor's output to the model's device; floating tensors (pixels) to its dtype."""
-    return batch.to(model.device, dtype=model.dtype) if hasattr(batch, "to") else batch
+    """Move a processor's output to the model's device; floating tensors (pixels) to its dtype. From
+    pinned memory (`staged`) the copy is asynchronous."""
+    if not hasattr(batch, "to"):
+        return batch
+    if model.device.type == "cuda":
+        return batch.to(model.device, dtype=model.dtype, non_blocking=True)
+    return batch.to(model.device, dtype=model.dtype)
 
 
 def rgb(image: Any) -> Any:

@@ -8,11 +8,16 @@ One adapter class wraps one model family (one file in this package, named in the
    ``from_pretrained`` path (hub id or local folder), dtype / quantization / device from the spec.
    An exception here is a *setup failure*, reported on the model (``GET /v1/models``), never a
    job failure.
-3. ``adapter.predict(items, hooks)``: many times. ``items`` is a non-empty list of `WorkItem` of
-   one job type whose `batch_key`s are equal, so they may share one forward pass. It returns one
-   entry per item, in order: the job type's output as a dict, or an `Exception` instance for an
-   item that failed alone. Raising fails the call; the worker then retries each item on its own
-   so that one bad item fails only its own job.
+3. ``batch = adapter.prepare(items)``, then ``adapter.predict(batch, hooks)``: many times. ``items``
+   is a non-empty list of `WorkItem` of one job type whose `batch_key`s are equal, so they may share
+   one forward pass. `prepare` does the CPU work before the model (prompts, the processor: resizing,
+   normalising, tokenising) and returns whatever its `predict` takes (by default the items
+   themselves); the worker runs it outside the model's lock, for the next batch while the current one
+   is in `predict`, so the model never waits for it. It may run in another thread than `predict`:
+   use `_hf.local(...)` for a processor it shares. `predict` returns one entry per item, in order:
+   the job type's output as a dict, or an `Exception` instance for an item that failed alone.
+   Raising (in either) fails the call; the worker then retries each item on its own so that one bad
+   item fails only its own job.
 
 Generative adapters pass ``**hooks.generate_kwargs(tokenizer, n)`` to ``model.generate``: it
 streams each item's text as it is produced and stops an item whose job was cancelled.
@@ -55,7 +60,7 @@ class GenerationHooks:
 
     on_text: Callable[[int, str], None] | None = None
     is_cancelled: Callable[[int], bool] | None = None
-    stream_interval_s: float = 0.05  # text pieces at most this often per item
+    stream_interval_s: float = 0.05  # how often each item's new text is decoded and handed on
 
     def generate_kwargs(self, tokenizer: Any, batch_size: int, num_beams: int = 1) -> dict[str, Any]:
         """`streamer` (greedy or sampled, not beam search) and `stopping_criteria` for generate()."""
@@ -84,8 +89,17 @@ class ModelAdapter(ABC):
     @abstractmethod
     def setup(self) -> None: ...
 
+    def prepare(self, items: list[WorkItem]) -> Any:
+        """CPU work before the model, outside its lock (see the module's docstring). Default: none."""
+        return items
+
     @abstractmethod
-    def predict(self, items: list[WorkItem], hooks: GenerationHooks) -> list[dict | Exception]: ...
+    def predict(self, batch: Any, hooks: GenerationHooks) -> list[dict | Exception]:
+        """The model on what `prepare` returned: one output (or exception) per item, in order."""
+
+    def run(self, items: list[WorkItem], hooks: GenerationHooks) -> list[dict | Exception]:
+        """`prepare` then `predict`, in this thread (tests, tools, benchmarks)."""
+        return self.predict(self.prepare(items), hooks)
 
     def batch_key(self, item: WorkItem) -> Hashable:
         """Items with equal keys may share a forward pass: by default, equal params but free text."""

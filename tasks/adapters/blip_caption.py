@@ -33,31 +33,40 @@ class BlipCaptionAdapter(ModelAdapter):
         data = item.params.model_dump(mode="json")  # the prompt stays in: one prompt per batch
         return json.dumps(data, sort_keys=True)
 
-    def predict(self, items: list[WorkItem], hooks: GenerationHooks) -> list[dict | Exception]:
+    def prepare(self, items: list[WorkItem]) -> _hf.Prepared:
         results: list[dict | Exception] = [
             ItemError(f"this model runs caption jobs, not {item.params.type}") for item in items
         ]
+        batch = _hf.Prepared(items, results)
         valid = [row for row, item in enumerate(items) if isinstance(item.params, CaptionParams)]
         prompts = [(items[row].params.prompt or "").strip() for row in valid]  # type: ignore[union-attr]
+        processor = _hf.local(self.processor)
         for group in _hf.group_rows(prompts):
             rows = [valid[i] for i in group]
-            texts = self._caption([items[r] for r in rows], prompts[group[0]], _hf.subset_hooks(hooks, rows))
+            prompt = prompts[group[0]]
+            kwargs: dict[str, Any] = {"images": [_hf.rgb(items[r].image) for r in rows], "return_tensors": "pt"}
+            if prompt:
+                kwargs["text"] = [prompt] * len(rows)
+            inputs = processor(**kwargs)
+            inputs.pop("token_type_ids", None)
+            batch.parts.append((rows, (prompt, _hf.staged(inputs, self.model))))
+        return batch
+
+    def predict(self, batch: _hf.Prepared, hooks: GenerationHooks) -> list[dict | Exception]:
+        results = list(batch.results)
+        for rows, (prompt, inputs) in batch.parts:
+            texts = self._caption(batch.items[rows[0]].params, prompt, inputs, _hf.subset_hooks(hooks, rows))
             for row, text in zip(rows, texts, strict=True):
                 results[row] = CaptionOutput(text=text).model_dump()
         return results
 
-    def _caption(self, items: list[WorkItem], prompt: str, hooks: GenerationHooks) -> list[str]:
-        params: CaptionParams = items[0].params  # type: ignore[assignment]
-        images = [_hf.rgb(item.image) for item in items]
-        kwargs: dict[str, Any] = {"images": images, "return_tensors": "pt"}
-        if prompt:
-            kwargs["text"] = [prompt] * len(items)
-        inputs = _hf.to_model(self.processor(**kwargs), self.model)
-        inputs.pop("token_type_ids", None)
-        hook_kwargs = hooks.generate_kwargs(self.tokenizer, len(items), params.num_beams)
+    def _caption(self, params: CaptionParams, prompt: str, inputs: Any, hooks: GenerationHooks) -> list[str]:
+        inputs = _hf.to_model(inputs, self.model)
+        rows = inputs["pixel_values"].shape[0]
+        hook_kwargs = hooks.generate_kwargs(self.tokenizer, rows, params.num_beams)
         if prompt and "streamer" in hook_kwargs and hooks.on_text is not None:
             # The streamer skips the prompt ids; the caption starts with the prompt, so stream it first.
-            for row in range(len(items)):
+            for row in range(rows):
                 hooks.on_text(row, self._prefix_text(prompt))
         with torch.inference_mode():
             out = self.model.generate(

@@ -30,28 +30,33 @@ class BlipVqaAdapter(ModelAdapter):
         self.tokenizer = self.processor.tokenizer
         self.tokenizer.padding_side = "right"  # the question encoder is bidirectional, BERT-style
 
-    def predict(self, items: list[WorkItem], hooks: GenerationHooks) -> list[dict | Exception]:
+    def prepare(self, items: list[WorkItem]) -> _hf.Prepared:
         results: list[dict | Exception] = [
             ItemError(f"this model runs vqa jobs, not {item.params.type}") for item in items
         ]
+        batch = _hf.Prepared(items, results)
         rows = [row for row, item in enumerate(items) if isinstance(item.params, VqaParams)]
-        if not rows:
-            return results
-        answers = self._answer([items[r] for r in rows], _hf.subset_hooks(hooks, rows))
-        for row, answer in zip(rows, answers, strict=True):
-            results[row] = VqaOutput(answer=answer, scores=None).model_dump()
+        if rows:
+            inputs = _hf.local(self.processor)(
+                images=[_hf.rgb(items[r].image) for r in rows],
+                text=[items[r].params.question for r in rows],  # type: ignore[union-attr]
+                padding=True,
+                truncation=True,
+                return_tensors="pt",
+            )
+            batch.parts.append((rows, _hf.staged(inputs, self.model)))
+        return batch
+
+    def predict(self, batch: _hf.Prepared, hooks: GenerationHooks) -> list[dict | Exception]:
+        results = list(batch.results)
+        for rows, inputs in batch.parts:
+            answers = self._answer(batch.items[rows[0]].params, inputs, len(rows), _hf.subset_hooks(hooks, rows))
+            for row, answer in zip(rows, answers, strict=True):
+                results[row] = VqaOutput(answer=answer, scores=None).model_dump()
         return results
 
-    def _answer(self, items: list[WorkItem], hooks: GenerationHooks) -> list[str]:
-        params: VqaParams = items[0].params  # type: ignore[assignment]
+    def _answer(self, params: VqaParams, inputs, count: int, hooks: GenerationHooks) -> list[str]:
         model = self.model
-        inputs = self.processor(
-            images=[_hf.rgb(item.image) for item in items],
-            text=[item.params.question for item in items],  # type: ignore[union-attr]
-            padding=True,
-            truncation=True,
-            return_tensors="pt",
-        )
         inputs = _hf.to_model(inputs, model)
         text_config = model.config.text_config
         with torch.inference_mode():
@@ -65,7 +70,7 @@ class BlipVqaAdapter(ModelAdapter):
                 return_dict=False,
             )[0]
             lengths = inputs["attention_mask"].sum(dim=1).tolist()
-            answers = [""] * len(items)
+            answers = [""] * count
             for rows in _hf.group_rows(lengths):
                 length = lengths[rows[0]]
                 states = question_embeds[rows, :length]

@@ -80,14 +80,26 @@ class ImageTextToTextAdapter(ModelAdapter):
             return self._template(build_conversation(pairs, fold_system=True))
 
     def _template(self, conversation: list[dict[str, Any]]) -> str:
-        return self.processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+        return _hf.local(self.processor).apply_chat_template(conversation, add_generation_prompt=True,
+                                                             tokenize=False)
 
-    def predict(self, items: list[WorkItem], hooks: GenerationHooks) -> list[dict | Exception]:
+    def prepare(self, items: list[WorkItem]) -> _hf.Prepared:
         results, prompts, rows = _hf.prompts_for(items, self.prompt)
-        if not rows:
+        batch = _hf.Prepared(items, results)
+        if rows:
+            inputs = _hf.local(self.processor)(
+                images=[_hf.rgb(items[r].image) for r in rows], text=prompts, padding=True, return_tensors="pt"
+            )
+            batch.parts.append((rows, _hf.staged(inputs, self.model)))
+        return batch
+
+    def predict(self, batch: _hf.Prepared, hooks: GenerationHooks) -> list[dict | Exception]:
+        results = list(batch.results)
+        if not batch.parts:
             return results
-        batch = [items[r] for r in rows]
-        params = batch[0].params
+        (rows, inputs), = batch.parts
+        items = [batch.items[r] for r in rows]
+        params = items[0].params
         if isinstance(params, ChatParams):
             gen_kwargs, num_beams = params.generate_kwargs(), 1
         else:
@@ -98,9 +110,6 @@ class ImageTextToTextAdapter(ModelAdapter):
                 **_hf.beam_kwargs(num_beams, params.early_stopping),
                 **params.decoding.generate_kwargs(),
             }
-        inputs = self.processor(
-            images=[_hf.rgb(item.image) for item in batch], text=prompts, padding=True, return_tensors="pt"
-        )
         inputs = _hf.to_model(inputs, self.model)
         prompt_length = inputs["input_ids"].shape[1]
         sub_hooks = _hf.subset_hooks(hooks, rows)
@@ -109,10 +118,10 @@ class ImageTextToTextAdapter(ModelAdapter):
                 **inputs,
                 **gen_kwargs,
                 pad_token_id=self.tokenizer.pad_token_id,
-                **sub_hooks.generate_kwargs(self.tokenizer, len(batch), num_beams),
+                **sub_hooks.generate_kwargs(self.tokenizer, len(items), num_beams),
             )
         texts = self.tokenizer.batch_decode(_hf.new_tokens(out, prompt_length), skip_special_tokens=True)
-        for row, item, text in zip(rows, batch, texts, strict=True):
+        for row, item, text in zip(rows, items, texts, strict=True):
             output = ChatOutput if isinstance(item.params, ChatParams) else CaptionOutput
             results[row] = output(text=text.strip()).model_dump()
         return results

@@ -94,16 +94,33 @@ class PaliGemmaAdapter(ModelAdapter):
             return f"answer en {params.question}"
         raise ItemError(f"this model runs detect, caption and vqa jobs, not {params.type}")
 
-    def predict(self, items: list[WorkItem], hooks: GenerationHooks) -> list[dict | Exception]:
+    def prepare(self, items: list[WorkItem]) -> _hf.Prepared:
         results, prompts, rows = _hf.prompts_for(items, self.prompt_for)
+        batch = _hf.Prepared(items, results)
         if rows:
-            batch = [items[r] for r in rows]
-            texts = self._generate(batch, prompts, _hf.subset_hooks(hooks, rows))
-            for row, item, text in zip(rows, batch, texts, strict=True):
+            with warnings.catch_warnings():  # the processor's training labels: numpy copy= deprecation noise
+                warnings.simplefilter("ignore", DeprecationWarning)
+                inputs = _hf.local(self.processor)(
+                    images=[_hf.rgb(items[r].image) for r in rows],
+                    text=[self.image_token + prompt for prompt in prompts],
+                    padding="longest",
+                    return_tensors="pt",
+                )
+            inputs.pop("labels", None)
+            batch.parts.append((rows, _hf.staged(inputs, self.model)))
+        return batch
+
+    def predict(self, batch: _hf.Prepared, hooks: GenerationHooks) -> list[dict | Exception]:
+        results = list(batch.results)
+        if batch.parts:
+            (rows, inputs), = batch.parts
+            items = [batch.items[r] for r in rows]
+            texts = self._generate(items, inputs, _hf.subset_hooks(hooks, rows))
+            for row, item, text in zip(rows, items, texts, strict=True):
                 results[row] = self._output(item, text)
         return results
 
-    def _generate(self, items: list[WorkItem], prompts: list[str], hooks: GenerationHooks) -> list[str]:
+    def _generate(self, items: list[WorkItem], inputs, hooks: GenerationHooks) -> list[str]:
         params = items[0].params
         max_new_tokens = params.max_new_tokens  # type: ignore[attr-defined]
         num_beams = getattr(params, "num_beams", 1)
@@ -111,15 +128,6 @@ class PaliGemmaAdapter(ModelAdapter):
             params.decoding.generate_kwargs() if isinstance(params, CaptionParams) else {"do_sample": False}
         )
         early_stopping = params.early_stopping if isinstance(params, CaptionParams) else False
-        with warnings.catch_warnings():  # the processor's training labels: numpy copy= deprecation noise
-            warnings.simplefilter("ignore", DeprecationWarning)
-            inputs = self.processor(
-                images=[_hf.rgb(item.image) for item in items],
-                text=[self.image_token + prompt for prompt in prompts],
-                padding="longest",
-                return_tensors="pt",
-            )
-        inputs.pop("labels", None)
         inputs = _hf.to_model(inputs, self.model)
         prompt_length = inputs["input_ids"].shape[1]
         with torch.inference_mode():

@@ -38,30 +38,38 @@ class ViltVqaAdapter(ModelAdapter):
             raise SetupError(f"model {self.spec.name}: the ViLT config has no answer labels (id2label)")
         self.max_text_length = int(self.model.config.max_position_embeddings)
 
-    def predict(self, items: list[WorkItem], hooks: GenerationHooks) -> list[dict | Exception]:
+    def prepare(self, items: list[WorkItem]) -> _hf.Prepared:
         results: list[dict | Exception] = [
             ItemError(f"this model runs vqa jobs, not {item.params.type}") for item in items
         ]
+        batch = _hf.Prepared(items, results)
         rows = [row for row, item in enumerate(items) if isinstance(item.params, VqaParams)]
-        if not rows:
+        if rows:
+            inputs = _hf.local(self.processor)(
+                images=[_hf.rgb(items[r].image) for r in rows],
+                text=[items[r].params.question for r in rows],  # type: ignore[union-attr]
+                padding=True,
+                truncation=True,
+                max_length=self.max_text_length,
+                return_tensors="pt",
+            )
+            batch.parts.append((rows, _hf.staged(inputs, self.model)))
+        return batch
+
+    def predict(self, batch: _hf.Prepared, hooks: GenerationHooks) -> list[dict | Exception]:
+        results = list(batch.results)
+        if not batch.parts:
             return results
-        batch = [items[r] for r in rows]
-        inputs = self.processor(
-            images=[_hf.rgb(item.image) for item in batch],
-            text=[item.params.question for item in batch],  # type: ignore[union-attr]
-            padding=True,
-            truncation=True,
-            max_length=self.max_text_length,
-            return_tensors="pt",
-        )
+        (rows, inputs), = batch.parts
+        items = [batch.items[r] for r in rows]
         inputs = _hf.to_model(inputs, self.model)
         with torch.inference_mode():
             logits = self.model(**inputs).logits.float()
         scores = logits.sigmoid()
-        top_k = min(max(item.params.top_k for item in batch), len(self.labels))  # type: ignore[union-attr]
+        top_k = min(max(item.params.top_k for item in items), len(self.labels))  # type: ignore[union-attr]
         values, indices = scores.topk(top_k, dim=-1)
         for i, row in enumerate(rows):
-            k = min(batch[i].params.top_k, len(self.labels))  # type: ignore[union-attr]
+            k = min(items[i].params.top_k, len(self.labels))  # type: ignore[union-attr]
             scored = [
                 ScoredAnswer(answer=self.labels[j], score=round(float(v), 6))
                 for v, j in zip(values[i, :k].tolist(), indices[i, :k].tolist(), strict=True)

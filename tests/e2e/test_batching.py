@@ -11,6 +11,7 @@ from tests.conftest import LANES_MODEL
 from tests.utils.images import astronaut, cat, coffee, data_uri
 from tests.utils.jobs import submit, wait
 from tests.utils.processes import start_worker, wait_ready
+from vlmq.blobs import blob_store, image_name
 from vlmq.jobs import JobRecord, JobStatus, now
 from vlmq.jobtypes import JobType
 from vlmq.store import JobStore
@@ -21,7 +22,7 @@ def _batch_sizes(client: redis.Redis, model: str) -> dict[str, float]:
     return {k.decode(): float(v) for k, v in raw.items() if f"model={model}" in k.decode()}
 
 
-def test_queued_jobs_share_forward_passes_and_a_bad_item_fails_alone(stack, base_env, log_dir) -> None:
+def test_queued_jobs_share_forward_passes_and_a_bad_item_fails_alone(stack, base_env, log_dir, settings) -> None:
     client = redis.Redis.from_url(stack.redis_url)
     before = _batch_sizes(client, LANES_MODEL)
     images = [data_uri(img.resize((64, 48))) for img in (astronaut(), cat(), coffee())]
@@ -31,9 +32,10 @@ def test_queued_jobs_share_forward_passes_and_a_bad_item_fails_alone(stack, base
         # a job whose stored image is corrupt (as if a bad image had got through), in the same queue
         template = api.get(f"/v1/jobs/{ids[0]}").json()
         store = JobStore(client, 3600)
-        store.put_image("corrupt-image", b"\x89PNG\r\n\x1a\n not really")
-        bad = JobRecord(id=f"bad{time.time_ns()}", type=JobType.caption, status=JobStatus.queued,
-                        params=template["input"], model=LANES_MODEL, image="corrupt-image", created_at=now())
+        bad_id = f"bad{time.time_ns()}"
+        blob_store(settings).put(image_name(bad_id), b"\x89PNG\r\n\x1a\n not really")
+        bad = JobRecord(id=bad_id, type=JobType.caption, status=JobStatus.queued, params=template["input"],
+                        model=LANES_MODEL, image=image_name(bad_id), created_at=now())
         store.create(bad)
         from vlmq.queues import queue_name, task_name
         from vlmq.settings import Settings

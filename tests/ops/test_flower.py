@@ -130,7 +130,10 @@ def test_flower_sees_every_job_its_outcome_runtime_and_the_workers(stack, flower
     def tasks_done():
         tasks = flower.get("/api/tasks").json()
         done = {i: tasks[i] for i in expected if i in tasks and tasks[i]["state"] in ("SUCCESS", "FAILURE")}
-        return len(done) == len(expected), done if len(done) == len(expected) else sorted(set(expected) - set(done))
+        if len(done) == len(expected):
+            return True, done
+        return False, {i: (expected[i][0], tasks.get(i, {}).get("state"), tasks.get(i, {}).get("worker"))
+                       for i in set(expected) - set(done)}
 
     tasks = _poll("every job as a finished Flower task", tasks_done)
     assert compare["id"] not in tasks  # the compare parent is no Celery task: its children are

@@ -104,8 +104,8 @@ def test_batch_of_three_equals_one_by_one(case, make_adapter, photos):
     items = items_for(photos, params_list)
     assert len({adapter.batch_key(item) for item in items}) == 1  # the worker would batch them
 
-    batched = validated(adapter.predict(items, GenerationHooks()), params_list)
-    alone = [adapter.predict([item], GenerationHooks())[0] for item in items]
+    batched = validated(adapter.run(items, GenerationHooks()), params_list)
+    alone = [adapter.run([item], GenerationHooks())[0] for item in items]
     assert batched == alone
     texts = [out.get("text") or out.get("answer") or "" for out in batched]
     assert any(texts), "greedy decoding produced nothing at all"
@@ -113,13 +113,13 @@ def test_batch_of_three_equals_one_by_one(case, make_adapter, photos):
 
 def test_caption_depends_on_the_image(make_adapter, photos):
     adapter = make_adapter("blip_caption", "blip-base", ["caption"])
-    outputs = adapter.predict(items_for(photos, [CaptionParams(max_new_tokens=12)] * 3), GenerationHooks())
+    outputs = adapter.run(items_for(photos, [CaptionParams(max_new_tokens=12)] * 3), GenerationHooks())
     assert len({out["text"] for out in outputs}) > 1
 
 
 def test_blip_prompt_starts_the_caption(make_adapter, photos):
     adapter = make_adapter("blip_caption", "blip-large", ["caption"])
-    outputs = adapter.predict(
+    outputs = adapter.run(
         items_for(photos, [CaptionParams(prompt="A picture of", max_new_tokens=6)] * 3), GenerationHooks()
     )
     for out in outputs:
@@ -136,8 +136,8 @@ def test_blip_caption_batches_per_prompt(make_adapter, photos):
     ]
     items = items_for(photos, params)
     assert adapter.batch_key(items[0]) != adapter.batch_key(items[1])
-    mixed = adapter.predict(items, GenerationHooks())  # defensive: still right when called with mixed prompts
-    assert mixed == [adapter.predict([item], GenerationHooks())[0] for item in items]
+    mixed = adapter.run(items, GenerationHooks())  # defensive: still right when called with mixed prompts
+    assert mixed == [adapter.run([item], GenerationHooks())[0] for item in items]
     assert mixed[1]["text"].startswith("a dog")
 
 
@@ -146,16 +146,16 @@ def test_sampled_caption_is_reproducible_under_a_seed(make_adapter, photos):
     params = [CaptionParams(max_new_tokens=10, decoding=Decoding(strategy="nucleus", top_p=0.9))] * 2
     items = items_for(photos, params)
     torch.manual_seed(7)  # the worker seeds; the adapter never does
-    first = validated(adapter.predict(items, GenerationHooks()), params)
+    first = validated(adapter.run(items, GenerationHooks()), params)
     torch.manual_seed(7)
-    assert adapter.predict(items, GenerationHooks()) == first
+    assert adapter.run(items, GenerationHooks()) == first
 
 
 def test_vilt_top_k_scores(make_adapter, photos):
     adapter = make_adapter("vilt_vqa", "vilt-vqa", ["vqa"])
     params = [VqaParams(question=q, top_k=7) for q in QUESTIONS]
     items = items_for(photos, params)
-    outputs = validated(adapter.predict(items, GenerationHooks()), params)
+    outputs = validated(adapter.run(items, GenerationHooks()), params)
     labels = set(adapter.model.config.id2label.values())
     for out in outputs:
         scores = [s["score"] for s in out["scores"]]
@@ -165,7 +165,7 @@ def test_vilt_top_k_scores(make_adapter, photos):
         assert out["answer"] == out["scores"][0]["answer"]
         assert {s["answer"] for s in out["scores"]} <= labels
     # mixed image sizes padded into one batch (pixel_mask) score as each image alone
-    alone = [adapter.predict([item], GenerationHooks())[0] for item in items]
+    alone = [adapter.run([item], GenerationHooks())[0] for item in items]
     for batched, single in zip(outputs, alone, strict=False):
         assert [s["answer"] for s in batched["scores"]] == [s["answer"] for s in single["scores"]]
         assert [s["score"] for s in batched["scores"]] == pytest.approx(
@@ -176,7 +176,7 @@ def test_vilt_top_k_scores(make_adapter, photos):
 def test_vilt_top_k_per_item(make_adapter, photos):
     adapter = make_adapter("vilt_vqa", "vilt-vqa", ["vqa"])
     params = [VqaParams(question="what is this?", top_k=k) for k in (1, 3)]
-    outputs = adapter.predict(items_for(photos, params), GenerationHooks())
+    outputs = adapter.run(items_for(photos, params), GenerationHooks())
     assert [len(out["scores"]) for out in outputs] == [1, 3]
 
 
@@ -190,7 +190,7 @@ def overlap(box: dict, x0: float, y0: float, x1: float, y1: float) -> float:
 def test_haar_finds_the_astronauts_face_and_eyes(make_adapter, photos):
     adapter = make_adapter("haar_cascade", "opencv", ["detect"])
     params = [DetectParams(prompt="detect face ; eyes")]
-    (out,) = validated(adapter.predict(items_for(photos, params), GenerationHooks()), params)
+    (out,) = validated(adapter.run(items_for(photos, params), GenerationHooks()), params)
     assert (out["width"], out["height"]) == (512, 512)
     faces = [b for b in out["boxes"] if b["label"] == "face"]
     eyes = [b for b in out["boxes"] if b["label"] == "eyes"]
@@ -207,7 +207,7 @@ def test_haar_boxes_are_in_original_pixels(make_adapter, photos):
     """A large image is searched downscaled: its boxes are still in its own pixels."""
     adapter = make_adapter("haar_cascade", "opencv", ["detect"])
     big = photos[0].resize((2048, 2048))
-    (out,) = adapter.predict([WorkItem("j", big, DetectParams(prompt="detect face"))], GenerationHooks())
+    (out,) = adapter.run([WorkItem("j", big, DetectParams(prompt="detect face"))], GenerationHooks())
     assert (out["width"], out["height"]) == (2048, 2048)
     assert any(overlap(b, 170 * 4, 40 * 4, 290 * 4, 190 * 4) > 0.8 for b in out["boxes"])
 
@@ -219,7 +219,7 @@ def test_haar_unsupported_label_fails_that_item_only(make_adapter, photos):
         DetectParams(prompt="detect dog ; face"),
         DetectParams(prompt="detect eye"),
     ]
-    outputs = adapter.predict(items_for(photos, params), GenerationHooks())
+    outputs = adapter.run(items_for(photos, params), GenerationHooks())
     assert isinstance(outputs[1], ItemError)
     assert "'dog'" in str(outputs[1]) and "face" in str(outputs[1]) and "eye" in str(outputs[1])
     assert isinstance(outputs[0], dict) and isinstance(outputs[2], dict)
@@ -252,7 +252,7 @@ def test_haar_missing_cascade_folder_is_a_setup_error(make_adapter, tmp_path):
 def test_paligemma_detect_boxes_come_from_its_text(make_adapter, photos):
     adapter = make_adapter("paligemma", "paligemma", ["detect"])
     params = [DetectParams(prompt="detect cat ; dog", max_new_tokens=48)] * 3
-    outputs = adapter.predict(items_for(photos, params), GenerationHooks())
+    outputs = adapter.run(items_for(photos, params), GenerationHooks())
     seen_loc = False
     for out, photo in zip(outputs, photos, strict=False):
         assert (out["width"], out["height"]) == photo.size
@@ -266,7 +266,7 @@ def test_paligemma_detect_boxes_come_from_its_text(make_adapter, photos):
 def test_items_of_another_job_type_fail_alone(make_adapter, photos):
     adapter = make_adapter("blip_caption", "blip-base", ["caption"])
     params = [CaptionParams(max_new_tokens=5), VqaParams(question="what?"), CaptionParams(max_new_tokens=5)]
-    outputs = adapter.predict(items_for(photos, params), GenerationHooks())
+    outputs = adapter.run(items_for(photos, params), GenerationHooks())
     assert isinstance(outputs[1], ItemError)
     assert isinstance(outputs[0], dict) and isinstance(outputs[2], dict)
 
@@ -275,7 +275,7 @@ def test_items_of_another_job_type_fail_alone(make_adapter, photos):
         DetectParams(prompt="detect cat"),
         ChatParams(messages=CHATS[2], temperature=0, max_new_tokens=4),
     ]
-    outputs = chat.predict(items_for(photos, params), GenerationHooks())
+    outputs = chat.run(items_for(photos, params), GenerationHooks())
     assert isinstance(outputs[0], ItemError) and isinstance(outputs[1], dict)
 
 
@@ -304,7 +304,7 @@ def test_streamed_pieces_make_the_final_text(case, make_adapter, photos):
     adapter = make_adapter(adapter_name, model, tasks)
     pieces: dict[int, list[str]] = {0: [], 1: []}
     hooks = GenerationHooks(on_text=lambda row, text: pieces[row].append(text), stream_interval_s=0)
-    outputs = adapter.predict(items_for(photos, params_list), hooks)
+    outputs = adapter.run(items_for(photos, params_list), hooks)
     for row, out in enumerate(outputs):
         final = out.get("text", out.get("answer"))
         assert final and "".join(pieces[row]).strip() == final
@@ -328,14 +328,14 @@ def test_cancelled_row_stops_early_while_others_go_on(case, make_adapter, photos
     adapter_name, model, tasks, params_list = CANCEL_CASES[case]
     adapter = make_adapter(adapter_name, model, tasks)
     items = items_for(photos, params_list)
-    full = adapter.predict(items, GenerationHooks())
+    full = adapter.run(items, GenerationHooks())
     checks: list[int] = []
 
     def is_cancelled(row: int) -> bool:
         checks.append(row)
         return row == 0
 
-    cancelled = adapter.predict(items, GenerationHooks(is_cancelled=is_cancelled))
+    cancelled = adapter.run(items, GenerationHooks(is_cancelled=is_cancelled))
     assert {0, 1} <= set(checks)
     assert len(cancelled[0]["text"]) < len(full[0]["text"])
     tokenizer = adapter.tokenizer
@@ -400,7 +400,7 @@ def test_template_without_system_role_gets_it_folded_into_the_first_user_turn(ma
     assert "system" not in prompt
     assert prompt.index("<image>") < prompt.index("You are a brief assistant.") < prompt.index("What is in")
     params = [ChatParams(messages=CHATS[0], temperature=0, max_new_tokens=4)]
-    validated(adapter.predict(items_for(photos, params), GenerationHooks()), params)
+    validated(adapter.run(items_for(photos, params), GenerationHooks()), params)
 
 
 def test_streamed_pieces_are_coalesced_in_time(make_adapter, photos):
@@ -410,6 +410,6 @@ def test_streamed_pieces_are_coalesced_in_time(make_adapter, photos):
     import time
 
     hooks = GenerationHooks(on_text=lambda row, text: stamps.append(time.monotonic()), stream_interval_s=0.05)
-    adapter.predict(items_for(photos, [CaptionParams(max_new_tokens=60)]), hooks)
+    adapter.run(items_for(photos, [CaptionParams(max_new_tokens=60)]), hooks)
     gaps = [b - a for a, b in itertools.pairwise(stamps[:-1])]  # the last piece comes at the end
     assert all(gap >= 0.045 for gap in gaps), gaps

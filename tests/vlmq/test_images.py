@@ -9,13 +9,17 @@ import pytest
 from PIL import Image
 
 from tests.utils.images import astronaut, encode
-from vlmq.images import ImageError, decode_data_uri, decode_image
+from vlmq.images import ImageError, check_image, content_key, decode_data_uri, decode_image
 
 LIMITS = {"max_pixels": 40_000_000, "max_side": 12_000}
 
 
 def _decode(data: bytes):
     return decode_image(data, **LIMITS)
+
+
+def _check(data: bytes):
+    return check_image(data, **LIMITS)
 
 
 @pytest.mark.parametrize(
@@ -32,9 +36,11 @@ def _decode(data: bytes):
     ],
     ids=["cmyk-jpeg", "16-bit", "palette", "alpha", "gray-alpha", "webp", "animated-gif"],
 )
-def test_modes_that_work_become_rgb(make) -> None:
-    decoded = _decode(make())
-    assert decoded.image.mode == "RGB" and decoded.width > 0 and decoded.height > 0
+def test_modes_that_work_pass_the_check_and_decode_to_rgb(make) -> None:
+    data = make()
+    checked = _check(data)
+    decoded = _decode(data)
+    assert decoded.mode == "RGB" and decoded.size == (checked.width, checked.height)
 
 
 def test_exif_orientation_is_applied() -> None:
@@ -42,14 +48,19 @@ def test_exif_orientation_is_applied() -> None:
     exif = img.getexif()
     exif[0x0112] = 6  # rotate 90
     data = encode(img, "JPEG", exif=exif.tobytes())
-    assert _decode(data).image.size == (20, 40)
+    assert _decode(data).size == (20, 40)
 
 
-def test_key_is_content_not_encoding() -> None:
-    png = _decode(encode(astronaut(), "PNG"))
-    bmp = _decode(encode(astronaut(), "BMP"))
-    other = _decode(encode(astronaut().rotate(1), "PNG"))
-    assert png.key == bmp.key and png.key != other.key
+def test_key_is_the_bytes() -> None:
+    png = encode(astronaut(), "PNG")
+    assert _check(png).key == content_key(png) == _check(bytes(png)).key
+    assert _check(encode(astronaut(), "BMP")).key != _check(png).key  # the same picture, another file
+
+
+def _corrupt_png_chunk() -> bytes:
+    data = bytearray(encode(astronaut(), "PNG"))
+    data[len(data) // 2] ^= 0xFF  # a byte inside an IDAT chunk: its CRC no longer matches
+    return bytes(data)
 
 
 @pytest.mark.parametrize(
@@ -59,26 +70,58 @@ def test_key_is_content_not_encoding() -> None:
         (b"%PDF-1.4 not an image", "invalid_image"),
         (encode(astronaut(), "PNG")[:2000], "invalid_image"),
         (encode(astronaut(), "JPEG")[:3000], "invalid_image"),
+        (_corrupt_png_chunk(), "invalid_image"),
+        (encode(astronaut(), "WEBP")[:5000], "invalid_image"),
     ],
-    ids=["empty", "not-image", "truncated-png", "truncated-jpeg"],
+    ids=["empty", "not-image", "truncated-png", "truncated-jpeg", "png-bad-crc", "truncated-webp"],
 )
-def test_bad_bytes_are_refused(data: bytes, code: str) -> None:
-    with pytest.raises(ImageError) as info:
+def test_bad_bytes_are_refused_by_the_check_and_the_decode(data: bytes, code: str) -> None:
+    for step in (_check, _decode):
+        with pytest.raises(ImageError) as info:
+            step(data)
+        assert info.value.code == code and 400 <= info.value.status < 500
+
+
+def test_the_check_costs_a_fraction_of_a_decode() -> None:
+    """The check of a big JPEG reads its structure, not its pixels."""
+    import time
+
+    data = encode(Image.fromarray(np.tile(np.asarray(astronaut()), (6, 6, 1))), "JPEG")  # 3072 x 3072
+    began = time.perf_counter()
+    for _ in range(3):
+        _check(data)
+    check_s = time.perf_counter() - began
+    began = time.perf_counter()
+    for _ in range(3):
         _decode(data)
-    assert info.value.code == code and 400 <= info.value.status < 500
+    assert check_s < (time.perf_counter() - began) / 10
+
+
+def test_a_jpeg_with_an_exif_thumbnail_and_data_after_its_end() -> None:
+    """A camera JPEG: its EXIF thumbnail's end marker comes before the scan; a motion photo appends
+    a video after the image's end. Both are images; cut inside the scan, neither is."""
+    thumb = encode(astronaut().resize((64, 64)), "JPEG")
+    exif = Image.Exif()
+    exif[0x010F] = "vlmq test camera"
+    photo = encode(astronaut(), "JPEG", exif=exif.tobytes() + thumb)  # the thumbnail rides in APP1
+    assert b"\xff\xd9" in photo[:len(photo) // 3]  # an end-of-image marker before the main scan
+    _check(photo)
+    _check(photo + b"\x00\x00\x00\x18ftypmp42" + bytes(1000))
+    with pytest.raises(ImageError):
+        _check(photo[: len(photo) * 2 // 3])
 
 
 def test_too_wide_and_bombs_refused_from_header() -> None:
     wide = io.BytesIO()
     Image.new("1", (100_000, 1)).save(wide, "PNG")
     with pytest.raises(ImageError) as info:
-        _decode(wide.getvalue())
+        _check(wide.getvalue())
     assert info.value.code == "image_too_large" and info.value.status == 413
     bomb = io.BytesIO()
     Image.new("1", (12_000, 12_000)).save(bomb, "PNG")  # 144 Mpx in ~20 kB
     assert len(bomb.getvalue()) < 100_000
     with pytest.raises(ImageError) as info:
-        _decode(bomb.getvalue())
+        _check(bomb.getvalue())
     assert info.value.code == "image_too_large"
 
 
@@ -87,7 +130,7 @@ def test_zero_pixel_image_refused() -> None:
     data = bytearray(encode(Image.new("RGB", (1, 1)), "PNG"))
     data[16:24] = (0).to_bytes(4, "big") * 2
     with pytest.raises(ImageError):
-        _decode(bytes(data))
+        _check(bytes(data))
 
 
 def test_data_uri() -> None:

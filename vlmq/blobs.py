@@ -1,0 +1,226 @@
+"""Payloads out of Redis: images, artifacts and files in a blob store; Redis keeps metadata and queues.
+
+One small interface (`BlobStore`), two stores:
+
+- `LocalBlobStore`: a folder (default `VLMQ_DATA_DIR/blobs`, `VLMQ_BLOB_URL=file:///path`): one
+  machine, or a shared filesystem. Writes are atomic (a temporary file, then a rename).
+- `S3BlobStore`: S3-compatible object storage (`VLMQ_BLOB_URL=s3://bucket/prefix`, endpoint and
+  credentials in `VLMQ_BLOB_S3_*`) through `obstore` (Rust's `object_store`): several machines.
+
+Names are paths: ``images/<id>`` (the image of one submitted job; a compare job's children share
+their parent's), ``artifacts/<job id>/<name>`` (an annotated PNG, ...). Lifetimes:
+
+- an image is written by the API before its job is queued and deleted by whoever makes the job
+  final (a worker, a cancel, a deadline): no other job reads it, so there is nothing to count;
+- an artifact lives as long as its job record (`job_ttl_s`);
+- `sweep` deletes what a crash left behind: anything older than `job_ttl_s` (each worker runs it
+  every few minutes, `tasks/reconcile.py`).
+
+Both stores have blocking methods (the workers) and `a`-prefixed coroutines (the API's event loop:
+the local store's writes are page-cache writes, done inline; S3 calls are awaited).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlsplit
+
+from vlmq.settings import Settings
+
+log = logging.getLogger("vlmq.blobs")
+IMAGES = "images"
+ARTIFACTS = "artifacts"
+
+
+def image_name(owner_id: str) -> str:
+    """The blob of the image of job (or compare parent) `owner_id`."""
+    return f"{IMAGES}/{owner_id}"
+
+
+def artifact_name(job_id: str, name: str) -> str:
+    return f"{ARTIFACTS}/{job_id}/{name}"
+
+
+def owned_images(record) -> list[str]:
+    """The image blob a job that just became final leaves behind: its own (a compare child's image is
+    its parent's, deleted when the parent ends)."""
+    return [record.image] if record.image and record.image == image_name(record.id) else []
+
+
+class BlobStore(Protocol):
+    def put(self, name: str, data: bytes) -> None: ...
+    def get(self, name: str) -> bytes | None: ...
+    def delete(self, *names: str) -> None: ...
+    def sweep(self, prefix: str, older_than_s: float) -> int: ...
+    async def aput(self, name: str, data: bytes) -> None: ...
+    async def aget(self, name: str) -> bytes | None: ...
+    async def adelete(self, *names: str) -> None: ...
+
+
+class LocalBlobStore:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, name: str) -> Path:
+        path = (self.root / name).resolve()
+        if not path.is_relative_to(self.root) or path == self.root:
+            raise ValueError(f"blob name {name!r} is outside the store")
+        return path
+
+    def put(self, name: str, data: bytes) -> None:
+        path = self._path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def get(self, name: str) -> bytes | None:
+        try:
+            return self._path(name).read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def delete(self, *names: str) -> None:
+        for name in names:
+            path = self._path(name)
+            path.unlink(missing_ok=True)
+            if path.parent != self.root and path.parent.parent != self.root:
+                try:  # artifacts/<job id>/: gone with its last file
+                    path.parent.rmdir()
+                except OSError:
+                    pass
+
+    def sweep(self, prefix: str, older_than_s: float) -> int:
+        """Delete the blobs under `prefix` last written more than `older_than_s` ago."""
+        cutoff = time.time() - older_than_s
+        top = self._path(prefix)
+        gone = 0
+        for directory, _dirs, files in os.walk(top):
+            for file in files:
+                path = Path(directory) / file
+                try:
+                    if path.stat().st_mtime < cutoff:
+                        path.unlink(missing_ok=True)
+                        gone += 1
+                except FileNotFoundError:
+                    pass
+        return gone
+
+    # A local write of an image is a page-cache write (tens of microseconds): done inline.
+    async def aput(self, name: str, data: bytes) -> None:
+        self.put(name, data)
+
+    async def aget(self, name: str) -> bytes | None:
+        return self.get(name)
+
+    async def adelete(self, *names: str) -> None:
+        self.delete(*names)
+
+
+class S3BlobStore:
+    def __init__(self, bucket: str, prefix: str, settings: Settings) -> None:
+        from obstore.store import S3Store
+
+        options: dict = {}
+        if settings.blob_s3_endpoint:
+            options["endpoint"] = settings.blob_s3_endpoint
+        if settings.blob_s3_access_key_id:
+            options["access_key_id"] = settings.blob_s3_access_key_id
+        if settings.blob_s3_secret_access_key:
+            options["secret_access_key"] = settings.blob_s3_secret_access_key.get_secret_value()
+        self.store = S3Store(
+            bucket, prefix=prefix or None, region=settings.blob_s3_region,
+            virtual_hosted_style_request=False,
+            client_options={"allow_http": settings.blob_s3_endpoint.startswith("http://")}
+            if settings.blob_s3_endpoint else None,
+            **options,
+        )
+
+    def put(self, name: str, data: bytes) -> None:
+        import obstore
+
+        obstore.put(self.store, name, data)
+
+    def get(self, name: str) -> bytes | None:
+        import obstore
+
+        try:
+            return bytes(obstore.get(self.store, name).bytes())
+        except FileNotFoundError:
+            return None
+
+    def delete(self, *names: str) -> None:
+        import obstore
+
+        if names:
+            obstore.delete(self.store, list(names))
+
+    def sweep(self, prefix: str, older_than_s: float) -> int:
+        import obstore
+
+        cutoff = time.time() - older_than_s
+        old = [meta["path"] for batch in obstore.list(self.store, prefix=prefix) for meta in batch
+               if meta["last_modified"].timestamp() < cutoff]
+        for start in range(0, len(old), 1000):
+            obstore.delete(self.store, old[start : start + 1000])
+        return len(old)
+
+    async def aput(self, name: str, data: bytes) -> None:
+        import obstore
+
+        await obstore.put_async(self.store, name, data)
+
+    async def aget(self, name: str) -> bytes | None:
+        import obstore
+
+        try:
+            result = await obstore.get_async(self.store, name)
+            return bytes(await result.bytes_async())
+        except FileNotFoundError:
+            return None
+
+    async def adelete(self, *names: str) -> None:
+        import obstore
+
+        if names:
+            await obstore.delete_async(self.store, list(names))
+
+
+def blob_store(settings: Settings) -> BlobStore:
+    """The store `VLMQ_BLOB_URL` names: `file:///path` (default: the data dir's `blobs/`) or
+    `s3://bucket/prefix`."""
+    url = settings.blob_url or (settings.data_dir / "blobs").resolve().as_uri()
+    parts = urlsplit(url)
+    if parts.scheme == "file":
+        return LocalBlobStore(Path(parts.path))
+    if parts.scheme == "s3":
+        if not parts.netloc:
+            raise ValueError(f"VLMQ_BLOB_URL={url!r}: s3://<bucket>[/<prefix>]")
+        return S3BlobStore(parts.netloc, parts.path.strip("/"), settings)
+    raise ValueError(f"VLMQ_BLOB_URL={url!r}: use file:///<folder> or s3://<bucket>[/<prefix>]")
+
+
+def delete_quietly(store: BlobStore, *names: str) -> None:
+    """Delete blobs no job needs any more; a store that fails leaves them to the sweep."""
+    try:
+        store.delete(*names)
+    except Exception as exc:  # noqa: BLE001 - object stores raise their own error types
+        log.warning("blobs %s not deleted (the sweep will): %s", names, exc)
+
+
+async def adelete_quietly(store: BlobStore, *names: str) -> None:
+    try:
+        await store.adelete(*names)
+    except Exception as exc:  # noqa: BLE001 - object stores raise their own error types
+        log.warning("blobs %s not deleted (the sweep will): %s", names, exc)

@@ -5,6 +5,8 @@ Run it with `vlmq api` (or `uvicorn --factory vlmq.api.main:create_app`).
 
 from __future__ import annotations
 
+import asyncio
+import gc
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -39,6 +41,17 @@ def _fleet_collector(app: FastAPI) -> FleetCollector | None:
     return FleetCollector(services.metrics, services.fleet, services.registry)
 
 
+async def _freeze_when_loaded(services: Services) -> None:
+    """Take what start-up loaded out of the garbage collector's way: `gc.freeze()` once the answer
+    cache's embedder (torch, MiniLM: millions of objects) is loaded. Without it every full
+    collection walks them all, and requests wait for it (a tail of hundreds of milliseconds)."""
+    cache = services.cache
+    if cache is not None and services.settings.cache_semantic:
+        await asyncio.to_thread(cache.wait_ready, 300)
+    gc.collect()
+    gc.freeze()
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     setup_logging("api", settings.log_format, settings.log_level)
@@ -47,9 +60,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.services = Services.build(settings, registry)
+        freeze = asyncio.create_task(_freeze_when_loaded(app.state.services))
         try:
             yield
         finally:
+            freeze.cancel()
             await app.state.services.aclose()
 
     app = FastAPI(

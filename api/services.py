@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
 from dataclasses import dataclass
 
 import redis
@@ -55,7 +53,7 @@ class Services:
             redis=client,
             aredis=aclient,
             blobs=blob_store(settings),
-            admission=Admission(aclient, settings.job_ttl_s, origin=f"api@{socket.gethostname()}-{os.getpid()}"),
+            admission=Admission(aclient, settings.job_ttl_s),
             store=JobStore(client, settings.job_ttl_s),
             fleet=Fleet(client),
             celery=celery,

@@ -3,8 +3,9 @@
     python benchmarks/loadgen.py --url http://127.0.0.1:8000/v1/jobs --body body.json \
         --connections 64 --seconds 10 [--expect '"cache":"hit"']
 
-Each of `--connections` keep-alive connections sends the same prebuilt POST, reads the whole
-response (status line, headers, Content-Length body), and sends the next one at once. Raw asyncio
+Each of `--connections` keep-alive connections sends prebuilt POSTs (the `--body` files in turn;
+give several for several images), reads the whole response (status line, headers, Content-Length
+body), and sends the next one at once. Raw asyncio
 streams on uvloop, no HTTP library: the client costs a small fraction of what the server spends
 per request, so on a small machine the numbers measure the API, not the client. Prints one JSON
 object: requests, per-status counts, accepted per second, latency percentiles, and how many
@@ -24,15 +25,17 @@ from urllib.parse import urlsplit
 _ID = re.compile(rb'"id":"([0-9a-f]{32})"')
 
 
-async def _connection(host: str, port: int, request: bytes, start: float, stop: float, warmup_end: float,
-                      out: dict, expect: bytes | None) -> None:
+async def _connection(host: str, port: int, requests: list[bytes], offset: int, start: float, stop: float,
+                      warmup_end: float, out: dict, expect: bytes | None) -> None:
     reader, writer = await asyncio.open_connection(host, port)
+    sent = offset
     try:
         while True:
             began = time.perf_counter()
             if began >= stop:
                 return
-            writer.write(request)
+            writer.write(requests[sent % len(requests)])
+            sent += 1
             head = await reader.readuntil(b"\r\n\r\n")
             status = int(head[9:12])
             length = 0
@@ -57,21 +60,21 @@ async def _connection(host: str, port: int, request: bytes, start: float, stop: 
         writer.close()
 
 
-async def run(url: str, body: bytes, content_type: str, connections: int, seconds: float, warmup: float,
+async def run(url: str, bodies: list[bytes], content_type: str, connections: int, seconds: float, warmup: float,
               expect: bytes | None, headers: dict[str, str]) -> dict:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-    request = (
+    requests = [(
         f"POST {parts.path or '/'} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: {content_type}\r\n"
         f"Content-Length: {len(body)}\r\n{extra}\r\n"
-    ).encode() + body
+    ).encode() + body for body in bodies]
     out: dict = {"statuses": {}, "latencies": [], "expected": 0, "errors": [], "ids": []}
     start = time.perf_counter()
     warmup_end = start + warmup
     stop = warmup_end + seconds
     await asyncio.gather(*(
-        _connection(host, port, request, start, stop, warmup_end, out, expect) for _ in range(connections)
+        _connection(host, port, requests, i, start, stop, warmup_end, out, expect) for i in range(connections)
     ))
     ended = time.perf_counter()
     latencies = sorted(out["latencies"])
@@ -100,7 +103,7 @@ async def run(url: str, body: bytes, content_type: str, connections: int, second
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--url", required=True)
-    parser.add_argument("--body", required=True, type=Path)
+    parser.add_argument("--body", required=True, type=Path, action="append", help="repeat for several bodies")
     parser.add_argument("--content-type", default="application/json")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=10)
@@ -114,7 +117,7 @@ def main() -> None:
         from uvloop import run as run_loop
     except ImportError:
         run_loop = asyncio.run
-    result = run_loop(run(args.url, args.body.read_bytes(), args.content_type, args.connections, args.seconds,
+    result = run_loop(run(args.url, [b.read_bytes() for b in args.body], args.content_type, args.connections, args.seconds,
                              args.warmup, args.expect.encode() if args.expect else None, headers))
     ids = result.pop("ids")
     if args.ids:

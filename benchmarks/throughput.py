@@ -727,10 +727,7 @@ def main() -> int:
     single_images = args.single_images or args.images
     connections = [int(c) for c in args.submit_connections.split(",") if c]
 
-    from vlmq.images import decode_image
-
-    def image_key(data: bytes) -> str:
-        return decode_image(data, max_pixels=40_000_000, max_side=12_000).key
+    from vlmq.images import content_key as image_key
 
     cache = HERE / ".cache"
     run_dir = HERE / ".runs" / time.strftime("%Y%m%d-%H%M%S")

@@ -3,13 +3,13 @@
 celery-batches flushes on a repeating timer (`flush_interval`) or when `flush_every` messages are
 buffered. With the solo pool a batch runs inside that timer's callback, and a worker with jobs
 waiting in Redis could flush 1, 2 or 6 jobs instead of `max_batch_size`, while a lone job of an idle
-worker waited anything up to the interval. `QueueAwareBatches` ticks every millisecond and decides:
+worker waited anything up to the interval. `QueueAwareBatches` ticks every half millisecond and decides:
 
 1. `max_batch_size` jobs buffered: run now;
 2. more jobs of this model still queued in Redis (one EXISTS over its lane lists): keep reading
    them, up to `max_wait_ms` (the registry's value, a cap) after the batch's first job arrived;
 3. nothing else queued: run once no job has arrived for the *idle wait*, 2% of the model's recent
-   batch time (an average of this worker's own batches; at least 1 ms, at most the cap), or once
+   batch time (an average of this worker's own batches; at least 0.25 ms, at most the cap), or once
    the first job has waited the cap. A tiny model runs a lone job after ~1 ms; a burst of uploads
    to a model whose batch takes seconds fills its batch instead of starting one of two jobs.
 
@@ -43,9 +43,9 @@ from celery_batches.trace import apply_batches_task
 from vlmq.tasks.flower import JobEvents
 
 logger = logging.getLogger("vlmq.worker")
-TICK_S = 0.001
+TICK_S = 0.0005
 WAIT_SHARE = 0.02
-MIN_WAIT_S = 0.001
+MIN_WAIT_S = 0.00025
 EMA = 0.3
 
 

@@ -12,9 +12,9 @@ batch (each task message; its task id is the job id) what Celery gives a plain t
 
 All of them go through the consumer's event dispatcher: the received events (the consumer's thread)
 into its buffer, published as `task.multi` messages at the consumer's next loop turn; a batch's
-started and finished events (a pool thread) published at once, under the dispatcher's mutex (its
-buffer is the consumer thread's: an event appended to it while that thread flushes it is lost). One
-message per job event, never one per token.
+started events and its finished events (a pool thread) each published at once as one `task.multi`
+message, under the dispatcher's mutex (its buffer is the consumer thread's: an event appended to it
+while that thread flushes it is lost). Two messages per batch, never one per token.
 
 Flower's `/api/workers` holds `inspect` replies, asked at Flower's start and on `?refresh=1` only:
 a worker that started later (a model still loading when Flower started), or was busy in a batch
@@ -37,6 +37,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from celery.events.event import Event
+from celery.utils.time import utcoffset
 from celery.worker import state as worker_state
 
 from vlmq.jobs import JobStatus
@@ -124,8 +126,7 @@ class JobEvents:
         dispatcher = self._dispatcher()
         if dispatcher is None:
             return
-        for request in requests:
-            self._publish(dispatcher, "task-started", uuid=request.id)
+        self._publish(dispatcher, [("task-started", {"uuid": request.id}) for request in requests])
 
     def finished(self, requests: Iterable[Any], result: Any, runtime: float) -> None:
         requests = list(requests)
@@ -136,21 +137,25 @@ class JobEvents:
         dispatcher = self._dispatcher()
         if dispatcher is None:
             return
-        for request, outcome in zip(requests, result, strict=True):
-            if outcome.failed:
-                self._publish(dispatcher, "task-failed", uuid=request.id, exception=outcome.text, traceback=None,
-                              runtime=runtime)
-            else:
-                self._publish(dispatcher, "task-succeeded", uuid=request.id, result=outcome.text, runtime=runtime)
+        self._publish(dispatcher, [
+            ("task-failed", {"uuid": request.id, "exception": outcome.text, "traceback": None, "runtime": runtime})
+            if outcome.failed else
+            ("task-succeeded", {"uuid": request.id, "result": outcome.text, "runtime": runtime})
+            for request, outcome in zip(requests, result, strict=True)
+        ])
 
     @staticmethod
-    def _publish(dispatcher: Any, event: str, **fields: Any) -> None:
-        """One event, published now under the dispatcher's mutex. From the pool's threads never through
-        `send`, whose buffer the consumer's thread flushes: an event appended during that flush is lost."""
+    def _publish(dispatcher: Any, events: list[tuple[str, dict[str, Any]]]) -> None:
+        """A batch's events as one `task.multi` message (what the dispatcher's own flush sends), published
+        now under its mutex. From the pool's threads never through `send`, whose buffer the consumer's
+        thread flushes: an event appended during that flush is lost."""
+        built = [Event(kind, hostname=dispatcher.hostname, utcoffset=utcoffset(), pid=dispatcher.pid,
+                       clock=dispatcher.clock.forward(), **fields) for kind, fields in events]
         try:
-            dispatcher.publish(event, fields, dispatcher.producer)
+            with dispatcher.mutex:
+                dispatcher._publish(built, dispatcher.producer, "task.multi")
         except Exception as exc:  # noqa: BLE001 - monitoring only: a lost event changes no job
-            log.warning("task event %s not published: %s", event, exc)
+            log.warning("%d task events not published: %s", len(built), exc)
 
 
 class Revocations:

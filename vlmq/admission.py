@@ -132,10 +132,9 @@ class Admitted:
 
 
 class Admission:
-    def __init__(self, client, ttl_s: int, origin: str) -> None:
+    def __init__(self, client, ttl_s: int) -> None:
         """`client`: a redis-py client, blocking or asyncio (`submit` returns what it returns)."""
         self.ttl_s = ttl_s
-        self.origin = origin
         self._script = client.register_script(_SUBMIT)
 
     def _args(self, records: list[JobRecord], queued: dict[str, int], estimate_for: str | None,
@@ -158,7 +157,7 @@ class Admission:
                 "1" if limit is not None else "0",
                 record.lane.value,
                 str(limit or 0),
-                task_message(record, self.origin) if limit is not None else "",
+                task_message(record) if limit is not None else "",
             ]
         return args
 

@@ -22,9 +22,11 @@ the local store's writes are page-cache writes, done inline; S3 calls are awaite
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-import tempfile
+import re
+import threading
 import time
 from pathlib import Path
 from typing import Protocol
@@ -62,44 +64,54 @@ class BlobStore(Protocol):
     async def adelete(self, *names: str) -> None: ...
 
 
+#: A blob name: path segments of letters, digits, `.`, `_`, `-`, `@` (no `..`, no absolute path).
+_NAME = re.compile(r"^(?!.*(^|/)\.\.?(/|$))[A-Za-z0-9._@-]+(/[A-Za-z0-9._@-]+)*$")
+
+
 class LocalBlobStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
+        self._root = str(self.root)
 
-    def _path(self, name: str) -> Path:
-        path = (self.root / name).resolve()
-        if not path.is_relative_to(self.root) or path == self.root:
-            raise ValueError(f"blob name {name!r} is outside the store")
-        return path
+    def _path(self, name: str) -> str:
+        if not _NAME.match(name):
+            raise ValueError(f"blob name {name!r}: path segments of letters, digits, '.', '_', '-', '@'")
+        return f"{self._root}/{name}"
 
     def put(self, name: str, data: bytes) -> None:
+        """Written to a temporary name, then renamed: a reader sees the whole blob or none."""
         path = self._path(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        except FileNotFoundError:  # the first blob of its folder
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
             os.replace(tmp, path)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
             raise
 
     def get(self, name: str) -> bytes | None:
         try:
-            return self._path(name).read_bytes()
+            with open(self._path(name), "rb") as handle:
+                return handle.read()
         except (FileNotFoundError, NotADirectoryError):
             return None
 
     def delete(self, *names: str) -> None:
         for name in names:
             path = self._path(name)
-            path.unlink(missing_ok=True)
-            if path.parent != self.root and path.parent.parent != self.root:
-                try:  # artifacts/<job id>/: gone with its last file
-                    path.parent.rmdir()
-                except OSError:
-                    pass
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            if name.count("/") > 1:  # artifacts/<job id>/<file>: the job's folder goes with its last file
+                with contextlib.suppress(OSError):
+                    os.rmdir(os.path.dirname(path))
 
     def sweep(self, prefix: str, older_than_s: float) -> int:
         """Delete the blobs under `prefix` last written more than `older_than_s` ago."""

@@ -271,8 +271,10 @@ def up(
 def api(
     host: Annotated[str | None, typer.Option(help="Bind address (default: VLMQ_API_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default: VLMQ_API_PORT).")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="API processes on the one port "
+                                                "(default: VLMQ_API_WORKERS).")] = None,
 ) -> None:
-    """Run the API (uvicorn)."""
+    """Run the API (uvicorn; several processes share the port and its load)."""
     import uvicorn
 
     settings = _settings()
@@ -281,6 +283,7 @@ def api(
         factory=True,
         host=host or settings.api_host,
         port=port or settings.api_port,
+        workers=workers or settings.api_workers,
         log_level="warning",
         access_log=False,
     )

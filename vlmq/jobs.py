@@ -179,12 +179,11 @@ class JobRecord:
         return None
 
     def to_hash(self) -> dict[str, str]:
-        """The Redis hash fields of a new record (None fields are left out)."""
+        """The Redis hash fields of a new record (None fields are left out; the id is the key's)."""
         fields: dict[str, Any] = {
-            "id": self.id,
             "type": self.type.value,
             "status": self.status.value,
-            "params": json.dumps(self.params),
+            "params": json.dumps(self.params, separators=(",", ":")),
             "model": self.model,
             "image": self.image,
             "created_at": repr(self.created_at),
@@ -206,7 +205,7 @@ class JobRecord:
         return {k: v for k, v in fields.items() if v is not None}
 
     @classmethod
-    def from_hash(cls, raw: dict[str, str]) -> JobRecord:
+    def from_hash(cls, job_id: str, raw: dict[str, str]) -> JobRecord:
         def num(key: str) -> float | None:
             return float(raw[key]) if raw.get(key) else None
 
@@ -215,7 +214,7 @@ class JobRecord:
 
         outcomes = {k[len("outcome:") :]: json.loads(v) for k, v in raw.items() if k.startswith("outcome:")}
         return cls(
-            id=raw["id"],
+            id=job_id,
             type=JobType(raw["type"]),
             status=JobStatus(raw["status"]),
             params=obj("params") or {},

@@ -319,10 +319,10 @@ def outcome_of(record: JobRecord) -> dict[str, Any]:
     return _outcome(record.id, record.status, record.output, record.error, record.cancel_reason)
 
 
-def _record(raw: list) -> JobRecord | None:
+def _record(job_id: str, raw: list) -> JobRecord | None:
     if not raw:
         return None
-    return JobRecord.from_hash({_text(raw[i]): _text(raw[i + 1]) for i in range(0, len(raw), 2)})
+    return JobRecord.from_hash(job_id, {_text(raw[i]): _text(raw[i + 1]) for i in range(0, len(raw), 2)})
 
 
 @dataclass(frozen=True)
@@ -380,15 +380,16 @@ class JobStore:
         raw = self.redis.hgetall(JOB.format(job_id))
         if not raw:
             return None
-        return JobRecord.from_hash({_text(k): _text(v) for k, v in raw.items()})
+        return JobRecord.from_hash(job_id, {_text(k): _text(v) for k, v in raw.items()})
 
     def get_many(self, job_ids: Iterable[str]) -> list[JobRecord | None]:
+        job_ids = list(job_ids)
         pipe = self.redis.pipeline(transaction=False)
         for job_id in job_ids:
             pipe.hgetall(JOB.format(job_id))
         return [
-            JobRecord.from_hash({_text(k): _text(v) for k, v in raw.items()}) if raw else None
-            for raw in pipe.execute()
+            JobRecord.from_hash(job_id, {_text(k): _text(v) for k, v in raw.items()}) if raw else None
+            for job_id, raw in zip(job_ids, pipe.execute(), strict=True)
         ]
 
     def statuses(self, job_ids: list[str]) -> list[str | None]:
@@ -411,9 +412,10 @@ class JobStore:
         reply = self._claim(args=[repr(now()), worker, max_attempts, self.ttl_s, EVENTS_MAXLEN, *job_ids])
         claims = []
         for job_id, action, detail, raw in reply:
-            record = _record(raw)
+            job_id = _text(job_id)
+            record = _record(job_id, raw)
             action, detail = _text(action), _text(detail)
-            claims.append(Claim(_text(job_id), action, int(detail) if action == "run" else 0,
+            claims.append(Claim(job_id, action, int(detail) if action == "run" else 0,
                                 detail if action != "run" else None, record))
         return claims
 
@@ -494,7 +496,7 @@ async def aget(client, job_id: str) -> JobRecord | None:
     raw = await client.hgetall(JOB.format(job_id))
     if not raw:
         return None
-    return JobRecord.from_hash({_text(k): _text(v) for k, v in raw.items()})
+    return JobRecord.from_hash(job_id, {_text(k): _text(v) for k, v in raw.items()})
 
 
 def implied_events(record: JobRecord) -> list[Event]:

@@ -32,7 +32,7 @@ def test_lost_messages_are_published_again(redis_url: str) -> None:
     app = make_celery(Settings(redis_url=redis_url))
     client.delete(*(PENDING.format(MODEL, lane.value) for lane in Lane), *(queue_name(MODEL, lane) for lane in Lane))
     lost, waiting, started = _job("lost-1"), _job("waiting-1"), _job("started-1")
-    admission = Admission(client, 600, "test")
+    admission = Admission(client, 600)
     for record in (lost, waiting, started):
         admission.submit_blocking([record], {record.id: 100})
     bulk = queue_name(MODEL, Lane.bulk)

@@ -33,7 +33,7 @@ def _job(job_id: str, lane: Lane = Lane.bulk) -> JobRecord:
 
 def test_jobs_admitted_in_the_same_instant_keep_their_order(redis_url: str, monkeypatch) -> None:
     client = _client(redis_url)
-    admission = Admission(client, 600, "test")
+    admission = Admission(client, 600)
     monkeypatch.setattr("vlmq.admission.time.time", lambda: 1_800_000_000.0)  # one clock reading for all
     ids = [f"job-{99 - i}" for i in range(40)]  # ids that sort in the reverse of admission order
     positions = [admission.submit_blocking([_job(job_id)], {job_id: 100}).positions[job_id] for job_id in ids]
@@ -43,7 +43,7 @@ def test_jobs_admitted_in_the_same_instant_keep_their_order(redis_url: str, monk
 
 def test_fair_share_steps_and_the_message_kombu_would_hold(redis_url: str) -> None:
     client = _client(redis_url)
-    admission = Admission(client, 600, "test")
+    admission = Admission(client, 600)
     for i in range(40):
         admission.submit_blocking([_job(f"f{i}")], {f"f{i}": 100})
     lists = {key: client.lrange(key, 0, -1) for key in queue_keys(MODEL, Lane.bulk)}
@@ -60,7 +60,7 @@ def test_fair_share_steps_and_the_message_kombu_would_hold(redis_url: str) -> No
 
 def test_a_full_lane_refuses_and_writes_nothing(redis_url: str) -> None:
     client = _client(redis_url)
-    admission = Admission(client, 600, "test")
+    admission = Admission(client, 600)
     for i in range(3):
         admission.submit_blocking([_job(f"full{i}")], {f"full{i}": 3})
     with pytest.raises(LaneFull):

@@ -255,7 +255,7 @@ def model_job_ids(client: redis.Redis, models: list[str]) -> list[str]:
     return [k.decode().removeprefix("vlmq:job:") for k, m in zip(keys, pipe.execute()) if m in wanted]
 
 
-def clean_jobs(client: redis.Redis, job_ids: list[str], image_keys: list[str] = ()) -> None:
+def clean_jobs(client: redis.Redis, job_ids: list[str]) -> None:
     """Delete the benchmark's job records, event streams and images, and drop them from `recent`."""
     for start in range(0, len(job_ids), 1000):
         chunk = job_ids[start : start + 1000]
@@ -263,8 +263,6 @@ def clean_jobs(client: redis.Redis, job_ids: list[str], image_keys: list[str] = 
         pipe.delete(*[f"vlmq:job:{i}" for i in chunk], *[f"vlmq:events:{i}" for i in chunk])
         pipe.zrem("vlmq:recent:anonymous", *chunk)
         pipe.execute()
-    if image_keys:
-        client.delete(*[f"vlmq:image:{k}" for k in image_keys])
 
 
 def queued_job_ids(client: redis.Redis, model: str) -> list[str]:

@@ -12,11 +12,14 @@ stop early and every image does the same work):
 3. vlmq: C concurrent clients (asyncio, `vlmq.client.AsyncClient`) submit over HTTP with
    `Prefer: wait=60` and wait for each result; throughput and latency percentiles; the batch size
    distribution read back from the API's /metrics (`vlmq_batch_size`).
-4. service overhead (tiny demo model, one client, one job at a time), from server-side timestamps;
+4. service overhead (tiny demo model, one client, one job at a time), from server-side timestamps,
+   beside a bare Celery round trip on the same Redis (benchmarks/bare_celery.py);
 5. batch filling: a backlog queued before the worker starts, drained;
-6. submit rate of one API process (no worker on the model, `cache: false`; then cache hits), and
-   of a bare FastAPI app for calibration;
-7. resident memory of the API and of each worker.
+6. resident memory of the API and of each worker.
+
+The tiny model's vlmq mode is driven by benchmarks/loadgen.py (a raw-socket client in its own process)
+so that the client's CPU does not compete with the worker for the machine's two cores. The submit
+path's own cost is benchmarks/submit.py.
 
 The workers run the service's code and registry defaults as they are (max_batch_size 8, max_wait_ms
 from the registry's default).
@@ -51,6 +54,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import bare_celery
 import bench_models
 import httpx
 import psutil
@@ -61,15 +65,15 @@ from bench_procs import (
     clean_jobs,
     clean_models,
     model_job_ids,
-    queued_job_ids,
     run_loadgen,
+    spawn,
     start_api,
     start_worker,
     wait_quiet,
     wait_ready,
 )
 
-TINY, FULL, SINK = "bench-tiny", "bench-full", "bench-sink"
+TINY, FULL = "bench-tiny", "bench-full"
 FINAL = {"succeeded", "failed", "canceled", "aborted"}
 
 
@@ -329,6 +333,35 @@ def drain_test(url: str, rclient: redis.Redis, model: str, blobs: list[bytes], n
     return {"delta": batch_delta(before, after), "span": span, "n": n}, ids
 
 
+def loadgen_mode(url: str, rclient: redis.Redis, model: str, blobs: list[bytes], clients: int, max_new_tokens: int,
+                 procs: list[Proc], batch: int, seconds: float, run_dir: Path) -> tuple[Mode, list[str]]:
+    """vlmq driven by benchmarks/loadgen.py: `clients` keep-alive connections, each POSTs a job with
+    `Prefer: wait=60` (the answer comes when the job ends) and the next one at once; images/s = jobs
+    answered `200` per second of the window. The client is a separate process costing ~0.03 cores,
+    so the machine's two cores go to the API, the worker and Redis, as the raw loop's core goes to
+    the model."""
+    asyncio.run(closed_loop(url, model, blobs[:1], 1, max_new_tokens))  # warm-up: one job, not timed
+    bodies = []
+    for i, blob in enumerate(blobs):
+        path = run_dir / f"tiny-body-{i}.json"
+        path.write_bytes(submit_body(model, blob, False, max_new_tokens))
+        bodies += ["--body", str(path)]
+    before = scrape_batches(url, model)
+    with CpuWatch(procs) as cpu:
+        result, loadgen_cpu = run_loadgen(
+            ["--url", url + "/v1/jobs", *bodies, "--connections", str(clients), "--seconds", str(seconds),
+             "--warmup", "1", "--header", "Prefer:wait=60"], run_dir)
+    cpu.extra_s = loadgen_cpu
+    after = scrape_batches(url, model)
+    delta = batch_delta(before, after)
+    done = result["statuses"].get("200", 0)
+    mode = Mode(f"vlmq ({clients} connections, max_batch_size {batch})", done, result["seconds"], cpu,
+                [], batches=delta,
+                notes=f"p50 {result['p50_ms']:.0f} ms, p99 {result['p99_ms']:.0f} ms; {delta['batches']} batches, "
+                      f"mean size {delta['mean']:.2f}")
+    return mode, []
+
+
 def vlmq_mode(url: str, rclient: redis.Redis, model: str, blobs: list[bytes], clients: int, max_new_tokens: int,
               procs: list[Proc], batch: int) -> tuple[Mode, list[str]]:
     asyncio.run(closed_loop(url, model, blobs[:1], 1, max_new_tokens))  # warm-up: one job, not timed
@@ -456,61 +489,12 @@ def overhead_mode(url: str, rclient: redis.Redis, model: str, blobs: list[bytes]
 # --- 5: submit rate -------------------------------------------------------------------------------------
 
 
-def jpeg(blob_image, side: int) -> bytes:
-    from PIL import Image
-
-    image = blob_image.copy()
-    image.thumbnail((side, side), Image.Resampling.BICUBIC)
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=90)
-    return buffer.getvalue()
-
-
 def submit_body(model: str, image: bytes, cache: bool, max_new_tokens: int, prompt: str | None = None) -> bytes:
     body = {"type": "caption", "model": model, "max_new_tokens": max_new_tokens, "cache": cache,
             "image_url": "data:image/jpeg;base64," + base64.b64encode(image).decode()}
     if prompt:
         body["prompt"] = prompt
     return json.dumps(body).encode()
-
-
-@dataclass
-class SubmitRun:
-    label: str
-    result: dict
-    api_cores: float
-    loadgen_cores: float
-    redis_cores: float
-    other_cores: float
-
-    @property
-    def api_ms_per_req(self) -> float:
-        return self.api_cores * 1000 / max(self.result["accepted_per_s"], 1e-9)
-
-
-def submit_rate(url: str, api: Proc, run_dir: Path, label: str, body: bytes, connections: int, seconds: float,
-                expect: str | None = None, profile: Path | None = None) -> tuple[SubmitRun, list[str]]:
-    body_file = run_dir / f"body-{time.time_ns()}.json"
-    body_file.write_bytes(body)
-    ids_file = run_dir / f"ids-{time.time_ns()}.txt"
-    args = ["--url", url + "/v1/jobs", "--body", str(body_file), "--connections", str(connections),
-            "--seconds", str(seconds), "--warmup", "1", "--ids", str(ids_file)]
-    if expect:
-        args += ["--expect", expect]
-    spy = None
-    if profile is not None:
-        spy = start_py_spy(api.pid, profile, seconds + 1)
-    with CpuWatch([api]) as cpu:
-        api0 = api.cpu_s()
-        result, loadgen_cpu = run_loadgen(args, run_dir)
-        api1 = api.cpu_s()
-    if spy is not None:
-        spy.wait()
-    cpu.extra_s = loadgen_cpu
-    run = SubmitRun(label, result, (api1 - api0) / cpu.wall, loadgen_cpu / cpu.wall, cpu.redis_s / cpu.wall,
-                    cpu.other_cores)
-    ids = [i for i in ids_file.read_text().split() if i]
-    return run, ids
 
 
 # --- profiling (optional) ------------------------------------------------------------------------
@@ -703,11 +687,10 @@ def main() -> int:
     parser.add_argument("--max-new-tokens", type=int, default=bench_models.MAX_NEW_TOKENS)
     parser.add_argument("--threads", type=int, default=2, help="torch threads for the full-size model, all modes")
     parser.add_argument("--tiny-threads", type=int, default=1, help="torch threads for the tiny model, all modes")
-    parser.add_argument("--tiny-jobs", type=int, default=192, help="images per mode for the tiny model (cycled)")
+    parser.add_argument("--tiny-jobs", type=int, default=192, help="images per in-process mode for the tiny model (cycled)")
+    parser.add_argument("--tiny-seconds", type=float, default=10, help="measured window of the tiny model through vlmq")
     parser.add_argument("--overhead-jobs", type=int, default=200)
     parser.add_argument("--drain-jobs", type=int, default=64)
-    parser.add_argument("--submit-seconds", type=float, default=8)
-    parser.add_argument("--submit-connections", default="1,8,64")
     parser.add_argument("--profile", action="store_true", help="py-spy the worker (overhead) and the API (submit)")
     parser.add_argument("--out", type=Path, default=None, help="also write the Markdown report here")
     parser.add_argument("--skip-full", action="store_true", help="tiny model sections only")
@@ -719,15 +702,11 @@ def main() -> int:
     parser.add_argument("--retries", type=int, default=2, help="most repeats of a disturbed measurement")
     args = parser.parse_args()
     if args.quick:
-        args.images, args.clients, args.overhead_jobs, args.submit_seconds = 16, 8, 30, 2
+        args.images, args.clients, args.overhead_jobs = 16, 8, 30
         args.tiny_jobs, args.drain_jobs = 32, 16
-        args.submit_connections = "16"
         args.skip_full = True
         args.quiet_timeout = 0
     single_images = args.single_images or args.images
-    connections = [int(c) for c in args.submit_connections.split(",") if c]
-
-    from vlmq.images import content_key as image_key
 
     cache = HERE / ".cache"
     run_dir = HERE / ".runs" / time.strftime("%Y%m%d-%H%M%S")
@@ -738,20 +717,17 @@ def main() -> int:
     log("models (cached in benchmarks/.cache)")
     tiny = bench_models.tiny_blip(cache, args.max_new_tokens)
     full = None if args.skip_full else bench_models.full_blip(cache, args.max_new_tokens)
-    names, blobs, images = bench_models.photos(args.images)
-    small = jpeg(images[0], 64)
-    image_keys = list({image_key(b) for b in blobs} | {image_key(small)})
+    _names, blobs, images = bench_models.photos(args.images)
     tiny_images = [images[i % len(images)] for i in range(args.tiny_jobs)]
     tiny_blobs = [blobs[i % len(blobs)] for i in range(args.tiny_jobs)]
 
     rclient = redis.Redis.from_url(args.redis_url)
     rclient.ping()
-    models = [TINY, FULL, SINK]
+    models = [TINY, FULL]
     clean_models(rclient, models)
     worker_entry = {"max_batch_size": args.batch, "max_wait_ms": args.max_wait_ms}
     registry = {
         TINY: model_entry(tiny, **worker_entry),
-        SINK: model_entry(tiny, queue_limit=10_000_000, description="no worker: submits only fill its queue"),
     }
     if full is not None:
         registry[FULL] = model_entry(full, **worker_entry)
@@ -810,9 +786,8 @@ def main() -> int:
         log("tiny: vlmq")
 
         def tiny_vlmq() -> Mode:
-            mode, ids = vlmq_mode(url, rclient, TINY, tiny_blobs, args.clients, args.max_new_tokens, [api, worker],
-                                  args.batch)
-            job_ids.extend(ids)
+            mode, _ = loadgen_mode(url, rclient, TINY, tiny_blobs[:16], args.clients, args.max_new_tokens,
+                                   [api, worker], args.batch, args.tiny_seconds, run_dir)
             return mode
 
         t_vlmq = measure("tiny vlmq", tiny_vlmq, lambda m: m.cpu.other_cores)
@@ -837,6 +812,14 @@ def main() -> int:
             return ov
 
         ov = measure("overhead", overhead_run, lambda o: o["cpu"].other_cores)
+        log("bare Celery round trip (same Redis)")
+        bare_worker = spawn("bare-celery", [sys.executable, str(HERE / "bare_celery.py"), "worker", "--redis-url",
+                                            args.redis_url], env, log_dir)
+        procs["bare-celery"] = bare_worker
+        time.sleep(3)
+        celery_rtt = bare_celery.round_trips(args.redis_url, args.overhead_jobs)
+        procs.pop("bare-celery").stop()
+        ratio = pct(ov["overhead_predict"], 50) / pct(celery_rtt, 50)
 
         def row(label: str, key: str, note: str = "") -> str:
             return f"| {label} | {fmt(pct(ov[key], 50))} | {fmt(pct(ov[key], 99))} | {note} |"
@@ -850,16 +833,21 @@ def main() -> int:
             row("overhead incl. in-predict hooks = (completed_at − created_at) − pure model time", "overhead_pure",
                 "also counts token streaming / cancel checks inside generate"),
             row("queue: started_at − created_at", "queue",
-                "after the record: lane admit, record write, publish; broker delivery; the batch's idle wait; claim"),
+                "broker delivery, the batch's idle wait, record read, image load + decode, processor, claim"),
             row("after start, outside predict: (completed_at − started_at) − predict", "after_start",
-                "image load + decode, grouping, output validation, finish script"),
-            row("hooks inside predict: predict − pure model time", "hooks", "token streamer + cancel checks (Redis)"),
+                "output validation, finish script (image load, decode and processor come before the claim)"),
+            row("hooks inside predict: predict − pure model time", "hooks", "token streamer + cancel checks"),
             row("batch predict time (worker, vlmq_batch_seconds)", "predict"),
             row("pure model time (adapter.predict in process, no hooks)", "pure"),
             row("server end-to-end: completed_at − created_at", "e2e"),
             row("client round trip (POST with Prefer: wait=30 until the answer)", "client"),
             row("client − server end-to-end", "http",
                 "HTTP, parsing, validation, image decode before created_at; Prefer-wait wake-up and answer"),
+            (f"| calibration: a bare Celery round trip on the same Redis | {fmt(pct(celery_rtt, 50))} | "
+             f"{fmt(pct(celery_rtt, 99))} | benchmarks/bare_celery.py: send_task, a solo worker writes one key |"),
+            "",
+            (f"Target: overhead p50 ≤ 2x a bare Celery round trip: **{ratio:.2f}x**; hooks inside predict ≤ 10% of "
+             f"the pure model time: **{pct(ov['hooks'], 50) / pct(ov['pure'], 50):.1%}** (p50)."),
             "",
             ("Method: every job is submitted alone (the next one after the previous answer), so each batch holds "
              "exactly one job. `created_at` is stamped by the API when it builds the record (after parsing and "
@@ -895,78 +883,8 @@ def main() -> int:
             (f"| {d['batches']} | {d['mean']:.2f} | {', '.join(f'{k}: {v}' for k, v in d['buckets'].items())} | "
              f"{drain['span']:.2f} |")])
 
-        # --- cache hits: probe --------------------------------------------------------------------------
-        hit_body = submit_body(TINY, small, True, args.max_new_tokens, prompt="a photo of")
-        with httpx.Client(base_url=url, timeout=60) as http:
-            headers = {"Content-Type": "application/json"}
-            first = http.post("/v1/jobs", content=hit_body, headers={**headers, "Prefer": "wait=30"}).json()
-            second = http.post("/v1/jobs", content=hit_body, headers=headers).json()
-        job_ids += [first.get("id", ""), second.get("id", "")]
-        probe = (first.get("status"), first.get("cache"), second.get("status"), second.get("cache"))
-        cache_ready = probe[2] == "succeeded" and probe[3] == "hit"
-        memory.append(("API", "after the first cache lookups", rss(api)))
-        log(f"cache probe: first {probe[0]}/{probe[1]}, repeat {probe[2]}/{probe[3]} -> "
-            f"{'cache answers' if cache_ready else 'pending'}")
-
-        # --- submit rate -----------------------------------------------------------------------------------
         worker.stop()
         procs.pop("tiny")
-        log("submit rate (no worker on the model)")
-        runs: list[SubmitRun] = []
-
-        def submit_run(label: str, body: bytes, n: int, expect: str | None = None,
-                       profile: Path | None = None, target: tuple[Proc, str] = (api, url)) -> SubmitRun:
-            run, ids = submit_rate(target[1], target[0], run_dir, label, body, n, args.submit_seconds,
-                                   expect=expect, profile=profile if args.profile else None)
-            job_ids.extend(ids)
-            job_ids.extend(queued_job_ids(rclient, SINK))
-            clean_models(rclient, [SINK])
-            return run
-
-        def submit(label: str, *run_args, **run_kwargs) -> None:
-            runs.append(measure(label, lambda: submit_run(*run_args, **run_kwargs), lambda r: r.other_cores))
-
-        miss = submit_body(SINK, small, False, args.max_new_tokens)
-        most = max(connections)
-        for n in connections:
-            submit(f"submit {n}", f"miss, 64 px JPEG, {n} connections", miss, n,
-                   profile=profile_dir / f"api-submit-{n}.txt" if n == most else None)
-        submit("submit big", f"miss, {names[0]} JPEG ({len(blobs[0]) // 1024} KiB), {most} connections",
-               submit_body(SINK, blobs[0], False, args.max_new_tokens), most)
-        if cache_ready:
-            submit("submit hit", f"cache hit, 64 px JPEG, {most} connections", hit_body, most,
-                   expect='"cache":"hit"', profile=profile_dir / "api-hit.txt")
-        if not args.quick:
-            log("submit rate of a bare FastAPI app (calibration)")
-            procs["bare"], bare_url = start_api(env, log_dir, bare=True)
-            submit("bare submit", f"calibration: bare FastAPI app (benchmarks/bare_api.py), {most} connections",
-                   miss, most, target=(procs["bare"], bare_url))
-            procs.pop("bare").stop()
-        memory.append(("API", "after the submit tests", rss(api)))
-        lines = [("## Submit rate of one API process (uvicorn, 1 process; closed loop, keep-alive connections, "
-                  "raw-socket load generator in its own process)"), "",
-                 ("| request | accepted/s | p50 ms | p99 ms | statuses | API CPU (cores) | API CPU ms / request | "
-                  "loadgen / Redis / others (cores) |"), "|---|---:|---:|---:|---|---:|---:|---|"]
-        for r in runs:
-            res = r.result
-            hits = f" ({res['expected']} hits)" if "hit" in r.label else ""
-            lines.append(f"| {r.label} | **{fmt(res['accepted_per_s'], 0)}** | {res['p50_ms']} | {res['p99_ms']} | "
-                         f"{res['statuses']}{hits} | {r.api_cores:.2f} | {r.api_ms_per_req:.2f} | "
-                         f"{r.loadgen_cores:.2f} / {r.redis_cores:.2f} / {r.other_cores:.2f} |")
-        if not cache_ready:
-            lines += ["| cache hit | pending | | | | | | |", "",
-                      (f"Cache hits: **pending**: a repeated identical request (`cache: true`) was answered "
-                       f"`{probe[2]}` / cache `{probe[3]}` (first: `{probe[0]}` / `{probe[1]}`), not an immediate "
-                       f"`succeeded` / `hit`.")]
-        lines += ["", ("Method: POST /v1/jobs with a JSON body (`image_url` as a data URI), `cache: false`, to a "
-                       f"registry model (`{SINK}`) that has no worker, so the queue only fills (queue_limit raised "
-                       "to 10M); 1 s warm-up then the measured window; accepted = 202 (200 for cache answers). The "
-                       "jobs and the queue are deleted afterwards. API CPU is the uvicorn process's CPU time over the "
-                       "window; one API process uses at most ~1 core (GIL), so 1000 / (API CPU ms per request) is "
-                       "its ceiling.")]
-        for path in sorted(profile_dir.glob("api-*.txt")):
-            lines += profile_lines(path, "API, " + path.stem)
-        sections.append(lines)
 
         # --- full-size model ------------------------------------------------------------------------------
         if full is not None:
@@ -1016,8 +934,7 @@ def main() -> int:
         for proc in list(procs.values())[::-1]:
             proc.stop()
         try:
-            clean_jobs(rclient, sorted({i for i in job_ids if i} | set(queued_job_ids(rclient, SINK))
-                                       | set(model_job_ids(rclient, models))), image_keys)
+            clean_jobs(rclient, sorted({i for i in job_ids if i} | set(model_job_ids(rclient, models))))
             clean_models(rclient, models)
         except redis.RedisError as exc:
             log(f"cleanup failed: {exc}")

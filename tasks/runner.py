@@ -98,6 +98,7 @@ class ModelRunner:
         self.lanes = lanes
         self.live = live or LiveJobs(store, worker_name)
         self.gate = ModelGate()  # one forward pass at a time; everything else overlaps
+        self._input_size = adapter.input_size()  # after setup: the processor says
 
     # --- entry point ------------------------------------------------------------------------
 
@@ -174,8 +175,9 @@ class ModelRunner:
             if data is None:
                 raise ImageError("image_expired", "the job's image is no longer stored (its job ended, or "
                                                   "it outlived job_ttl_s)")
-            image = decode_image(data, max_pixels=self.settings.max_image_pixels,
-                                 max_side=self.settings.max_image_side)
+            # detect: boxes and the annotated image are in the original's pixels; others: what the model needs
+            image = decode_image(data, max_pixels=self.settings.max_image_pixels, max_side=self.settings.max_image_side,
+                                 at_least=None if record.type is JobType.detect else self._input_size)
             params = parse_params(record.params)
         except (ImageError, ValidationError, KeyError, ValueError) as exc:
             return error_of(exc)

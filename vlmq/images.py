@@ -36,6 +36,7 @@ _DATA_URI = re.compile(r"^data:(?P<mime>image/[a-z0-9.+-]+)?(?P<b64>;base64)?,(?
 
 
 _NOT_BASE64 = str.maketrans("", "", " \t\r\n")
+_ORIENTATION = 0x0112
 
 
 class ImageError(InputError):
@@ -148,11 +149,19 @@ def check_image(data: bytes, *, max_pixels: int, max_side: int) -> CheckedImage:
     return _refusing(check)
 
 
-def decode_image(data: bytes, *, max_pixels: int, max_side: int) -> Image.Image:
-    """The whole image, for a model: RGB, EXIF orientation applied, an animation's first frame."""
+def decode_image(data: bytes, *, max_pixels: int, max_side: int,
+                 at_least: tuple[int, int] | None = None) -> Image.Image:
+    """The image, for a model: RGB, EXIF orientation applied, an animation's first frame. With
+    `at_least` (width, height), a JPEG is decoded at the smallest of 1, 1/2, 1/4, 1/8 of its size
+    that is still at least that large on both sides (libjpeg's scaled decode: a fraction of the work)."""
 
     def decode() -> Image.Image:
         img = _open(data, max_pixels, max_side)
+        if at_least is not None and img.format == "JPEG":
+            width, height = at_least
+            if (img.getexif().get(_ORIENTATION) or 1) >= 5:  # rotated by 90 degrees: the sides swap
+                width, height = height, width
+            img.draft("RGB", (width, height))
         img.seek(0)  # animated images: the first frame
         img.load()
         return _to_rgb(ImageOps.exif_transpose(img) or img)

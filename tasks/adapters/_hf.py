@@ -72,6 +72,21 @@ def local(processor: Any) -> Any:
     return copies[key]
 
 
+def input_size(processor: Any) -> tuple[int, int] | None:
+    """The least (width, height) a processor's resize leaves an image at: its fixed size, or its
+    shortest edge (as both: the long side only grows), or None when it does not say."""
+    image_processor = getattr(processor, "image_processor", None)
+    size = getattr(image_processor, "size", None)
+    if not getattr(image_processor, "do_resize", True) or size is None:
+        return None
+    get = size.get if isinstance(size, dict) else lambda key: getattr(size, key, None)
+    if get("height") and get("width"):
+        return int(get("width")), int(get("height"))
+    if get("shortest_edge"):
+        return int(get("shortest_edge")), int(get("shortest_edge"))
+    return None
+
+
 def staged(batch: Any, model: Any) -> Any:
     """A processor's output ready to move to the model: floating tensors (pixels) in its dtype, and
     on CUDA in pinned memory, so `to_model` copies without blocking (done in `prepare`)."""

@@ -97,6 +97,14 @@ class ModelAdapter(ABC):
     def predict(self, batch: Any, hooks: GenerationHooks) -> list[dict | Exception]:
         """The model on what `prepare` returned: one output (or exception) per item, in order."""
 
+    def input_size(self) -> tuple[int, int] | None:
+        """(width, height) the model's image input needs at least: the worker decodes a JPEG at the
+        smallest of 1, 1/2, 1/4, 1/8 of its size that is still as large (libjpeg's scaled decode), so
+        a 12-megapixel photo for a 384-pixel model costs a fraction of a full decode. None: decode in
+        full (the default; detect jobs always are: boxes and the annotated image are in original
+        pixels)."""
+        return None
+
     def run(self, items: list[WorkItem], hooks: GenerationHooks) -> list[dict | Exception]:
         """`prepare` then `predict`, in this thread (tests, tools, benchmarks)."""
         return self.predict(self.prepare(items), hooks)

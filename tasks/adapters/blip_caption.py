@@ -33,6 +33,9 @@ class BlipCaptionAdapter(ModelAdapter):
         data = item.params.model_dump(mode="json")  # the prompt stays in: one prompt per batch
         return json.dumps(data, sort_keys=True)
 
+    def input_size(self) -> tuple[int, int] | None:
+        return _hf.input_size(self.processor)
+
     def prepare(self, items: list[WorkItem]) -> _hf.Prepared:
         results: list[dict | Exception] = [
             ItemError(f"this model runs caption jobs, not {item.params.type}") for item in items

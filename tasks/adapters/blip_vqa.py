@@ -30,6 +30,9 @@ class BlipVqaAdapter(ModelAdapter):
         self.tokenizer = self.processor.tokenizer
         self.tokenizer.padding_side = "right"  # the question encoder is bidirectional, BERT-style
 
+    def input_size(self) -> tuple[int, int] | None:
+        return _hf.input_size(self.processor)
+
     def prepare(self, items: list[WorkItem]) -> _hf.Prepared:
         results: list[dict | Exception] = [
             ItemError(f"this model runs vqa jobs, not {item.params.type}") for item in items

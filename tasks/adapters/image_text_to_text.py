@@ -83,6 +83,9 @@ class ImageTextToTextAdapter(ModelAdapter):
         return _hf.local(self.processor).apply_chat_template(conversation, add_generation_prompt=True,
                                                              tokenize=False)
 
+    def input_size(self) -> tuple[int, int] | None:
+        return _hf.input_size(self.processor)
+
     def prepare(self, items: list[WorkItem]) -> _hf.Prepared:
         results, prompts, rows = _hf.prompts_for(items, self.prompt)
         batch = _hf.Prepared(items, results)

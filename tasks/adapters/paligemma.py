@@ -94,6 +94,9 @@ class PaliGemmaAdapter(ModelAdapter):
             return f"answer en {params.question}"
         raise ItemError(f"this model runs detect, caption and vqa jobs, not {params.type}")
 
+    def input_size(self) -> tuple[int, int] | None:
+        return _hf.input_size(self.processor)
+
     def prepare(self, items: list[WorkItem]) -> _hf.Prepared:
         results, prompts, rows = _hf.prompts_for(items, self.prompt_for)
         batch = _hf.Prepared(items, results)

@@ -38,6 +38,9 @@ class ViltVqaAdapter(ModelAdapter):
             raise SetupError(f"model {self.spec.name}: the ViLT config has no answer labels (id2label)")
         self.max_text_length = int(self.model.config.max_position_embeddings)
 
+    def input_size(self) -> tuple[int, int] | None:
+        return _hf.input_size(self.processor)
+
     def prepare(self, items: list[WorkItem]) -> _hf.Prepared:
         results: list[dict | Exception] = [
             ItemError(f"this model runs vqa jobs, not {item.params.type}") for item in items

@@ -141,3 +141,19 @@ def test_data_uri() -> None:
     for bad in ("data:image/png,notbase64", "data:image/png;base64,@@@", "nonsense"):
         with pytest.raises(ImageError):
             decode_data_uri(bad, 10**8)
+
+
+def test_a_jpeg_is_decoded_at_the_smallest_scale_the_model_can_use() -> None:
+    """libjpeg's scaled decode (1, 1/2, 1/4, 1/8): never smaller than asked, on both sides, also for a
+    photo whose EXIF says it is rotated; other formats decode in full."""
+    photo = encode(astronaut().resize((1024, 512)), "JPEG")
+    assert _decode(photo).size == (1024, 512)
+    small = decode_image(photo, **LIMITS, at_least=(100, 60))
+    assert small.size == (128, 64)  # 1/8: still at least 100 x 60
+    assert decode_image(photo, **LIMITS, at_least=(300, 60)).size == (512, 256)  # 1/2: 1/4 would be 256 wide
+    rotated = Image.new("RGB", (400, 200), "red")
+    exif = rotated.getexif()
+    exif[0x0112] = 6  # shown rotated by 90 degrees: 200 x 400
+    shown = decode_image(encode(rotated, "JPEG", exif=exif.tobytes()), **LIMITS, at_least=(50, 150))
+    assert shown.size == (100, 200) and shown.width >= 50 and shown.height >= 150
+    assert decode_image(encode(astronaut(), "PNG"), **LIMITS, at_least=(32, 32)).size == (512, 512)

@@ -293,6 +293,23 @@ def test_demo_models_fill_the_volume_the_api_and_workers_read(rendered) -> None:
             assert demo_volumes & {(v.get("source"), v["target"]) for v in service["volumes"]}, name
 
 
+def test_the_api_and_every_worker_share_the_blob_store(rendered) -> None:
+    """Images go from the API to a worker through the blob store: the data volume's blobs/ folder
+    (the default, VLMQ_BLOB_URL unset), or the S3 bucket VLMQ_BLOB_URL names: the same for all."""
+    for profile in PROFILES:
+        config = rendered[profile]
+        names = ["api", *(n for names in workers_of(config).values() for n in names)]
+        mounts = set()
+        for name in names:
+            env = config["services"][name]["environment"]
+            assert env.get("VLMQ_BLOB_URL") in (None, ""), name  # passed through from the shell, same for all
+            volume = {(v.get("source"), v["target"]) for v in config["services"][name]["volumes"]
+                      if v["target"] == env["VLMQ_DATA_DIR"]}
+            assert volume, name
+            mounts |= volume
+        assert len(mounts) == 1, mounts
+
+
 def test_every_vlmq_service_reaches_the_compose_redis(rendered) -> None:
     config = rendered["gpu"]
     for name, service in config["services"].items():

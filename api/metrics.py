@@ -11,9 +11,10 @@ or take max() across replicas.
 from __future__ import annotations
 
 import logging
+import os
 
-from fastapi import FastAPI
-from prometheus_client import CollectorRegistry
+from fastapi import FastAPI, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_fastapi_instrumentator import Instrumentator
 
@@ -59,6 +60,9 @@ class FleetCollector:
              SECONDS_BUCKETS),
             ("batch_size", "vlmq_batch_size", "Jobs per model forward pass.", ["model"], BATCH_BUCKETS),
             ("batch_seconds", "vlmq_batch_seconds", "Time of one batch's predict call.", ["model"], SECONDS_BUCKETS),
+            ("batch_stage_seconds", "vlmq_batch_stage_seconds",
+             ("Where a batch's time went: images, preprocess, model_waited (the model free while this batch "
+              "was still loading), claim, generate, finish."), ["model", "stage"], SECONDS_BUCKETS),
         ):
             family = HistogramMetricFamily(exported, help_text, labels=labels)
             for values, cumulative, total, _count in self.metrics.histogram(name, buckets):
@@ -82,12 +86,23 @@ class FleetCollector:
 
 
 def install_metrics(app: FastAPI, collector_factory) -> None:
-    """Expose /metrics: the instrumentator's HTTP metrics plus the fleet collector."""
+    """Expose /metrics: the instrumentator's HTTP metrics plus the fleet collector. With several
+    processes (PROMETHEUS_MULTIPROC_DIR set, as `vlmq api --workers N` does), the HTTP metrics are
+    every process's, summed from prometheus_client's files; the fleet figures come from Redis either
+    way. (The instrumentator's own `expose` would drop the fleet collector in that mode.)"""
     registry = CollectorRegistry(auto_describe=False)
-    Instrumentator(registry=registry, excluded_handlers=["/metrics", "/healthz", "/readyz"]).instrument(app).expose(
-        app, include_in_schema=False
-    )
-    registry.register(_Lazy(collector_factory))
+    Instrumentator(registry=registry, excluded_handlers=["/metrics", "/healthz", "/readyz"]).instrument(app)
+    fleet = _Lazy(collector_factory)
+    registry.register(fleet)
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        scraped = registry
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            scraped = CollectorRegistry(auto_describe=False)
+            multiprocess.MultiProcessCollector(scraped)
+            scraped.register(fleet)
+        return Response(generate_latest(scraped), media_type=CONTENT_TYPE_LATEST)
 
 
 class _Lazy:

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -278,15 +279,32 @@ def api(
     import uvicorn
 
     settings = _settings()
-    uvicorn.run(
-        "vlmq.api.main:create_app",
-        factory=True,
-        host=host or settings.api_host,
-        port=port or settings.api_port,
-        workers=workers or settings.api_workers,
-        log_level="warning",
-        access_log=False,
-    )
+    processes = workers or settings.api_workers
+    with _prometheus_multiproc(processes):
+        uvicorn.run(
+            "vlmq.api.main:create_app",
+            factory=True,
+            host=host or settings.api_host,
+            port=port or settings.api_port,
+            workers=processes,
+            log_level="warning",
+            access_log=False,
+        )
+
+
+@contextmanager
+def _prometheus_multiproc(processes: int) -> Iterator[None]:
+    """Several API processes: HTTP metrics summed across them through prometheus_client's files, in
+    a fresh folder (PROMETHEUS_MULTIPROC_DIR; the one set by the caller is used as it is)."""
+    if processes <= 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="vlmq-prometheus-") as folder:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+        try:
+            yield
+        finally:
+            del os.environ["PROMETHEUS_MULTIPROC_DIR"]
 
 
 @app.command()

@@ -39,6 +39,11 @@ def test_metrics_move_when_jobs_run(stack) -> None:
         assert _value(after, histogram, **labels) - _value(before, histogram, **labels) == 3
     assert _value(after, "vlmq_batch_size_count", model="blip-base") > _value(before, "vlmq_batch_size_count",
                                                                              model="blip-base")
+    for stage in ("images", "preprocess", "model_waited", "claim", "generate", "finish"):
+        grew = (_value(after, "vlmq_batch_stage_seconds_count", model="blip-base", stage=stage)
+                - _value(before, "vlmq_batch_stage_seconds_count", model="blip-base", stage=stage))
+        assert grew >= 1, stage
+    assert _value(after, "vlmq_batch_stage_seconds_sum", model="blip-base", stage="generate") > 0
     assert _value(after, "vlmq_model_load_seconds", model="blip-base") > 0
     assert _value(after, "vlmq_workers_ready", model="blip-base") >= 1
     assert re.search(r'^http_requests_total\{.*handler="/v1/jobs".*\} \d', after, re.MULTILINE)
@@ -123,3 +128,46 @@ def test_api_and_worker_logs_are_json_lines_with_the_job_id(stack) -> None:
     assert any("succeeded" in line["msg"] for line in worker)
     api_lines = [line for line in lines(stack.api) if line.get("job_id") == job["id"]]
     assert api_lines and api_lines[0]["component"] == "api" and "accepted" in api_lines[0]["msg"]
+
+
+def test_several_api_processes_sum_http_metrics_and_keep_the_fleet_figures(base_env, log_dir) -> None:
+    """`vlmq api --workers 2`: /metrics from either process counts every process's requests
+    (prometheus_client's multiprocess files) and still has vlmq's fleet-wide figures."""
+    import httpx
+
+    from tests.utils.processes import spawn
+    from vlmq.redis_server import free_port
+
+    port = free_port()
+    env = {**base_env, "VLMQ_CACHE_ENABLED": "false"}
+    proc = spawn("api-2", [sys.executable, "-m", "vlmq.cli", "api", "--workers", "2", "--port", str(port)], env,
+                 log_dir)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.alive() and time.monotonic() < deadline, proc.tail()
+            try:
+                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        time.sleep(2)  # the second process: both accept from here on
+        before = httpx.get(url + "/metrics", timeout=10).text
+        for _ in range(40):  # a new connection each: the kernel spreads them over both processes
+            assert httpx.get(url + "/v1/models", timeout=10).status_code == 200
+        job = httpx.post(url + "/v1/jobs", json={"type": "caption", "model": UNSERVED_MODEL,
+                                                 "image_url": data_uri(cat())}, timeout=10).json()
+        httpx.post(f"{url}/v1/jobs/{job['id']}/cancel", timeout=10)
+        after = httpx.get(url + "/metrics", timeout=10).text
+    finally:
+        proc.stop()
+    served = _value(after, "http_requests_total", handler="/v1/models") - _value(
+        before, "http_requests_total", handler="/v1/models")
+    assert served == 40, served
+    submitted = {"type": "caption", "model": UNSERVED_MODEL}
+    assert _value(after, "vlmq_jobs_submitted_total", **submitted) - _value(
+        before, "vlmq_jobs_submitted_total", **submitted) == 1
+    assert "vlmq_workers_online{" in after
+    _promtool_clean(after)

@@ -20,16 +20,19 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import redis
 
-from vlmq.cache.embedding import QuestionEmbedder, shared_embedder
 from vlmq.cache.exact import ExactTier
 from vlmq.cache.guard import signature
 from vlmq.cache.normalize import normalise
 from vlmq.cache.scope import CacheScope
-from vlmq.cache.semantic import SemanticTier
 from vlmq.settings import Settings
+
+if TYPE_CHECKING:  # imported when the semantic tier is on: a service with it off needs no GPTCache, MiniLM
+    from vlmq.cache.embedding import QuestionEmbedder
+    from vlmq.cache.semantic import SemanticTier
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +71,9 @@ class AnswerCache:
         self._exact = ExactTier(client, settings.cache_ttl_s, settings.cache_max_entries)
         self._semantic: SemanticTier | None = None
         if self.enabled and settings.cache_semantic:
+            from vlmq.cache.embedding import shared_embedder
+            from vlmq.cache.semantic import SemanticTier
+
             self._semantic = SemanticTier(
                 settings.cache_dir / "semantic",
                 embedder or shared_embedder(),

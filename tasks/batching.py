@@ -34,7 +34,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from time import monotonic
+from time import monotonic, perf_counter
 
 from celery import signals
 from celery_batches import Batches, SimpleRequest
@@ -62,6 +62,7 @@ class ModelGate:
         self.predict_since: float | None = None  # monotonic start of the forward pass in progress
         self.predict_s: float | None = None
         self.prepare_s: float | None = None
+        self.free_since: float | None = None  # perf_counter() when the last forward pass ended
 
     def started(self) -> None:
         self.in_flight += 1
@@ -74,14 +75,16 @@ class ModelGate:
         self.prepare_s = _ema(self.prepare_s, seconds)
 
     @contextmanager
-    def predicting(self) -> Iterator[None]:
+    def predicting(self) -> Iterator[float | None]:
+        """Hold the model; yields the `perf_counter()` at which it became free (None: first batch)."""
         with self.lock:
             self.predict_since = monotonic()
             try:
-                yield
+                yield self.free_since
             finally:
                 self.predict_s = _ema(self.predict_s, monotonic() - self.predict_since)
                 self.predict_since = None
+                self.free_since = perf_counter()
 
     def next_batch_can_start(self, now: float) -> bool:
         """Whether a partial batch should be flushed now (see the module's docstring)."""

@@ -49,7 +49,7 @@ from vlmq.tasks.adapters.base import GenerationHooks, ItemError, ModelAdapter, W
 from vlmq.tasks.annotate import render_boxes
 from vlmq.tasks.batching import ModelGate
 from vlmq.tasks.live import LiveJobs
-from vlmq.tasks.metrics import WorkerMetrics
+from vlmq.tasks.metrics import BatchStages, WorkerMetrics
 
 log = logging.getLogger("vlmq.worker")
 EXIT_REDIS_LOST = 75
@@ -117,27 +117,35 @@ class ModelRunner:
 
     def _run_batch(self, job_ids: list[str]) -> list[JobReport]:
         began = time.perf_counter()
+        stages = BatchStages()
         # 1. Before the model (overlapping the batch in it): read the records (nothing changes yet: a
         #    job waiting here is still queued, in its lane), images and params, the processor.
         loaded: dict[str, WorkItem | dict] = {}
         for record in self.store.get_many(job_ids):
             if record is not None and not record.status.final:
                 loaded[record.id] = self._load(record)
+        stages.images = time.perf_counter() - began
         groups: dict[Hashable, list[WorkItem]] = defaultdict(list)
         for item in loaded.values():
             if isinstance(item, WorkItem):
                 groups[(item.params.type, self.adapter.batch_key(item))].append(item)
         prepared = [(items, self._prepare(items)) for items in groups.values()]
-        self.gate.prepared(time.perf_counter() - began)
+        ready = time.perf_counter()
+        stages.preprocess = ready - began - stages.images
+        self.gate.prepared(ready - began)
         # 2. With the model: claim the batch (now running, or not: final, deadline passed...), then
         #    the forward passes of what was claimed.
         reports: dict[str, JobReport] = {}
         results: list[Result] = []
         timings: list[tuple[int, float]] = []
-        with self.gate.predicting():
+        with self.gate.predicting() as model_idle_since:
+            acquired = time.perf_counter()
+            # the model had nothing to run while this batch was still loading its images
+            stages.model_waited = max(0.0, acquired - max(began, model_idle_since or acquired))
             self.live.busy(time.time())
             try:
                 claims = self.store.claim(job_ids, self.worker_name, self.settings.max_attempts)
+                stages.claim = time.perf_counter() - acquired
                 claimed = {c.job_id: c for c in claims if c.action == "run" and c.record is not None}
                 for claim in claims:
                     if claim.job_id not in claimed:
@@ -159,8 +167,12 @@ class ModelRunner:
                 self.live.busy(None)
         # 3. After it (overlapping the next batch's forward pass): the results, in one round trip.
         results = [dataclasses.replace(r, text=texts.get(r.job_id, "")) for r in results]
+        finishing = time.perf_counter()
+        stages.generate = sum(seconds for _n, seconds in timings)
         finished = self.store.finish_batch(results)
-        self._after({c.job_id: c.record for c in claims if c.record is not None}, results, finished, timings=timings)
+        stages.finish = time.perf_counter() - finishing
+        self._after({c.job_id: c.record for c in claims if c.record is not None}, results, finished, timings=timings,
+                    stages=stages)
         for result, done in zip(results, finished, strict=True):
             reports[result.job_id] = _report(result) if done.written else JobReport(None, "result dropped: "
                                                                                   "no longer running as this attempt")
@@ -248,7 +260,8 @@ class ModelRunner:
         return Result(record.id, attempt, JobStatus.succeeded, output=valid)
 
     def _after(self, records: dict[str, JobRecord], results: list[Result], finished: list[Finished],
-               ended: list[tuple[JobRecord, Finished]] = (), timings: list[tuple[int, float]] = ()) -> None:
+               ended: list[tuple[JobRecord, Finished]] = (), timings: list[tuple[int, float]] = (),
+               stages: BatchStages | None = None) -> None:
         """Once results are written: webhooks, images no job needs, joined jobs, compare parents,
         counters (and the model's pace, for wait estimates), in one round trip."""
         done = list(ended)
@@ -278,7 +291,7 @@ class ModelRunner:
         if timings and (self.metrics or self.lanes):
             pipe = self.store.redis.pipeline(transaction=False)
             if self.metrics:
-                self.metrics.batches(self.model, timings, [record for record, _ in done], pipe)
+                self.metrics.batches(self.model, timings, [record for record, _ in done], pipe, stages)
             if self.lanes:
                 self.lanes.record_pace(self.model, sum(seconds for _n, seconds in timings), pipe)
             pipe.execute()

@@ -164,11 +164,15 @@ PHOTOS = (
 SHAPES = ((640, 1.0), (480, 4 / 3), (800, 3 / 4), (320, 16 / 9), (1024, 1.0), (560, 2 / 3))
 
 
-def photos(n: int) -> tuple[list[str], list[bytes], list]:
-    """(names, JPEG bytes, decoded RGB PIL images) of n distinct photos."""
+def _bases(folder: Path | None) -> list:
+    """The base photos: from skimage.data, or from `folder/<name>.jpg` (benchmarks/gpu_wheels.py
+    writes them for a machine without scikit-image)."""
+    from PIL import Image
+
+    if folder is not None:
+        return [(name, Image.open(folder / f"{name}.jpg").convert("RGB")) for name in PHOTOS]
     import numpy as np
     import skimage.data
-    from PIL import Image
 
     bases = []
     for name in PHOTOS:
@@ -176,6 +180,14 @@ def photos(n: int) -> tuple[list[str], list[bytes], list]:
         if array.dtype != np.uint8:
             array = (array * 255).astype(np.uint8)
         bases.append((name, Image.fromarray(array).convert("RGB")))
+    return bases
+
+
+def photos(n: int, folder: Path | None = None) -> tuple[list[str], list[bytes], list]:
+    """(names, JPEG bytes, decoded RGB PIL images) of n distinct photos."""
+    from PIL import Image
+
+    bases = _bases(folder)
     names, blobs, images = [], [], []
     for i in range(n):
         name, base = bases[i % len(bases)]

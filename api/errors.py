@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 log = logging.getLogger("vlmq.api")
 
@@ -123,6 +124,13 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(
             503, "unavailable", "the job store is unreachable; try again shortly", headers={"Retry-After": "5"}
         )
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, _: ClientDisconnect) -> JSONResponse:
+        # the client closed its connection while sending its body: nothing was created, and nobody
+        # reads this answer (the server drops it); not an error of ours
+        log.info("client disconnected while sending %s %s", request.method, request.url.path)
+        return error_response(400, "client_disconnected", "the request body ended before it was complete")
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

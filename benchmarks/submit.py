@@ -30,6 +30,7 @@ import io
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -150,7 +151,7 @@ def load(url: str, path: str, bodies: list[bytes], content_type: str, connection
             "--seconds", str(seconds), "--warmup", "1"]
     spy = None
     if profile is not None:
-        spy = subprocess.Popen(["py-spy", "record", "--gil", "-r", "400", "-d", str(int(seconds) + 1), "-f", "raw",
+        spy = subprocess.Popen([shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy")), "record", "--gil", "-r", "400", "-d", str(int(seconds) + 1), "-f", "raw",
                                 "-o", str(profile), "-p", str(server.pid)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     cpu0, wall0 = cpu_s(server), time.perf_counter()

@@ -219,3 +219,36 @@ def test_head_options_and_allow(api: httpx.Client) -> None:
     refused = api.put("/v1/jobs/abc")
     _error(refused, 405)
     assert set(refused.headers["allow"].split(", ")) == {"GET", "HEAD", "OPTIONS"}
+
+
+def test_a_client_that_hangs_up_mid_upload_leaves_no_error_and_no_job(stack) -> None:
+    """The connection closes while the multipart body is still arriving: nothing is created, the API
+    logs no unhandled error, and it keeps serving."""
+    import socket
+    import time
+    from urllib.parse import urlsplit
+
+    def submitted() -> float:
+        with stack.client() as api:
+            return sum(float(line.rsplit(" ", 1)[1]) for line in api.get("/metrics").text.splitlines()
+                       if line.startswith("vlmq_jobs_submitted_total{"))
+
+    where = urlsplit(stack.url)
+    before = submitted()
+    log_at = stack.api.log.stat().st_size
+    boundary = "vlmqhangup"
+    part = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.jpg\"\r\n"
+            "Content-Type: image/jpeg\r\n\r\n").encode() + encode(cat(), "JPEG")[:2000]
+    head = (f"POST /v1/jobs HTTP/1.1\r\nHost: {where.netloc}\r\nContent-Type: multipart/form-data; "
+            f"boundary={boundary}\r\nContent-Length: {len(part) + 50_000}\r\n\r\n").encode()
+    with socket.create_connection((where.hostname, where.port), timeout=5) as conn:
+        conn.sendall(head + part)
+        time.sleep(0.3)
+    time.sleep(0.5)
+    with stack.client() as api:
+        assert api.get("/healthz").status_code == 200
+    with open(stack.api.log, "rb") as handle:
+        handle.seek(log_at)
+        new = handle.read().decode(errors="replace")
+    assert "unhandled error" not in new and "Exception in ASGI application" not in new, new[-2000:]
+    assert submitted() == before

@@ -18,7 +18,7 @@ import pytest
 import redis
 import torch
 
-from tests.utils.processes import Proc, spawn, start_api, start_worker, wait_ready
+from tests.utils.processes import Proc, spawn, start_api, start_worker, stop_all, wait_ready
 from tests.utils.slow_model import SLOW_MODEL, build_slow_blip
 from vlmq.demo import build_demo_models
 from vlmq.redis_server import answers, start_embedded
@@ -139,9 +139,7 @@ def stack(base_env: dict[str, str], settings: Settings, log_dir: Path) -> Stack:
     try:
         wait_ready(settings.redis_url, list(workers.values()), models)
     except RuntimeError:
-        for proc in procs:
-            proc.stop()
+        stop_all(procs)
         raise
     yield Stack(url, settings.redis_url, api, workers, webhooks)
-    for proc in procs:
-        proc.stop()
+    stop_all(procs)

@@ -10,7 +10,7 @@ import redis
 from tests.conftest import LANES_MODEL, LANES_SMALL_MODEL
 from tests.utils.images import cat, data_uri
 from tests.utils.jobs import submit, wait
-from tests.utils.processes import start_worker, wait_ready
+from tests.utils.processes import start_worker, stop_all, wait_ready
 from tests.utils.slow_model import SLOW_MODEL
 from vlmq.keys import KeyStore
 
@@ -44,8 +44,7 @@ def drained_worker(stack, base_env, log_dir):
         return proc
 
     yield start
-    for proc in procs:
-        proc.stop()
+    stop_all(procs)
 
 
 def test_an_interactive_job_overtakes_a_bulk_backlog(stack, drained_worker) -> None:

@@ -12,7 +12,7 @@ import redis
 from tests.conftest import CRASH_MODEL, QUANTIZED_MODEL, UNSERVED_MODEL
 from tests.utils.images import cat, data_uri
 from tests.utils.jobs import submit, wait
-from tests.utils.processes import Proc, start_api, start_worker, wait_ready
+from tests.utils.processes import Proc, start_api, start_worker, stop_all, wait_ready
 from vlmq.redis_server import start_embedded
 
 CAT = data_uri(cat())
@@ -57,8 +57,7 @@ def test_killed_worker_job_is_redelivered_and_finishes_once(stack, base_env, log
                       if e[1][b"event"] in (b"succeeded", b"failed")]
             assert len(events) == 1  # one final result, not two
     finally:
-        for worker in workers:
-            worker.stop()
+        stop_all(workers)
 
 
 def test_a_job_that_kills_its_worker_every_time_fails_after_bounded_attempts(stack, base_env, log_dir) -> None:
@@ -83,8 +82,7 @@ def test_a_job_that_kills_its_worker_every_time_fails_after_bounded_attempts(sta
                                         "max_new_tokens": 3, "cache": False}).json()["id"], timeout=60)
             assert ok["status"] == "succeeded"
     finally:
-        for proc in spare:
-            proc.stop()
+        stop_all(spare)
 
 
 def test_sigterm_finishes_the_job_in_hand_then_exits(stack, base_env, log_dir) -> None:

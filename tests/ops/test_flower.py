@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import LANES_MODEL
 from tests.utils.images import astronaut, cat, coffee, data_uri
 from tests.utils.jobs import submit, wait
-from tests.utils.processes import spawn, start_worker, wait_ready
+from tests.utils.processes import spawn, start_worker, stop_all, wait_ready
 from vlmq.redis_server import free_port
 
 
@@ -68,8 +68,7 @@ def stopped_after():
     """Processes a test starts, stopped after it (and after its checks of Flower)."""
     procs = []
     yield procs
-    for proc in procs:
-        proc.stop()
+    stop_all(procs)
 
 
 def test_flower_sees_every_job_its_outcome_runtime_and_the_workers(stack, flower, stopped_after, base_env,

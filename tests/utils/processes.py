@@ -40,6 +40,10 @@ class Proc:
                 self.process.wait()
         return self.process.returncode
 
+    def signal(self, sig: int = signal.SIGTERM) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+
     def kill9(self) -> None:
         os.kill(self.process.pid, signal.SIGKILL)
         self.process.wait()
@@ -49,6 +53,14 @@ class Proc:
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
         except OSError:
             return ""
+
+
+def stop_all(procs: list[Proc], timeout: float = 30) -> None:
+    """SIGTERM to every process at once, then wait for each: their shutdowns overlap."""
+    for proc in procs:
+        proc.signal(signal.SIGTERM)
+    for proc in procs:
+        proc.stop(timeout=timeout)
 
 
 def spawn(name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> Proc:

@@ -4,6 +4,7 @@ server process (moto's `moto_server`, started here), and the service on S3 end t
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import subprocess
@@ -23,6 +24,7 @@ from vlmq.redis_server import free_port
 from vlmq.settings import Settings
 
 BUCKET = "vlmq-test"
+S3_MODEL = "faces-s3"
 
 
 @pytest.fixture(scope="session")
@@ -108,16 +110,20 @@ def test_the_service_on_s3(s3_server: str, base_env: dict[str, str], log_dir: Pa
     """API and a worker sharing an S3 bucket: the image goes through it, the annotated PNG is served from
     it, and the image is deleted once its job ended."""
     prefix = f"service-{time.time_ns()}"
+    # A model of its own: the session stack's "faces" worker reads the local store, not this bucket.
+    models = {**json.loads(base_env["VLMQ_MODELS"]),
+              S3_MODEL: {"adapter": "haar_cascade", "source": "opencv", "tasks": ["detect"]}}
     env = {**base_env, "VLMQ_BLOB_URL": f"s3://{BUCKET}/{prefix}", "VLMQ_BLOB_S3_ENDPOINT": s3_server,
-           "VLMQ_BLOB_S3_ACCESS_KEY_ID": "test", "VLMQ_BLOB_S3_SECRET_ACCESS_KEY": "test"}
-    worker = start_worker("faces", env, log_dir)
+           "VLMQ_BLOB_S3_ACCESS_KEY_ID": "test", "VLMQ_BLOB_S3_SECRET_ACCESS_KEY": "test",
+           "VLMQ_MODELS": json.dumps(models)}
+    worker = start_worker(S3_MODEL, env, log_dir)
     api, url = start_api(env, log_dir)
     try:
-        wait_ready(redis_url, [worker], ["faces"])
+        wait_ready(redis_url, [worker], [S3_MODEL])
         with httpx.Client(base_url=url, timeout=30) as client:
-            job = run(client, {"type": "detect", "model": "faces", "image_url": data_uri(astronaut()),
+            job = run(client, {"type": "detect", "model": S3_MODEL, "image_url": data_uri(astronaut()),
                                "prompt": "detect face", "cache": False})
-            assert job["status"] == "succeeded" and job["output"]["boxes"], job
+            assert job["status"] == "succeeded" and job["output"]["boxes"], json.dumps(job)
             png = client.get(job["output"]["annotated_url"])
             assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
         store = blob_store(_s3_settings(s3_server, prefix))

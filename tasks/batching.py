@@ -30,8 +30,10 @@ are acknowledged when the batch call returns.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from time import monotonic, perf_counter
@@ -59,25 +61,46 @@ class ModelGate:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.in_flight = 0
+        # Batches take the model in the order they were flushed (by their first job's id), whichever
+        # finishes preparing first: a bulk batch flushed after an interactive one never overtakes it.
+        self._turns: deque[str] = deque()
+        self._turn_changed = threading.Condition()
         self.predict_since: float | None = None  # monotonic start of the forward pass in progress
         self.predict_s: float | None = None
         self.prepare_s: float | None = None
         self.free_since: float | None = None  # perf_counter() when the last forward pass ended
 
-    def started(self) -> None:
+    def started(self, key: str | None = None) -> None:
         self.in_flight += 1
+        if key is not None:
+            with self._turn_changed:
+                self._turns.append(key)
 
-    def ended(self) -> None:
+    def ended(self, key: str | None = None) -> None:
         self.in_flight = max(0, self.in_flight - 1)
+        if key is not None:
+            self._take_turn(key)
+
+    def _take_turn(self, key: str) -> None:
+        with self._turn_changed:
+            with contextlib.suppress(ValueError):
+                self._turns.remove(key)
+            self._turn_changed.notify_all()
 
     def prepared(self, seconds: float) -> None:
         """A batch took `seconds` from its start to its forward pass (claim, images, processor)."""
         self.prepare_s = _ema(self.prepare_s, seconds)
 
     @contextmanager
-    def predicting(self) -> Iterator[float | None]:
-        """Hold the model; yields the `perf_counter()` at which it became free (None: first batch)."""
+    def predicting(self, key: str | None = None) -> Iterator[float | None]:
+        """Hold the model (once the batches flushed before the one of `key` took it); yields the
+        `perf_counter()` at which it became free (None: first batch)."""
+        if key is not None:
+            with self._turn_changed:
+                self._turn_changed.wait_for(lambda: not self._turns or self._turns[0] == key or key not in self._turns)
         with self.lock:
+            if key is not None:
+                self._take_turn(key)
             self.predict_since = monotonic()
             try:
                 yield self.free_since
@@ -160,8 +183,9 @@ class QueueAwareBatches(Batches):
         requests = list(requests)
         events = self._events
         accepted = {"at": monotonic()}
+        key = requests[0].args[0] if requests and requests[0].args else None
         if self.gate is not None:
-            self.gate.started()
+            self.gate.started(key)
 
         def on_accepted(pid: int, time_accepted: float) -> None:
             accepted["at"] = time_accepted
@@ -172,7 +196,7 @@ class QueueAwareBatches(Batches):
 
         def on_return(result) -> None:
             if self.gate is not None:
-                self.gate.ended()
+                self.gate.ended(key)
             for req in requests:
                 if req.task.acks_late:
                     req.acknowledge()

@@ -138,7 +138,7 @@ class ModelRunner:
         reports: dict[str, JobReport] = {}
         results: list[Result] = []
         timings: list[tuple[int, float]] = []
-        with self.gate.predicting() as model_idle_since:
+        with self.gate.predicting(job_ids[0] if job_ids else None) as model_idle_since:
             acquired = time.perf_counter()
             # the model had nothing to run while this batch was still loading its images
             stages.model_waited = max(0.0, acquired - max(began, model_idle_since or acquired))

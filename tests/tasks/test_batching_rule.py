@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from vlmq.tasks.batching import keep_waiting
+import threading
+import time
+
+from vlmq.tasks.batching import ModelGate, keep_waiting
 
 IDLE, CAP = 0.040, 0.200
 
@@ -22,3 +25,35 @@ def test_jobs_queued_in_redis_are_read_first_up_to_the_cap() -> None:
     assert keep_waiting(age=0.100, quiet=0.100, idle_wait=IDLE, max_wait=CAP, backlog=lambda: True)
     assert not keep_waiting(age=0.100, quiet=0.100, idle_wait=IDLE, max_wait=CAP, backlog=None)
     assert not keep_waiting(age=0.250, quiet=0.250, idle_wait=IDLE, max_wait=CAP, backlog=lambda: True)
+
+
+def test_batches_take_the_model_in_the_order_they_were_flushed() -> None:
+    """The second batch finishes preparing first, yet waits for the first one's turn (an interactive
+    job flushed first is never overtaken by a bulk batch flushed after it)."""
+    gate, order = ModelGate(), []
+    gate.started("first")
+    gate.started("second")
+
+    def run(key: str, prepare_s: float) -> None:
+        time.sleep(prepare_s)
+        with gate.predicting(key):
+            order.append(key)
+        gate.ended(key)
+
+    threads = [threading.Thread(target=run, args=("first", 0.2)), threading.Thread(target=run, args=("second", 0.0))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(5)
+    assert order == ["first", "second"]
+
+
+def test_a_batch_that_ends_before_the_model_does_not_hold_up_the_next() -> None:
+    gate = ModelGate()
+    gate.started("failed-early")
+    gate.started("next")
+    gate.ended("failed-early")  # raised while loading its images: never asked for the model
+    with gate.predicting("next"):
+        pass
+    with gate.predicting():  # a caller outside the flush order (tools, benchmarks) is not held
+        pass

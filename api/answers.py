@@ -20,25 +20,15 @@ from vlmq.api.services import Services
 from vlmq.cache import SEMANTIC_JOB_TYPES, CacheScope
 from vlmq.images import CheckedImage
 from vlmq.jobs import CacheOutcome, JobRecord, JobStatus, new_job_id, now
-from vlmq.jobtypes import ChatParams, JobType, Params
+from vlmq.jobtypes import Params
 
 GENERATION = "vlmq:cache:generation:{}"
-_QUESTION_FIELD = {JobType.vqa: "question", JobType.caption: "prompt", JobType.detect: "prompt"}
 
 
 def split_question(params: Params) -> tuple[str | None, str]:
     """(the free text, canonical JSON of every other parameter)."""
-    data = params.model_dump(mode="json")
-    job_type = JobType(params.type)
-    if isinstance(params, ChatParams):
-        if len(params.messages) == 1:
-            data.pop("messages")
-            question = params.messages[0].content
-        else:
-            question = None  # a conversation: the whole history is part of the scope
-    else:
-        question = data.pop(_QUESTION_FIELD.get(job_type, ""), None)
-    return question, json.dumps(data, sort_keys=True, separators=(",", ":"))
+    question, rest = params.split_question()
+    return question, json.dumps(rest, sort_keys=True, separators=(",", ":"))
 
 
 def cache_revision(services: Services, model: str) -> str | None:
@@ -90,7 +80,7 @@ class CachedRequest:
             return None
         cache.check_revision(model, revision)
         question, rest = split_question(params)
-        scope = CacheScope(model=model, revision=revision, job_type=params.type.value, params=rest,
+        scope = CacheScope(model=model, revision=revision, job_type=str(params.type), params=rest,
                            image_key=image.key)
         return cls(services, scope, question, template.owner or "anonymous", template)
 

@@ -17,6 +17,8 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from vlmq.jobtypes import JOB_TYPES
+
 log = logging.getLogger("vlmq.api")
 
 
@@ -64,7 +66,7 @@ def error_response(
 def _field(loc: tuple | list) -> str:
     # drop the discriminator tag pydantic puts in the path ("caption", "vqa", ...) and "body"
     parts = [str(p) for p in loc if p not in ("body",)]
-    if parts and parts[0] in ("caption", "vqa", "detect", "chat", "compare"):
+    if parts and parts[0] in JOB_TYPES:
         parts = parts[1:]
     return ".".join(parts) or "body"
 

@@ -21,6 +21,7 @@ from vlmq.api.errors import ApiError
 from vlmq.errors import InputError
 from vlmq.images import CheckedImage, check_image, decode_data_uri
 from vlmq.jobs import JobRequest
+from vlmq.jobtypes import JOB_TYPES
 from vlmq.safe_http import fetch
 from vlmq.settings import Settings
 
@@ -60,9 +61,7 @@ def _parse_json(raw: bytes | str, field: str) -> Any:
     if not isinstance(data, dict):
         raise ApiError(422, "invalid_request", f"{field}: must be a JSON object", field=field)
     if "type" not in data:
-        raise ApiError(
-            422, "invalid_request", "type: required (caption, vqa, detect, chat or compare)", field="type"
-        )
+        raise ApiError(422, "invalid_request", f"type: required ({', '.join(JOB_TYPES)})", field="type")
     return data
 
 

@@ -24,16 +24,17 @@ from typing import Any
 from fastapi import FastAPI
 from pydantic import TypeAdapter
 
+from vlmq.jobs import REQUESTS as REQUEST_MODELS
 from vlmq.jobs import JobRequest
-from vlmq.jobtypes import JobType
+from vlmq.jobtypes import JOB_TYPES, MODEL_TYPES
 from vlmq.registry import Registry
 
 REF = "#/components/schemas/{model}"
-#: The request models per job type, as pydantic names them, and their params models (compare's task).
-REQUESTS = {JobType.caption: "CaptionRequest", JobType.vqa: "VqaRequest", JobType.detect: "DetectRequest",
-            JobType.chat: "ChatRequest"}
-PARAMS = {JobType.caption: "CaptionParams", JobType.vqa: "VqaParams", JobType.detect: "DetectParams",
-          JobType.chat: "ChatParams"}
+#: The request models of the job types that run on one model, as pydantic names them, and their params
+#: models (a fan-out's task); the fan-out types' request models.
+REQUESTS = {name: REQUEST_MODELS[name].__name__ for name in MODEL_TYPES}
+PARAMS = {name: JOB_TYPES[name].params.__name__ for name in MODEL_TYPES}
+FAN_OUTS = {name: REQUEST_MODELS[name].__name__ for name, spec in JOB_TYPES.items() if spec.fan_out}
 CANCEL_AFTER = r"^\s*\d+(\.\d+)?\s*(ms|s|m|h)?\s*$"
 MULTIPART_ENCODING = {"request": {"contentType": "application/json"}}
 
@@ -48,7 +49,7 @@ def _type_required(schema: dict[str, Any]) -> None:
 
 def _request_forms(defs: dict[str, Any], registry: Registry) -> dict[str, Any]:
     """The request schemas: `JobRequest` (JSON body) and `JobRequestPart` (multipart part)."""
-    out = {name: schema for name, schema in defs.items() if name not in {*REQUESTS.values(), "CompareRequest"}}
+    out = {name: schema for name, schema in defs.items() if name not in {*REQUESTS.values(), *FAN_OUTS.values()}}
     for name in PARAMS.values():
         out[name] = copy.deepcopy(defs[name])
         _type_required(out[name])
@@ -60,22 +61,23 @@ def _request_forms(defs: dict[str, Any], registry: Registry) -> dict[str, Any]:
         body = copy.deepcopy(defs[name])
         _type_required(body)
         body["properties"]["model"] = {"type": "string", "enum": models, "description": "A registered model "
-                                       f"that runs {job_type.value} (GET /v1/models)."}
+                                       f"that runs {job_type} (GET /v1/models)."}
         json_variants.append(_with_image(out, name, body))
         part_variants.append(_without_image(out, f"{name}Part", body))
-    compare = defs["CompareRequest"]
-    for job_type, params in PARAMS.items():
-        models = [m.name for m in registry.for_task(job_type)]
-        if len(models) < compare["properties"]["models"]["minItems"]:
-            continue
-        body = copy.deepcopy(compare)
-        _type_required(body)
-        body["properties"]["task"] = {**_ref(params), "description": compare["properties"]["task"]["description"]}
-        body["properties"]["models"].update(items={"type": "string", "enum": models}, uniqueItems=True,
-                                            description=f"Distinct registered models that run {job_type.value}.")
-        name = f"Compare{job_type.value.capitalize()}Request"
-        json_variants.append(_with_image(out, name, body))
-        part_variants.append(_without_image(out, f"{name}Part", body))
+    for fan_out_name in FAN_OUTS.values():  # one variant per task type (CompareCaptionRequest, ...)
+        fan_out = defs[fan_out_name]
+        for job_type, params in PARAMS.items():
+            models = [m.name for m in registry.for_task(job_type)]
+            if len(models) < fan_out["properties"]["models"]["minItems"]:
+                continue
+            body = copy.deepcopy(fan_out)
+            _type_required(body)
+            body["properties"]["task"] = {**_ref(params), "description": fan_out["properties"]["task"]["description"]}
+            body["properties"]["models"].update(items={"type": "string", "enum": models}, uniqueItems=True,
+                                                description=f"Distinct registered models that run {job_type}.")
+            name = f"{fan_out_name.removesuffix('Request')}{job_type.capitalize()}Request"
+            json_variants.append(_with_image(out, name, body))
+            part_variants.append(_without_image(out, f"{name}Part", body))
     out.update(
         JobRequest={"oneOf": [_ref(n) for n in json_variants], "description": "A job, sent as JSON with `image_url`."},
         JobRequestPart={"oneOf": [_ref(n) for n in part_variants],
@@ -110,7 +112,7 @@ def _header(operation: dict[str, Any], name: str, schema: dict[str, Any]) -> Non
 
 def _link(schema: dict[str, Any], source: tuple[str, str], parameter: str, targets: list[tuple[str, str]]) -> None:
     """OpenAPI links from what `source` answers (its `id`) to the operations every such resource has.
-    (A finished detect job's annotated image is not one: other jobs have none.)"""
+    (A job's artifacts are not one: most jobs have none.)"""
     method, path = source
     links = {}
     for target_method, target_path in targets:

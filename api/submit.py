@@ -29,7 +29,6 @@ from vlmq.blobs import adelete_quietly, image_name
 from vlmq.images import CheckedImage
 from vlmq.jobs import (
     CacheOutcome,
-    CompareRequest,
     JobRecord,
     JobStatus,
     Lane,
@@ -37,7 +36,8 @@ from vlmq.jobs import (
     now,
     request_params,
 )
-from vlmq.jobtypes import CompareParams, JobType, Params
+from vlmq.jobtypes import JobType, Params
+from vlmq.jobtypes.compare import CompareParams
 from vlmq.lanes import LaneFull
 from vlmq.registry import Registry
 from vlmq.safe_http import UnsafeURL, check_url
@@ -65,7 +65,7 @@ class Submitted:
 
 def check_models(request, registry: Registry, field_prefix: str = "") -> None:
     """Unknown models, and models that cannot run the job type, are 422s naming the field."""
-    if isinstance(request, CompareRequest):
+    if isinstance(request, CompareParams):
         task = request.task.type
         for i, name in enumerate(request.models):
             _check_one(registry, name, task, f"{field_prefix}models.{i}")
@@ -78,8 +78,8 @@ def _check_one(registry: Registry, name: str, task: JobType, field: str) -> None
         raise ApiError(422, "unknown_model", f"{field}: unknown model {name!r}; see GET /v1/models", field=field)
     spec = registry.get(name)
     if task not in spec.tasks:
-        runs = ", ".join(t.value for t in spec.tasks)
-        raise ApiError(422, "model_cannot_run", f"{field}: model {name!r} runs {runs}, not {task.value}", field=field)
+        runs = ", ".join(map(str, spec.tasks))
+        raise ApiError(422, "model_cannot_run", f"{field}: model {name!r} runs {runs}, not {task}", field=field)
 
 
 async def check_webhook(url: str | None, services: Services, field: str = "webhook") -> None:

@@ -261,7 +261,7 @@ def _b64(blob: bytes) -> str:
 def precisions(folder: Path, images: list, batch: int, device: str, max_new_tokens: int) -> list[str]:
     import torch
 
-    from vlmq.jobtypes import CaptionParams
+    from vlmq.jobtypes.caption import CaptionParams
     from vlmq.registry import ModelSpec
     from vlmq.tasks.adapters.base import GenerationHooks, SetupError, WorkItem
     from vlmq.tasks.adapters.blip_caption import BlipCaptionAdapter

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from bench_models import MAX_NEW_TOKENS, full_blip, photos  # this folder is on sys.path (a script)
 
-from vlmq.jobtypes import CaptionParams
+from vlmq.jobtypes.caption import CaptionParams
 from vlmq.registry import ModelSpec
 from vlmq.tasks.adapters.base import GenerationHooks, SetupError, WorkItem
 from vlmq.tasks.adapters.blip_caption import BlipCaptionAdapter

@@ -399,7 +399,7 @@ def pure_model_times(folder: Path, images: list, max_new_tokens: int, threads: i
     checks): the least of `repeats` runs per image."""
     import torch
 
-    from vlmq.jobtypes import CaptionParams
+    from vlmq.jobtypes.caption import CaptionParams
     from vlmq.registry import ModelSpec
     from vlmq.tasks.adapters.base import GenerationHooks, WorkItem
     from vlmq.tasks.adapters.blip_caption import BlipCaptionAdapter

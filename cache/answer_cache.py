@@ -28,6 +28,7 @@ from vlmq.cache.exact import ExactTier
 from vlmq.cache.guard import signature
 from vlmq.cache.normalize import normalise
 from vlmq.cache.scope import CacheScope
+from vlmq.jobtypes import SEMANTIC
 from vlmq.settings import Settings
 
 if TYPE_CHECKING:  # imported when the semantic tier is on: a service with it off needs no GPTCache, MiniLM
@@ -36,10 +37,10 @@ if TYPE_CHECKING:  # imported when the semantic tier is on: a service with it of
 
 log = logging.getLogger(__name__)
 
-#: Job types whose free text may be answered from a paraphrase. A caption prompt is a prefix the
-#: model continues (its output starts with it) and a detect prompt is a label list: both are
-#: served from the exact tier only.
-SEMANTIC_JOB_TYPES = frozenset({"vqa", "chat"})
+#: Job types whose free text may be answered from a paraphrase (their modules say `semantic=True`).
+#: A caption prompt is a prefix the model continues (its output starts with it) and a detect prompt
+#: is a label list: both are served from the exact tier only.
+SEMANTIC_JOB_TYPES = SEMANTIC
 
 _ERROR_LOG_EVERY_S = 30.0
 

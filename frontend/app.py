@@ -2,7 +2,8 @@
 
     vlmq frontend            # http://$VLMQ_FRONTEND_HOST:$VLMQ_FRONTEND_PORT, API at $VLMQ_API_URL
 
-Tabs: Caption, VQA, Detect, Compare, Chat, Jobs. Nothing here loads a model: every job goes
+Tabs: one per job type, in their order (frontend/tabs/: a type's own tab module, else the generic
+tab), then Jobs. Nothing here loads a model: every job goes
 through `vlmq.client` to the API (VLMQ_API_URL, VLMQ_API_KEY), so the frontend runs on a machine
 without a GPU and does not notice a worker restarting.
 
@@ -11,7 +12,8 @@ then follows again the last job of each tab, which the browser kept in its local
 (gr.BrowserState): a reload, a lost connection or a restarted frontend does not lose a job.
 
 For scripts (`gradio_client`), `frontend/endpoints.py` adds one named endpoint per action
-(/caption, /vqa, /detect, /chat, /compare, /job); the page's own handlers are private.
+(/caption, /vqa, /detect, /chat, /compare, /job, and /<type> for each other job type); the page's own
+handlers are private.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ import gradio as gr
 
 from vlmq.frontend import endpoints, logic
 from vlmq.frontend.context import Context
-from vlmq.frontend.tabs import caption, chat, compare, detect, jobs, vqa
+from vlmq.frontend.tabs import builder, jobs
 from vlmq.frontend.tabs.common import API_ERRORS, TabUI, browser_state, image_restorer, warn_api_error
+from vlmq.jobtypes import JOB_TYPES
 from vlmq.settings import Settings, get_settings
 
 log = logging.getLogger("vlmq.frontend")
@@ -68,18 +71,11 @@ def build_app(settings: Settings | None = None, ctx: Context | None = None) -> g
         models_state = gr.State([])
         # The browser-kept last job of each tab. Outside the tabs on purpose: a tab renders only
         # once opened, and a BrowserState reads localStorage when it renders.
-        kept = {name: browser_state(name) for name in ("caption", "vqa", "detect", "compare", "chat")}
+        kept = {name: browser_state(name) for name in JOB_TYPES}
         with gr.Tabs(elem_id="vlmq-tabs"):
-            with gr.Tab("Caption", id="caption", elem_id="tab-caption"):
-                uis.append(caption.build(ctx, kept["caption"]))
-            with gr.Tab("VQA", id="vqa", elem_id="tab-vqa"):
-                uis.append(vqa.build(ctx, kept["vqa"]))
-            with gr.Tab("Detect", id="detect", elem_id="tab-detect"):
-                uis.append(detect.build(ctx, kept["detect"]))
-            with gr.Tab("Compare", id="compare", elem_id="tab-compare"):
-                uis.append(compare.build(ctx, kept["compare"], models_state))
-            with gr.Tab("Chat", id="chat", elem_id="tab-chat"):
-                uis.append(chat.build(ctx, kept["chat"]))
+            for name, spec in JOB_TYPES.items():
+                with gr.Tab(spec.title, id=name, elem_id=f"tab-{name}"):
+                    uis.append(builder(spec)(ctx, kept[name], models_state))
             with gr.Tab("Jobs", id="jobs", elem_id="tab-jobs") as jobs_tab:
                 _, (load_jobs, jobs_inputs, jobs_outputs) = jobs.build(ctx)
 

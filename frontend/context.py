@@ -7,7 +7,7 @@ client lacks). Its files live in `<data_dir>/frontend/` (a temp folder when that
 * `examples/`: real photos shipped with scikit-image, written once at start;
 * `inputs/`: a copy of each submitted image, named by its content hash, so that after a page
   reload the tab shows the image its remembered job was run on (the API serves no input images);
-* `annotated/`: detect jobs' annotated PNGs, fetched from the API.
+* `artifacts/`: jobs' artifacts (a detect job's annotated PNG, ...), fetched from the API.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ class Files:
     _saves: int = 0
 
     def __post_init__(self) -> None:
-        for sub in ("examples", "inputs", "annotated"):
+        for sub in ("examples", "inputs", "artifacts"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
     @classmethod
@@ -113,14 +113,16 @@ class Files:
                 return str(candidate)
         return None
 
-    def annotated_path(self, job_id: str) -> Path:
+    def artifact_path(self, job_id: str, name: str) -> Path:
+        """Where a job's artifact is kept here (job id and name made safe: no path from the API)."""
         safe = re.sub(r"[^A-Za-z0-9_-]", "", job_id)[:64] or "job"
-        return self.root / "annotated" / f"{safe}.png"
+        file = re.sub(r"[^A-Za-z0-9_.-]", "", name).lstrip(".")[:64] or "artifact"
+        return self.root / "artifacts" / f"{safe}-{file}"
 
     def prune(self) -> None:
         """Forget kept images older than the jobs they belong to."""
         cutoff = time.time() - self.max_age_s
-        for sub in ("inputs", "annotated"):
+        for sub in ("inputs", "artifacts"):
             for path in (self.root / sub).iterdir():
                 try:
                     if path.stat().st_mtime < cutoff:

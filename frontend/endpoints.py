@@ -4,7 +4,8 @@
     frontend = Client("http://127.0.0.1:7860")
     caption, job = frontend.predict(image=handle_file("cat.jpg"), model="blip-base", api_name="/caption")
 
-`/caption`, `/vqa`, `/detect`, `/chat` and `/compare` submit one job through `vlmq.client` (the
+`/caption`, `/vqa`, `/detect`, `/chat` and `/compare` (and `/<type>` for every other job type: image,
+model, text, params as JSON; out the text and the job) submit one job through `vlmq.client` (the
 same API the tabs use), follow it to its end and stream each snapshot (`Client.submit()` yields
 them, `predict()` returns the last); `/job` reads (or follows) a job by its id. Every action
 returns the job itself as JSON (`id`, `status`, `output`, `error`, times) after its own outputs.
@@ -23,6 +24,8 @@ of the call: it returns with `job.status == "failed"` and `job.error`.
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
@@ -36,7 +39,8 @@ from vlmq.frontend.context import Context
 from vlmq.frontend.follow import follow_job
 from vlmq.frontend.logic import COMPARE_TASKS, DECODINGS, InputError, Progress
 from vlmq.frontend.tabs import caption, chat, detect, vqa
-from vlmq.frontend.tabs.common import API_ERRORS, api_error_text
+from vlmq.frontend.tabs.common import API_ERRORS, api_error_text, fetch_artifact
+from vlmq.jobtypes import JOB_TYPES, JobTypeSpec
 
 log = logging.getLogger("vlmq.frontend")
 
@@ -164,11 +168,8 @@ def endpoint(name: str, fn: Callable[..., Any], inputs: list[Any], outputs: list
 def build(ctx: Context, models: list[dict[str, Any]]) -> None:
     """Adds the endpoints (their components in a column never shown) to the Blocks being built."""
     with gr.Column(visible=False, elem_id="vlmq-api-endpoints"):
-        _caption(ctx, models)
-        _vqa(ctx, models)
-        _detect(ctx, models)
-        _chat(ctx, models)
-        _compare(ctx, models)
+        for name, spec in JOB_TYPES.items():
+            OWN.get(name, functools.partial(_generic, spec=spec))(ctx, models)
         _job(ctx)
 
 
@@ -225,10 +226,10 @@ def _detect(ctx: Context, models: list[dict[str, Any]]) -> None:
         async for progress in follow_snapshots(ctx, submit=submitter("detect", source, fields)):
             output = progress.output if progress.status == "succeeded" else None
             annotated = None
-            url = (output or {}).get("annotated_url")
+            url = ((output or {}).get("artifacts") or {}).get("annotated.png")
             if url and progress.job_id:
                 try:
-                    annotated = await asyncio.to_thread(detect.fetch_annotated, ctx, progress.job_id, url)
+                    annotated = await asyncio.to_thread(fetch_artifact, ctx, progress.job_id, "annotated.png", url)
                 except API_ERRORS as exc:
                     code, message = api_error_text(exc, ctx.api_url)
                     log.warning("job %s: no annotated image (%s: %s)", progress.job_id, code, message)
@@ -300,6 +301,31 @@ def _compare(ctx: Context, known: list[dict[str, Any]]) -> None:
         image_url_param(),
     ]
     endpoint("compare", compare_job, inputs, [gr.JSON(label="results"), job_output()])
+
+
+def _generic(ctx: Context, models: list[dict[str, Any]], spec: JobTypeSpec) -> None:
+    async def job_of_type(image=None, model=None, text="", params="", image_url=""):
+        source, fields = checked(lambda: (logic.choose_image(image, image_url),
+                                          logic.job_fields(spec.name, model, text, params)))
+        async for progress in follow_snapshots(ctx, submit=submitter(spec.name, source, fields)):
+            output = progress.output if progress.status == "succeeded" else None
+            yield logic.output_text(output) or progress.text, job_json(progress)
+
+    job_of_type.__doc__ = f"{spec.summary} Yields (text so far, job) until the job ends; job.output is the whole output."
+    inputs = [
+        image_param(),
+        model_param(models, spec.name, ()),
+        gr.Textbox("", label="text", info="the job's free text (its question or prompt), if it takes one"),
+        gr.Textbox(json.dumps(spec.example), label="params", info="the job's other fields, as a JSON object"),
+        image_url_param(),
+    ]
+    endpoint(spec.name, job_of_type, inputs, [gr.Textbox(label="text"), job_output()])
+
+
+#: The job types with endpoints of their own; every other type gets `_generic`'s.
+OWN: dict[str, Callable[[Context, list[dict[str, Any]]], None]] = {
+    "caption": _caption, "vqa": _vqa, "detect": _detect, "chat": _chat, "compare": _compare,
+}
 
 
 def _job(ctx: Context) -> None:

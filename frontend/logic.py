@@ -8,6 +8,7 @@ to widgets, and `frontend/follow.py` turns a job's events into `Progress` snapsh
 from __future__ import annotations
 
 import html
+import json
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -16,11 +17,13 @@ from datetime import datetime
 from typing import Any
 
 from vlmq.jobs import JobStatus
-from vlmq.jobtypes import JobType
+from vlmq.jobtypes import JOB_TYPES, MODEL_TYPES, JobType
 
 FINAL = frozenset(s.value for s in JobStatus if s.final)
 DECODINGS = ("greedy", "nucleus", "temperature")
-COMPARE_TASKS = (JobType.caption.value, JobType.vqa.value, JobType.detect.value, JobType.chat.value)
+COMPARE_TASKS = MODEL_TYPES
+#: What a required free-text field is called in a message to the user.
+TEXT_NAMES = {"messages": "message"}
 COMPARE_COLUMNS = 3
 CACHE_ANSWERS = frozenset({"hit", "semantic_hit", "joined"})
 BOX_HEADERS = ["label", "x0", "y0", "x1", "y1", "score"]
@@ -277,31 +280,58 @@ def chat_history(job: Mapping[str, Any], text: str | None = None) -> tuple[str, 
 
 def compare_fields(models: Sequence[str | None], task: str, prompt: str | None = None,
                    max_new_tokens: float = 30) -> dict[str, Any]:
-    """`models` and `task` of a compare job from up to three model pickers (blanks skipped)."""
+    """`models` and `task` of a compare job from up to three model pickers (blanks skipped); the
+    prompt box's text goes where the task's type takes its free text."""
     chosen = [m for m in models if m]
     if len(chosen) < 2:
         raise InputError("choose at least two models to compare")
     if len(set(chosen)) != len(chosen):
         raise InputError("choose different models (the same model twice compares nothing)")
-    tokens = int(max_new_tokens)
-    text = (prompt or "").strip()
-    if task == JobType.caption:
-        spec: dict[str, Any] = {"type": "caption", "max_new_tokens": min(tokens, 256)}
-        if text:
-            spec["prompt"] = text
-    elif task == JobType.vqa:
-        if not text:
-            raise InputError("type the question every model answers")
-        spec = {"type": "vqa", "question": text, "max_new_tokens": min(tokens, 64)}
-    elif task == JobType.detect:
-        spec = {"type": "detect", "prompt": detect_prompt(text), "max_new_tokens": min(tokens, 256)}
-    elif task == JobType.chat:
-        if not text:
-            raise InputError("type the message every model answers")
-        spec = {"type": "chat", "messages": [{"role": "user", "content": text}], "max_new_tokens": tokens}
-    else:
+    if task not in COMPARE_TASKS:
         raise InputError(f"compare runs one of {', '.join(COMPARE_TASKS)}, not {task!r}")
+    params = JOB_TYPES[task].params
+    text = (prompt or "").strip()
+    if task == "detect":
+        text = detect_prompt(text)
+    required = [name for name, info in params.model_fields.items() if info.is_required() and name != "type"]
+    if required and not text:
+        raise InputError(f"type the {TEXT_NAMES.get(required[0], required[0])} every model answers")
+    spec: dict[str, Any] = {"type": task, **params.text_fields(text)}
+    if "max_new_tokens" in params.model_fields:
+        spec["max_new_tokens"] = min(int(max_new_tokens), field_max(params, "max_new_tokens") or int(max_new_tokens))
     return {"models": chosen, "task": spec}
+
+
+def field_max(params: Any, name: str) -> int | None:
+    """The largest value a params model allows in its field `name` (its `le`), if it says."""
+    for rule in params.model_fields[name].metadata:
+        if getattr(rule, "le", None) is not None:
+            return int(rule.le)
+    return None
+
+
+def job_fields(job_type: str, model: str | None, text: str | None, params_json: str | None) -> dict[str, Any]:
+    """The fields of a job of any type from a model, a free text and extra params as a JSON object
+    (the generic tab and endpoint of a job type without its own)."""
+    spec = JOB_TYPES[job_type]
+    extra: Any = {}
+    if (params_json or "").strip():
+        try:
+            extra = json.loads(params_json)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"params: not valid JSON ({exc})") from exc
+        if not isinstance(extra, dict):
+            raise InputError("params: must be a JSON object, e.g. {\"max_new_tokens\": 64}")
+    fields = {**spec.example, **spec.params.text_fields((text or "").strip()), **extra}
+    if not spec.fan_out:
+        fields["model"] = require_model(model)
+    return fields
+
+
+def output_text(output: Mapping[str, Any] | None) -> str:
+    """The text of a job's output, whatever its type (`text`, else `answer`), or ''."""
+    output = output or {}
+    return str(output.get("text") or output.get("answer") or "")
 
 
 # --- the model list --------------------------------------------------------------------------

@@ -40,16 +40,16 @@ from pydantic import ValidationError
 from vlmq.blobs import BlobStore, artifact_name, delete_quietly, image_name, owned_images
 from vlmq.images import ImageError, decode_image
 from vlmq.jobs import JobRecord, JobStatus, now
-from vlmq.jobtypes import OUTPUTS, DetectOutput, JobType, parse_params
+from vlmq.jobtypes import job_type, parse_params
 from vlmq.lanes import Lanes
 from vlmq.notify import Notifier
 from vlmq.settings import Settings
 from vlmq.store import Claim, Finished, JobStore, Result
 from vlmq.tasks.adapters.base import GenerationHooks, ItemError, ModelAdapter, WorkItem
-from vlmq.tasks.annotate import render_boxes
 from vlmq.tasks.batching import ModelGate
 from vlmq.tasks.live import LiveJobs
 from vlmq.tasks.metrics import BatchStages, WorkerMetrics
+from vlmq.views import artifact_url
 
 log = logging.getLogger("vlmq.worker")
 EXIT_REDIS_LOST = 75
@@ -187,9 +187,9 @@ class ModelRunner:
             if data is None:
                 raise ImageError("image_expired", "the job's image is no longer stored (its job ended, or "
                                                   "it outlived job_ttl_s)")
-            # detect: boxes and the annotated image are in the original's pixels; others: what the model needs
+            # full_image (detect: boxes and the annotated image in the original's pixels); others: what the model needs
             image = decode_image(data, max_pixels=self.settings.max_image_pixels, max_side=self.settings.max_image_side,
-                                 at_least=None if record.type is JobType.detect else self._input_size)
+                                 at_least=None if job_type(record.type).full_image else self._input_size)
             params = parse_params(record.params)
         except (ImageError, ValidationError, KeyError, ValueError) as exc:
             return error_of(exc)
@@ -248,12 +248,14 @@ class ModelRunner:
             return Result(record.id, attempt, JobStatus.canceled, reason=DEADLINE_WHILE_RUNNING)
         if isinstance(output, BaseException):
             return Result(record.id, attempt, JobStatus.failed, error=error_of(output))
+        spec = job_type(record.type)
         try:
-            valid = OUTPUTS[record.type].model_validate(output).model_dump(mode="json")
-            if record.type is JobType.detect:
-                boxes = DetectOutput.model_validate(valid).boxes
-                self.blobs.put(artifact_name(record.id, "annotated.png"), render_boxes(item.image, boxes))
-                valid["annotated_url"] = f"/v1/jobs/{record.id}/annotated.png"
+            valid = spec.output.model_validate(output).model_dump(mode="json")
+            if spec.artifacts is not None:
+                files = spec.artifacts(item.image, valid)
+                for name, data in files.items():
+                    self.blobs.put(artifact_name(record.id, name), data)
+                valid["artifacts"] = {name: artifact_url(record.id, name) for name in files}
         except (ValidationError, ValueError) as exc:
             return Result(record.id, attempt, JobStatus.failed,
                           error={"code": "invalid_output", "message": str(exc)[:2000]})
@@ -316,7 +318,7 @@ class ModelRunner:
     def _hooks(self, items: list[WorkItem], claimed: dict[str, Claim]) -> GenerationHooks:
         ids = [item.job_id for item in items]
         live = self.live
-        streams = items[0].params.type in (JobType.caption, JobType.chat)
+        streams = job_type(items[0].params.type).streams
         return GenerationHooks(
             on_text=(lambda row, text: live.text(ids[row], text)) if streams else None,
             is_cancelled=lambda row: ids[row] not in claimed or live.cancelled(ids[row]),

@@ -39,7 +39,7 @@ from vlmq.redis_conn import sync_client
 from vlmq.registry import ModelSpec, load_registry
 from vlmq.settings import Settings
 from vlmq.store import JobStore
-from vlmq.tasks.adapters import load_adapter_class
+from vlmq.tasks.adapters import check_registry, load_adapter_class
 from vlmq.tasks.app import make_celery, publish
 from vlmq.tasks.batching import TICK_S, QueueAwareBatches
 from vlmq.tasks.flower import Revocations, batch_failed, outcome_of
@@ -123,7 +123,8 @@ def run_worker(model: str, settings: Settings, hostname: str | None = None) -> i
     import torch
 
     torch.set_num_threads(settings.torch_threads)
-    spec = load_registry(settings).get(model)
+    registry = load_registry(settings)
+    spec = registry.get(model)
     name = hostname or f"{model}@{socket.gethostname()}-{os.getpid()}"
     client = sync_client(settings)
     fleet = Fleet(client)
@@ -133,6 +134,7 @@ def run_worker(model: str, settings: Settings, hostname: str | None = None) -> i
 
     began = time.perf_counter()
     try:
+        check_registry(registry)  # an entry its adapter cannot serve is refused now, not at its first job
         adapter = load_adapter_class(spec.adapter)(spec, spec.resolved_source(settings))
         adapter.setup()
         revision = adapter.revision()

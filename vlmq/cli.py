@@ -31,6 +31,7 @@ from rich.table import Table
 from rich.text import Text
 
 from vlmq import runstate
+from vlmq.jobtypes import JOB_TYPES as JOB_TYPES_BY_NAME
 from vlmq.settings import Settings, get_settings
 
 # --- exit codes (README "Exit codes") -----------------------------------------------------------
@@ -46,7 +47,8 @@ EXIT_ALREADY_UP = 8  # vlmq up: another `vlmq up` is running from this data dir
 EXIT_LOCAL_FILES = 9  # the data dir cannot be written (demo build, vlmq up)
 EXIT_INTERRUPTED = 130  # Ctrl-C while waiting for a job (the job goes on)
 
-JOB_TYPES = ("caption", "vqa", "detect", "chat", "compare")
+JOB_TYPES = tuple(JOB_TYPES_BY_NAME)  # in their order (vlmq/jobtypes/)
+MODEL_JOB_TYPES = tuple(name for name, spec in JOB_TYPES_BY_NAME.items() if not spec.fan_out)
 
 app = typer.Typer(help="vlmq: asynchronous jobs for vision-language models.", no_args_is_help=True)
 demo_app = typer.Typer(help="The offline demo models.", no_args_is_help=True)
@@ -392,12 +394,12 @@ def models_table(rows: list[dict], width: int = 80) -> Table:
 @app.command()
 def submit(
     image: Annotated[str, typer.Argument(help="Image file, http(s) URL or data URI.")],
-    type: Annotated[str, typer.Option("--type", "-t", help="caption, vqa, detect, chat or compare.")] = "caption",
+    type: Annotated[str, typer.Option("--type", "-t", help=", ".join(JOB_TYPES) + ".")] = "caption",
     model: Annotated[str | None, typer.Option(help="Model (default: the first ready model for the type).")] = None,
-    question: Annotated[str | None, typer.Option(help="vqa: the question.")] = None,
-    prompt: Annotated[str | None, typer.Option(help="detect: 'detect a ; b'; caption: a prefix; chat: the message.")] = None,
-    models: Annotated[str | None, typer.Option(help="compare: comma-separated models.")] = None,
-    task: Annotated[str, typer.Option(help="compare: the task every model runs.")] = "caption",
+    question: Annotated[str | None, typer.Option(help="The job's free text (same as --prompt): vqa: the question.")] = None,
+    prompt: Annotated[str | None, typer.Option(help="The job's free text: detect: 'detect a ; b'; caption: a prefix; chat: the message.")] = None,
+    models: Annotated[str | None, typer.Option(help="A fan-out (compare): comma-separated models.")] = None,
+    task: Annotated[str, typer.Option(help="A fan-out (compare): the task every model runs.")] = "caption",
     params: Annotated[str | None, typer.Option(help="Extra fields as JSON, e.g. '{\"num_beams\": 3}'.")] = None,
     wait: Annotated[bool, typer.Option(help="Wait for the result, with a progress display.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait.")] = 300,
@@ -410,18 +412,19 @@ def submit(
     # Everything local is checked before the API is asked anything.
     if type not in JOB_TYPES:
         _fail(EXIT_USAGE, f"unknown --type {type!r}; one of {', '.join(JOB_TYPES)}")
-    if type == "compare" and task not in JOB_TYPES[:-1]:
-        _fail(EXIT_USAGE, f"unknown --task {task!r}; one of {', '.join(JOB_TYPES[:-1])}")
+    fan_out = JOB_TYPES_BY_NAME[type].fan_out
+    if fan_out and task not in MODEL_JOB_TYPES:
+        _fail(EXIT_USAGE, f"unknown --task {task!r}; one of {', '.join(MODEL_JOB_TYPES)}")
     fields = _params(params)
     upload = _image(image)
     settings = _settings()
-    if type == "compare":
-        inner = {"type": task, **_type_fields(task, question, prompt)}
+    if fan_out:
+        inner = {"type": task, **_type_fields(task, question or prompt)}
         fields.update(models=[m.strip() for m in (models or "").split(",") if m.strip()], task=inner)
     else:
-        fields.update(_type_fields(type, question, prompt))
+        fields.update(_type_fields(type, question or prompt))
     with _api_errors(settings), _client(settings) as client:
-        if type != "compare":
+        if not fan_out:
             fields["model"] = model or _default_model(client, type, settings)
         job = client.submit(upload, type=type, **fields)
         if wait and job["status"] not in FINAL:
@@ -460,14 +463,10 @@ def _image(image: str) -> str | bytes:
         _fail(EXIT_USAGE, f"cannot read the image file {image!r}: {exc.strerror or exc}")
 
 
-def _type_fields(job_type: str, question: str | None, prompt: str | None) -> dict:
-    if job_type == "vqa":
-        return {"question": question or "what is in the picture?"}
-    if job_type == "detect":
-        return {"prompt": prompt or "detect face"}
-    if job_type == "chat":
-        return {"messages": [{"role": "user", "content": prompt or "Describe this image."}]}
-    return {"prompt": prompt} if prompt else {}
+def _type_fields(job_type: str, text: str | None) -> dict:
+    """The job type's example fields (vlmq/jobtypes/), the free text given in its place."""
+    spec = JOB_TYPES_BY_NAME[job_type]
+    return {**spec.example, **spec.params.text_fields(text)}
 
 
 def _default_model(client, job_type: str, settings: Settings) -> str:

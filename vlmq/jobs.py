@@ -12,20 +12,11 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from vlmq.jobtypes import (
-    CaptionParams,
-    ChatParams,
-    CompareParams,
-    DetectParams,
-    JobType,
-    Params,
-    VqaParams,
-    parse_params,
-)
+from vlmq.jobtypes import JOB_TYPES, JobType, Params, parse_params
 
 
 class JobStatus(StrEnum):
@@ -90,30 +81,16 @@ class _OneModel(_Common):
     model: str = Field(..., min_length=1, max_length=64)
 
 
-class CaptionRequest(_OneModel, CaptionParams):
-    pass
+def _request_model(name: str) -> type[BaseModel]:
+    """A job type's request: its params, and the model (for a type that runs on one), image and options."""
+    spec = JOB_TYPES[name]
+    base = _Common if spec.fan_out else _OneModel
+    return create_model(f"{spec.title.capitalize()}Request", __base__=(base, spec.params), __module__=__name__)
 
 
-class VqaRequest(_OneModel, VqaParams):
-    pass
-
-
-class DetectRequest(_OneModel, DetectParams):
-    pass
-
-
-class ChatRequest(_OneModel, ChatParams):
-    pass
-
-
-class CompareRequest(_Common, CompareParams):
-    pass
-
-
-JobRequest = Annotated[
-    CaptionRequest | VqaRequest | DetectRequest | ChatRequest | CompareRequest,
-    Field(discriminator="type"),
-]
+#: The request model of each job type (pydantic names them `CaptionRequest`, `VqaRequest`, ...).
+REQUESTS: dict[str, type[BaseModel]] = {name: _request_model(name) for name in JOB_TYPES}
+JobRequest = Annotated[Union[tuple(REQUESTS.values())], Field(discriminator="type")]  # noqa: UP007
 
 _COMMON_FIELDS = frozenset(_OneModel.model_fields)
 

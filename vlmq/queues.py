@@ -40,7 +40,7 @@ def queue_keys(model: str, lane: Lane) -> list[str]:
 
 
 def task_name(job_type: JobType, model: str) -> str:
-    return f"{TASK_PREFIX}{job_type.value}.{model}"
+    return f"{TASK_PREFIX}{job_type}.{model}"
 
 
 def task_message(record: JobRecord) -> str:

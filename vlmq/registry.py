@@ -30,7 +30,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from vlmq.jobtypes import JobType
+from vlmq.jobtypes import JOB_TYPES, JobType
 from vlmq.settings import Settings
 
 DEFAULT_REGISTRY = Path(__file__).with_name("models.toml")
@@ -78,8 +78,9 @@ class ModelSpec(BaseModel):
     def _runnable_tasks(cls, value: tuple[JobType, ...]) -> tuple[JobType, ...]:
         if not value:
             raise ValueError("a model runs at least one task")
-        if JobType.compare in value:
-            raise ValueError("compare is not a model task: it fans out to models")
+        for task in value:
+            if JOB_TYPES[task].fan_out:
+                raise ValueError(f"{task} is not a model task: it fans out to models")
         return value
 
     @model_validator(mode="after")

@@ -7,7 +7,12 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from vlmq.jobs import CacheOutcome, JobRecord, JobStatus, Lane, iso
-from vlmq.jobtypes import JobType
+from vlmq.jobtypes import JobType, job_type
+
+
+def artifact_url(job_id: str, name: str) -> str:
+    """Where a job's artifact is served (`GET /v1/jobs/{id}/artifacts/{name}`)."""
+    return f"/v1/jobs/{job_id}/artifacts/{name}"
 
 
 class ErrorInfo(BaseModel):
@@ -52,10 +57,10 @@ class JobView(BaseModel):
     @classmethod
     def of(cls, record: JobRecord, place: tuple[int | None, float | None] = (None, None)) -> JobView:
         output = record.output
-        if record.type is JobType.compare:
+        if job_type(record.type).fan_out:
             output = record.compare_output()
-        elif output and output.get("annotated_url"):  # a cache answer's image is served under its own id
-            output = {**output, "annotated_url": f"/v1/jobs/{record.id}/annotated.png"}
+        elif output and output.get("artifacts"):  # a cache answer's artifacts are served under its own id
+            output = {**output, "artifacts": {name: artifact_url(record.id, name) for name in output["artifacts"]}}
         error = None
         if record.error:
             error = ErrorInfo(code=record.error.get("code", "error"), message=record.error.get("message", ""))

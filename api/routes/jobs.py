@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import mimetypes
 import re
 import time
 from typing import Annotated
@@ -124,19 +125,24 @@ def get_job(job_id: str, services: ServicesDep, caller: CallerDep) -> JobView:
 
 
 @router.get(
-    "/{job_id}/annotated.png",
+    "/{job_id}/artifacts/{name}",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}}, 404: {"model": ErrorBody}},
+    responses={200: {"content": {"image/png": {}, "application/octet-stream": {}}}, 404: {"model": ErrorBody}},
 )
-def get_annotated(job_id: str, services: ServicesDep, caller: CallerDep) -> Response:
-    """The detect job's image with its boxes and labels drawn."""
+def get_artifact(job_id: str, name: str, services: ServicesDep, caller: CallerDep) -> Response:
+    """A file a finished job made beside its output (its job type's artifacts: a detect job's
+    `annotated.png`, ...); `output.artifacts` lists them with their URLs."""
     record = owned(services.store.get(job_id), caller, job_id)
-    data = services.blobs.get(artifact_name(job_id, "annotated.png"))
-    if data is None and record.cached_from:  # a cache answer: the image of the job that ran
-        data = services.blobs.get(artifact_name(record.cached_from, "annotated.png"))
+    listed = (record.output or {}).get("artifacts") or {}
+    data = None
+    if name in listed:
+        data = services.blobs.get(artifact_name(job_id, name))
+        if data is None and record.cached_from:  # a cache answer: the file of the job that ran
+            data = services.blobs.get(artifact_name(record.cached_from, name))
     if data is None:
-        raise ApiError(404, "not_found", f"job {job_id!r} has no annotated image (not a finished detect job)")
-    return Response(data, media_type="image/png")
+        have = ", ".join(sorted(listed)) or "none"
+        raise ApiError(404, "not_found", f"job {job_id!r} has no artifact {name!r} (it has: {have})")
+    return Response(data, media_type=mimetypes.guess_type(name)[0] or "application/octet-stream")
 
 
 @router.get(

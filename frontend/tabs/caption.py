@@ -22,7 +22,7 @@ TAB = "caption"
 PREFERRED = ("blip-base", "blip-large")
 
 
-def build(ctx: Context, state: gr.BrowserState) -> JobTab:
+def build(ctx: Context, state: gr.BrowserState, models_state: gr.State) -> JobTab:
     with gr.Row():
         with gr.Column(scale=1):
             image = image_input(TAB, 360)

@@ -45,7 +45,7 @@ def conversation(progress: Progress) -> list[dict[str, str]] | None:
     return logic.chat_history(progress.job, progress.text or WAITING)[1]
 
 
-def build(ctx: Context, state: gr.BrowserState) -> JobTab:
+def build(ctx: Context, state: gr.BrowserState, models_state: gr.State) -> JobTab:
     with gr.Row():
         with gr.Column(scale=2):
             image = image_input(TAB, 300)

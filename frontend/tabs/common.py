@@ -225,6 +225,19 @@ def remember_input(ctx: Context, state: gr.BrowserState, image: str | None, url:
     return remember
 
 
+def fetch_artifact(ctx: Context, job_id: str, name: str, url: str) -> str:
+    """A job's artifact as a local file (fetched once, through the client)."""
+    path = ctx.files.artifact_path(job_id, name)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with ctx.sync_client() as client:
+            data = client.artifact(url)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    return str(path)
+
+
 def image_restorer(ctx: Context) -> Callable[[Any], Any]:
     """On page load: the input image of the tab's remembered job, from the frontend's kept copy.
 

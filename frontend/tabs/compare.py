@@ -36,6 +36,8 @@ PROMPTS = {
     "detect": ("Detect prompt", "detect face ; eye", "detect face ; eye"),
     "chat": ("Message", "Describe this image.", "Describe this image."),
 }
+#: the prompt box of a task with no entry above
+OTHER_PROMPT = ("Text (if the task takes any)", "", "")
 
 
 def pickers_for(models: list[dict[str, Any]], task: str, current: list[str | None] | None = None
@@ -54,7 +56,7 @@ def pickers_for(models: list[dict[str, Any]], task: str, current: list[str | Non
 
 def prompt_update(task: str, text: str | None = None) -> dict[str, Any]:
     """The prompt box for `task`: its label and placeholder, `text` in it (or the task's default)."""
-    label, placeholder, value = PROMPTS.get(task, PROMPTS["caption"])
+    label, placeholder, value = PROMPTS.get(task, OTHER_PROMPT)
     return gr.update(label=label, placeholder=placeholder, value=value if text is None else text)
 
 

@@ -1,7 +1,7 @@
 """Detect: "detect dog ; person" with PaliGemma, or real faces and eyes with the OpenCV detector.
 
 The annotated image (coloured boxes and labels) is drawn by the worker; this tab fetches it from
-the job's `output.annotated_url` and lists the boxes in a table.
+the job's `output.artifacts["annotated.png"]` and lists the boxes in a table.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from vlmq.frontend.tabs.common import (
     API_ERRORS,
     JobTab,
     example_photos,
+    fetch_artifact,
     image_input,
     job_and_input,
     restored_model,
@@ -35,19 +36,7 @@ EXAMPLES = [
 ]
 
 
-def fetch_annotated(ctx: Context, job_id: str, url: str) -> str:
-    """The job's annotated PNG as a local file (fetched once, through the client)."""
-    path = ctx.files.annotated_path(job_id)
-    if not path.exists():
-        with ctx.sync_client() as client:
-            data = client.artifact(url)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)
-    return str(path)
-
-
-def build(ctx: Context, state: gr.BrowserState) -> JobTab:
+def build(ctx: Context, state: gr.BrowserState, models_state: gr.State) -> JobTab:
     with gr.Row():
         with gr.Column(scale=1):
             image = image_input(TAB, 360)
@@ -84,10 +73,10 @@ def build(ctx: Context, state: gr.BrowserState) -> JobTab:
         text = (output or {}).get("text")
         update[raw] = gr.update(value=text or "", visible=bool(text))
         update[annotated] = None
-        url = (output or {}).get("annotated_url")
+        url = ((output or {}).get("artifacts") or {}).get("annotated.png")
         if url and progress.job_id:
             try:
-                update[annotated] = await asyncio.to_thread(fetch_annotated, ctx, progress.job_id, url)
+                update[annotated] = await asyncio.to_thread(fetch_artifact, ctx, progress.job_id, "annotated.png", url)
             except API_ERRORS as exc:
                 message = exc.message if isinstance(exc, ApiError) else str(exc)
                 update[status] += "<br>" + logic.error_html("annotated_image", message)

@@ -1,6 +1,7 @@
 """Model adapters: one module per model family, named by the registry's `adapter` field.
 
 Each module exposes its `ModelAdapter` subclass as `Adapter`; `load_adapter_class(name)` finds it.
+`check_registry` holds every registry entry to its adapter's contract when a worker starts.
 """
 
 from __future__ import annotations
@@ -8,6 +9,8 @@ from __future__ import annotations
 import importlib
 import re
 from typing import TYPE_CHECKING
+
+from vlmq.registry import Registry, RegistryError
 
 if TYPE_CHECKING:
     from vlmq.tasks.adapters.base import ModelAdapter
@@ -32,3 +35,23 @@ def load_adapter_class(name: str) -> type[ModelAdapter]:
     if not (isinstance(adapter, type) and issubclass(adapter, ModelAdapter)):
         raise SetupError(f"adapter {name!r}: {module_name} has no `Adapter` (a ModelAdapter subclass)")
     return adapter
+
+
+def check_registry(registry: Registry) -> None:
+    """Every entry's adapter exists and runs every job type the entry declares; else a `RegistryError`
+    naming the entry (at start, not at its first job)."""
+    from vlmq.tasks.adapters.base import SetupError
+
+    problems = []
+    for spec in registry:
+        try:
+            adapter = load_adapter_class(spec.adapter)
+        except SetupError as exc:
+            problems.append(f"model {spec.name!r}: {exc}")
+            continue
+        missing = [task for task in spec.tasks if task not in adapter.tasks]
+        if missing:
+            problems.append(f"model {spec.name!r}: adapter {spec.adapter!r} cannot run {', '.join(missing)} "
+                            f"(it runs {', '.join(sorted(adapter.tasks))})")
+    if problems:
+        raise RegistryError("; ".join(problems))

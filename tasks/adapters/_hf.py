@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from vlmq.jobtypes import GenerativeParams
 from vlmq.tasks.adapters.base import GenerationHooks, ItemError, ModelAdapter, SetupError, WorkItem
 
 
@@ -49,7 +50,8 @@ def load_processor(adapter: ModelAdapter, loader: Any = None) -> Any:
 @dataclass
 class Prepared:
     """What a transformers adapter's `prepare` hands its `predict`: the items, the results known
-    already (an `ItemError` in the row of an item this model cannot run), and the model inputs of
+    already (an `ItemError` in the row of an item this model cannot run: a prompt its chat template
+    refuses, say), and the model inputs of
     each part of the batch that runs as one call (its rows, and whatever that call needs)."""
 
     items: list[WorkItem]
@@ -158,12 +160,11 @@ def group_rows(keys: Sequence[Any]) -> list[list[int]]:
     return list(groups.values())
 
 
-def beam_kwargs(num_beams: int, early_stopping: bool = False) -> dict[str, Any]:
-    """`num_beams` (and `early_stopping`, which only means something for beam search)."""
-    kwargs: dict[str, Any] = {"num_beams": num_beams}
-    if num_beams > 1:
-        kwargs["early_stopping"] = early_stopping
-    return kwargs
+def generation(params: GenerativeParams, hooks: GenerationHooks, tokenizer: Any, rows: int) -> dict[str, Any]:
+    """Every `generate()` argument of a job: its params' (`generate_kwargs()`: tokens, beams, decoding)
+    and the worker's hooks (text streaming, cancellation) for a batch of `rows`."""
+    kwargs = params.generate_kwargs()
+    return {**kwargs, **hooks.generate_kwargs(tokenizer, rows, kwargs["num_beams"])}
 
 
 def new_tokens(sequences: torch.Tensor, prompt_length: int) -> torch.Tensor:

@@ -10,7 +10,9 @@ One adapter class wraps one model family (one file in this package, named in the
    job failure.
 3. ``batch = adapter.prepare(items)``, then ``adapter.predict(batch, hooks)``: many times. ``items``
    is a non-empty list of `WorkItem` of one job type whose `batch_key`s are equal, so they may share
-   one forward pass. `prepare` does the CPU work before the model (prompts, the processor: resizing,
+   one forward pass. The job type is always one of the adapter's `tasks`: the registry refuses an
+   entry whose tasks its adapter does not declare (`check_registry`), and the worker dispatches by
+   type, so an adapter never checks what type it was given. `prepare` does the CPU work before the model (prompts, the processor: resizing,
    normalising, tokenising) and returns whatever its `predict` takes (by default the items
    themselves); the worker runs it outside the model's lock, for the next batch while the current one
    is in `predict`, so the model never waits for it. It may run in another thread than `predict`:
@@ -19,8 +21,9 @@ One adapter class wraps one model family (one file in this package, named in the
    Raising (in either) fails the call; the worker then retries each item on its own so that one bad
    item fails only its own job.
 
-Generative adapters pass ``**hooks.generate_kwargs(tokenizer, n)`` to ``model.generate``: it
-streams each item's text as it is produced and stops an item whose job was cancelled.
+Generative adapters pass ``**_hf.generation(params, hooks, tokenizer, n)`` to ``model.generate``:
+the job's own arguments (`GenerativeParams.generate_kwargs()`) and the hooks that stream each
+item's text as it is produced and stop an item whose job was cancelled.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from typing import Any, ClassVar
 
 from PIL import Image
 
-from vlmq.jobtypes import JobType, Params
+from vlmq.jobtypes import Params
 from vlmq.registry import ModelSpec
 
 
@@ -80,7 +83,7 @@ class ModelAdapter(ABC):
     """Base of every adapter. Subclasses set `tasks` and implement `setup` and `predict`."""
 
     #: The job types this model family can run (the registry may allow fewer).
-    tasks: ClassVar[frozenset[JobType]]
+    tasks: ClassVar[frozenset[str]]
 
     def __init__(self, spec: ModelSpec, source: str) -> None:
         self.spec = spec

@@ -14,13 +14,13 @@ from typing import Any, ClassVar
 
 import torch
 
-from vlmq.jobtypes import CaptionOutput, CaptionParams, JobType
+from vlmq.jobtypes.caption import CaptionParams
 from vlmq.tasks.adapters import _hf
-from vlmq.tasks.adapters.base import GenerationHooks, ItemError, ModelAdapter, WorkItem
+from vlmq.tasks.adapters.base import GenerationHooks, ModelAdapter, WorkItem
 
 
 class BlipCaptionAdapter(ModelAdapter):
-    tasks: ClassVar[frozenset[JobType]] = frozenset({JobType.caption})
+    tasks: ClassVar[frozenset[str]] = frozenset({"caption"})
 
     def setup(self) -> None:
         from transformers import BlipForConditionalGeneration, BlipProcessor
@@ -37,16 +37,11 @@ class BlipCaptionAdapter(ModelAdapter):
         return _hf.input_size(self.processor)
 
     def prepare(self, items: list[WorkItem]) -> _hf.Prepared:
-        results: list[dict | Exception] = [
-            ItemError(f"this model runs caption jobs, not {item.params.type}") for item in items
-        ]
-        batch = _hf.Prepared(items, results)
-        valid = [row for row, item in enumerate(items) if isinstance(item.params, CaptionParams)]
-        prompts = [(items[row].params.prompt or "").strip() for row in valid]  # type: ignore[union-attr]
+        batch = _hf.Prepared(items, [None] * len(items))
+        prompts = [(item.params.prompt or "").strip() for item in items]
         processor = _hf.local(self.processor)
-        for group in _hf.group_rows(prompts):
-            rows = [valid[i] for i in group]
-            prompt = prompts[group[0]]
+        for rows in _hf.group_rows(prompts):
+            prompt = prompts[rows[0]]
             kwargs: dict[str, Any] = {"images": [_hf.rgb(items[r].image) for r in rows], "return_tensors": "pt"}
             if prompt:
                 kwargs["text"] = [prompt] * len(rows)
@@ -60,25 +55,19 @@ class BlipCaptionAdapter(ModelAdapter):
         for rows, (prompt, inputs) in batch.parts:
             texts = self._caption(batch.items[rows[0]].params, prompt, inputs, _hf.subset_hooks(hooks, rows))
             for row, text in zip(rows, texts, strict=True):
-                results[row] = CaptionOutput(text=text).model_dump()
+                results[row] = {"text": text}
         return results
 
     def _caption(self, params: CaptionParams, prompt: str, inputs: Any, hooks: GenerationHooks) -> list[str]:
         inputs = _hf.to_model(inputs, self.model)
         rows = inputs["pixel_values"].shape[0]
-        hook_kwargs = hooks.generate_kwargs(self.tokenizer, rows, params.num_beams)
-        if prompt and "streamer" in hook_kwargs and hooks.on_text is not None:
+        generation = _hf.generation(params, hooks, self.tokenizer, rows)
+        if prompt and "streamer" in generation and hooks.on_text is not None:
             # The streamer skips the prompt ids; the caption starts with the prompt, so stream it first.
             for row in range(rows):
                 hooks.on_text(row, self._prefix_text(prompt))
         with torch.inference_mode():
-            out = self.model.generate(
-                **inputs,
-                max_new_tokens=params.max_new_tokens,
-                **_hf.beam_kwargs(params.num_beams, params.early_stopping),
-                **params.decoding.generate_kwargs(),
-                **hook_kwargs,
-            )
+            out = self.model.generate(**inputs, **generation)
         if not prompt:
             return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
         # generate() returns the prompt ids too ([DEC] + prompt): prefix text + the continuation.

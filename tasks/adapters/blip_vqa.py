@@ -14,13 +14,13 @@ from typing import ClassVar
 
 import torch
 
-from vlmq.jobtypes import JobType, VqaOutput, VqaParams
+from vlmq.jobtypes.vqa import VqaParams
 from vlmq.tasks.adapters import _hf
-from vlmq.tasks.adapters.base import GenerationHooks, ItemError, ModelAdapter, WorkItem
+from vlmq.tasks.adapters.base import GenerationHooks, ModelAdapter, WorkItem
 
 
 class BlipVqaAdapter(ModelAdapter):
-    tasks: ClassVar[frozenset[JobType]] = frozenset({JobType.vqa})
+    tasks: ClassVar[frozenset[str]] = frozenset({"vqa"})
 
     def setup(self) -> None:
         from transformers import BlipForQuestionAnswering, BlipProcessor
@@ -34,20 +34,15 @@ class BlipVqaAdapter(ModelAdapter):
         return _hf.input_size(self.processor)
 
     def prepare(self, items: list[WorkItem]) -> _hf.Prepared:
-        results: list[dict | Exception] = [
-            ItemError(f"this model runs vqa jobs, not {item.params.type}") for item in items
-        ]
-        batch = _hf.Prepared(items, results)
-        rows = [row for row, item in enumerate(items) if isinstance(item.params, VqaParams)]
-        if rows:
-            inputs = _hf.local(self.processor)(
-                images=[_hf.rgb(items[r].image) for r in rows],
-                text=[items[r].params.question for r in rows],  # type: ignore[union-attr]
-                padding=True,
-                truncation=True,
-                return_tensors="pt",
-            )
-            batch.parts.append((rows, _hf.staged(inputs, self.model)))
+        batch = _hf.Prepared(items, [None] * len(items))
+        inputs = _hf.local(self.processor)(
+            images=[_hf.rgb(item.image) for item in items],
+            text=[item.params.question for item in items],
+            padding=True,
+            truncation=True,
+            return_tensors="pt",
+        )
+        batch.parts.append((list(range(len(items))), _hf.staged(inputs, self.model)))
         return batch
 
     def predict(self, batch: _hf.Prepared, hooks: GenerationHooks) -> list[dict | Exception]:
@@ -55,7 +50,7 @@ class BlipVqaAdapter(ModelAdapter):
         for rows, inputs in batch.parts:
             answers = self._answer(batch.items[rows[0]].params, inputs, len(rows), _hf.subset_hooks(hooks, rows))
             for row, answer in zip(rows, answers, strict=True):
-                results[row] = VqaOutput(answer=answer, scores=None).model_dump()
+                results[row] = {"answer": answer, "scores": None}
         return results
 
     def _answer(self, params: VqaParams, inputs, count: int, hooks: GenerationHooks) -> list[str]:
@@ -88,12 +83,7 @@ class BlipVqaAdapter(ModelAdapter):
                     encoder_attention_mask=torch.ones(
                         states.shape[:-1], dtype=torch.long, device=states.device
                     ),
-                    max_new_tokens=params.max_new_tokens,
-                    **_hf.beam_kwargs(params.num_beams),
-                    do_sample=False,
-                    **_hf.subset_hooks(hooks, rows).generate_kwargs(
-                        self.tokenizer, len(rows), params.num_beams
-                    ),
+                    **_hf.generation(params, _hf.subset_hooks(hooks, rows), self.tokenizer, len(rows)),
                 )
                 for row, text in zip(
                     rows, self.tokenizer.batch_decode(out, skip_special_tokens=True), strict=True

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from vlmq.jobtypes import Box, DetectOutput, DetectParams, JobType
+from vlmq.jobtypes.detect import Box
 from vlmq.tasks.adapters.base import GenerationHooks, ItemError, ModelAdapter, SetupError, WorkItem
 
 OPENCV_SOURCE = "opencv"
@@ -41,7 +41,7 @@ def cascade_dir(source: str) -> Path:
 
 
 class HaarCascadeAdapter(ModelAdapter):
-    tasks: ClassVar[frozenset[JobType]] = frozenset({JobType.detect})
+    tasks: ClassVar[frozenset[str]] = frozenset({"detect"})
 
     def setup(self) -> None:
         import cv2
@@ -72,8 +72,6 @@ class HaarCascadeAdapter(ModelAdapter):
 
     def _detect(self, item: WorkItem) -> dict | Exception:
         params = item.params
-        if not isinstance(params, DetectParams):
-            return ItemError(f"this model runs detect jobs, not {params.type}")
         unknown = [label for label in params.labels if label.lower() not in LABELS]
         if unknown:
             return ItemError(
@@ -108,7 +106,7 @@ class HaarCascadeAdapter(ModelAdapter):
                         score=None,
                     )
                 )
-        return DetectOutput(boxes=boxes, width=width, height=height, text=None).model_dump()
+        return {"boxes": [box.model_dump() for box in boxes], "width": width, "height": height, "text": None}
 
     def _faces(self, gray: np.ndarray) -> list[tuple[int, int, int, int]]:
         side = min(gray.shape[:2])

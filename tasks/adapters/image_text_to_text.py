@@ -7,20 +7,28 @@ first user turn as an ``{"type": "image"}`` content part. A template that refuse
 gets the system text folded into the first user turn instead.
 
 `chat` runs the job's messages; `caption` is a single user turn, "Describe this image." (or the
-job's prompt). Rows of a batch are left padded, and only the new tokens are decoded.
+job's prompt). Rows of a batch are left padded, and only the new tokens are decoded. `TURNS` maps
+each job type it runs to the conversation of a job: its keys are the adapter's `tasks`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
 
-from vlmq.jobtypes import CaptionOutput, CaptionParams, ChatOutput, ChatParams, JobType
+from vlmq.jobtypes import Params
 from vlmq.tasks.adapters import _hf
 from vlmq.tasks.adapters.base import GenerationHooks, ItemError, ModelAdapter, SetupError, WorkItem
 
 DEFAULT_CAPTION_PROMPT = "Describe this image."
+
+#: The conversation of a job, as (role, text) pairs, per job type this adapter runs.
+TURNS: dict[str, Callable[[Any], list[tuple[str, str]]]] = {
+    "chat": lambda params: [(m.role, m.content) for m in params.messages],
+    "caption": lambda params: [("user", (params.prompt or "").strip() or DEFAULT_CAPTION_PROMPT)],
+}
 
 
 def build_conversation(messages: list[tuple[str, str]], fold_system: bool = False) -> list[dict[str, Any]]:
@@ -45,7 +53,7 @@ def build_conversation(messages: list[tuple[str, str]], fold_system: bool = Fals
 
 
 class ImageTextToTextAdapter(ModelAdapter):
-    tasks: ClassVar[frozenset[JobType]] = frozenset({JobType.chat, JobType.caption})
+    tasks: ClassVar[frozenset[str]] = frozenset(TURNS)
 
     def setup(self) -> None:
         from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -62,14 +70,9 @@ class ImageTextToTextAdapter(ModelAdapter):
         ):
             raise SetupError(f"model {self.spec.name}: {self.source!r} has no chat template")
 
-    def prompt(self, params: Any) -> str:
+    def prompt(self, params: Params) -> str:
         """The chat-templated prompt text of one job (image placeholder included)."""
-        if isinstance(params, ChatParams):
-            pairs = [(m.role, m.content) for m in params.messages]
-        elif isinstance(params, CaptionParams):
-            pairs = [("user", (params.prompt or "").strip() or DEFAULT_CAPTION_PROMPT)]
-        else:
-            raise ItemError(f"this model runs chat and caption jobs, not {params.type}")
+        pairs = TURNS[params.type](params)
         from jinja2 import TemplateError
 
         try:
@@ -101,32 +104,15 @@ class ImageTextToTextAdapter(ModelAdapter):
         if not batch.parts:
             return results
         (rows, inputs), = batch.parts
-        items = [batch.items[r] for r in rows]
-        params = items[0].params
-        if isinstance(params, ChatParams):
-            gen_kwargs, num_beams = params.generate_kwargs(), 1
-        else:
-            assert isinstance(params, CaptionParams)
-            num_beams = params.num_beams
-            gen_kwargs = {
-                "max_new_tokens": params.max_new_tokens,
-                **_hf.beam_kwargs(num_beams, params.early_stopping),
-                **params.decoding.generate_kwargs(),
-            }
         inputs = _hf.to_model(inputs, self.model)
         prompt_length = inputs["input_ids"].shape[1]
-        sub_hooks = _hf.subset_hooks(hooks, rows)
+        generation = _hf.generation(batch.items[rows[0]].params, _hf.subset_hooks(hooks, rows), self.tokenizer,
+                                    len(rows))
         with torch.inference_mode():
-            out = self.model.generate(
-                **inputs,
-                **gen_kwargs,
-                pad_token_id=self.tokenizer.pad_token_id,
-                **sub_hooks.generate_kwargs(self.tokenizer, len(items), num_beams),
-            )
+            out = self.model.generate(**inputs, **generation, pad_token_id=self.tokenizer.pad_token_id)
         texts = self.tokenizer.batch_decode(_hf.new_tokens(out, prompt_length), skip_special_tokens=True)
-        for row, item, text in zip(rows, items, texts, strict=True):
-            output = ChatOutput if isinstance(item.params, ChatParams) else CaptionOutput
-            results[row] = output(text=text.strip()).model_dump()
+        for row, text in zip(rows, texts, strict=True):
+            results[row] = {"text": text.strip()}  # every type it runs answers text
         return results
 
 

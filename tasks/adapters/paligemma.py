@@ -1,7 +1,8 @@
 """PaliGemma (`PaliGemmaForConditionalGeneration`): detection, captions and answers from task prompts.
 
-google/paligemma-3b-mix-224 (or -448, PaliGemma 2 mix), or the demo model. One model, three job
-types, each a PaliGemma task prompt:
+google/paligemma-3b-mix-224 (or -448, PaliGemma 2 mix), or the demo model. One model, several job
+types, each a PaliGemma task prompt (`PROMPTS`, whose keys are the adapter's `tasks`), its text read
+back by `READ`:
 
 * detect:  ``detect dog ; person`` -> ``<loc0256><loc0128><loc0768><loc0896> dog ; <loc...>x4 person``:
   four location tokens per box (y0 x0 y1 x1, 0..1023 on the model's square input), then the label;
@@ -17,22 +18,14 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
 
-from vlmq.jobtypes import (
-    Box,
-    CaptionOutput,
-    CaptionParams,
-    DetectOutput,
-    DetectParams,
-    JobType,
-    VqaOutput,
-    VqaParams,
-)
+from vlmq.jobtypes.detect import Box
 from vlmq.tasks.adapters import _hf
-from vlmq.tasks.adapters.base import GenerationHooks, ItemError, ModelAdapter, WorkItem
+from vlmq.tasks.adapters.base import GenerationHooks, ModelAdapter, WorkItem
 
 #: Location tokens are 0..1023 bins of the normalised image side.
 LOC_BINS = 1024
@@ -72,8 +65,29 @@ def parse_loc_boxes(text: str, width: int, height: int) -> list[Box]:
     return boxes
 
 
+#: The task prompt of a job, per job type this adapter runs.
+PROMPTS: dict[str, Callable[[Any], str]] = {
+    "detect": lambda params: params.prompt,
+    "caption": lambda params: (params.prompt or "").strip() or "caption en",
+    "vqa": lambda params: f"answer en {params.question}",
+}
+
+
+def _detect_output(item: WorkItem, text: str) -> dict:
+    width, height = item.image.size
+    boxes = parse_loc_boxes(text, width, height)
+    return {"boxes": [box.model_dump() for box in boxes], "width": width, "height": height, "text": text.strip()}
+
+
+#: The output of a job from the model's text, per job type (the others answer the text).
+READ: dict[str, Callable[[WorkItem, str], dict]] = {
+    "detect": _detect_output,
+    "vqa": lambda item, text: {"answer": text.strip(), "scores": None},
+}
+
+
 class PaliGemmaAdapter(ModelAdapter):
-    tasks: ClassVar[frozenset[JobType]] = frozenset({JobType.detect, JobType.caption, JobType.vqa})
+    tasks: ClassVar[frozenset[str]] = frozenset(PROMPTS)
 
     def setup(self) -> None:
         from transformers import PaliGemmaForConditionalGeneration, PaliGemmaProcessor
@@ -86,13 +100,7 @@ class PaliGemmaAdapter(ModelAdapter):
 
     @staticmethod
     def prompt_for(params: Any) -> str:
-        if isinstance(params, DetectParams):
-            return params.prompt
-        if isinstance(params, CaptionParams):
-            return (params.prompt or "").strip() or "caption en"
-        if isinstance(params, VqaParams):
-            return f"answer en {params.question}"
-        raise ItemError(f"this model runs detect, caption and vqa jobs, not {params.type}")
+        return PROMPTS[params.type](params)
 
     def input_size(self) -> tuple[int, int] | None:
         return _hf.input_size(self.processor)
@@ -124,36 +132,17 @@ class PaliGemmaAdapter(ModelAdapter):
         return results
 
     def _generate(self, items: list[WorkItem], inputs, hooks: GenerationHooks) -> list[str]:
-        params = items[0].params
-        max_new_tokens = params.max_new_tokens  # type: ignore[attr-defined]
-        num_beams = getattr(params, "num_beams", 1)
-        decoding = (
-            params.decoding.generate_kwargs() if isinstance(params, CaptionParams) else {"do_sample": False}
-        )
-        early_stopping = params.early_stopping if isinstance(params, CaptionParams) else False
         inputs = _hf.to_model(inputs, self.model)
         prompt_length = inputs["input_ids"].shape[1]
         with torch.inference_mode():
-            out = self.model.generate(
-                **inputs,
-                max_new_tokens=max_new_tokens,
-                **_hf.beam_kwargs(num_beams, early_stopping),
-                **decoding,
-                **hooks.generate_kwargs(self.tokenizer, len(items), num_beams),
-            )
+            out = self.model.generate(**inputs, **_hf.generation(items[0].params, hooks, self.tokenizer, len(items)))
         # skip_special_tokens drops <eos>/<pad> but keeps <locNNNN>/<segNNN> (ordinary added tokens).
         return self.tokenizer.batch_decode(_hf.new_tokens(out, prompt_length), skip_special_tokens=True)
 
     @staticmethod
     def _output(item: WorkItem, text: str) -> dict:
-        params = item.params
-        if isinstance(params, DetectParams):
-            width, height = item.image.size
-            boxes = parse_loc_boxes(text, width, height)
-            return DetectOutput(boxes=boxes, width=width, height=height, text=text.strip()).model_dump()
-        if isinstance(params, VqaParams):
-            return VqaOutput(answer=text.strip(), scores=None).model_dump()
-        return CaptionOutput(text=text.strip()).model_dump()
+        read = READ.get(item.params.type)
+        return read(item, text) if read else {"text": text.strip()}
 
 
 Adapter = PaliGemmaAdapter

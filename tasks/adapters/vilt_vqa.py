@@ -16,13 +16,12 @@ from typing import ClassVar
 
 import torch
 
-from vlmq.jobtypes import JobType, ScoredAnswer, VqaOutput, VqaParams
 from vlmq.tasks.adapters import _hf
-from vlmq.tasks.adapters.base import GenerationHooks, ItemError, ModelAdapter, SetupError, WorkItem
+from vlmq.tasks.adapters.base import GenerationHooks, ModelAdapter, SetupError, WorkItem
 
 
 class ViltVqaAdapter(ModelAdapter):
-    tasks: ClassVar[frozenset[JobType]] = frozenset({JobType.vqa})
+    tasks: ClassVar[frozenset[str]] = frozenset({"vqa"})
 
     def setup(self) -> None:
         from transformers import ViltForQuestionAnswering, ViltProcessor
@@ -42,42 +41,35 @@ class ViltVqaAdapter(ModelAdapter):
         return _hf.input_size(self.processor)
 
     def prepare(self, items: list[WorkItem]) -> _hf.Prepared:
-        results: list[dict | Exception] = [
-            ItemError(f"this model runs vqa jobs, not {item.params.type}") for item in items
-        ]
-        batch = _hf.Prepared(items, results)
-        rows = [row for row, item in enumerate(items) if isinstance(item.params, VqaParams)]
-        if rows:
-            inputs = _hf.local(self.processor)(
-                images=[_hf.rgb(items[r].image) for r in rows],
-                text=[items[r].params.question for r in rows],  # type: ignore[union-attr]
-                padding=True,
-                truncation=True,
-                max_length=self.max_text_length,
-                return_tensors="pt",
-            )
-            batch.parts.append((rows, _hf.staged(inputs, self.model)))
+        batch = _hf.Prepared(items, [None] * len(items))
+        inputs = _hf.local(self.processor)(
+            images=[_hf.rgb(item.image) for item in items],
+            text=[item.params.question for item in items],
+            padding=True,
+            truncation=True,
+            max_length=self.max_text_length,
+            return_tensors="pt",
+        )
+        batch.parts.append((list(range(len(items))), _hf.staged(inputs, self.model)))
         return batch
 
     def predict(self, batch: _hf.Prepared, hooks: GenerationHooks) -> list[dict | Exception]:
         results = list(batch.results)
-        if not batch.parts:
-            return results
         (rows, inputs), = batch.parts
         items = [batch.items[r] for r in rows]
         inputs = _hf.to_model(inputs, self.model)
         with torch.inference_mode():
             logits = self.model(**inputs).logits.float()
         scores = logits.sigmoid()
-        top_k = min(max(item.params.top_k for item in items), len(self.labels))  # type: ignore[union-attr]
+        top_k = min(max(item.params.top_k for item in items), len(self.labels))
         values, indices = scores.topk(top_k, dim=-1)
         for i, row in enumerate(rows):
-            k = min(items[i].params.top_k, len(self.labels))  # type: ignore[union-attr]
+            k = min(items[i].params.top_k, len(self.labels))
             scored = [
-                ScoredAnswer(answer=self.labels[j], score=round(float(v), 6))
+                {"answer": self.labels[j], "score": round(float(v), 6)}
                 for v, j in zip(values[i, :k].tolist(), indices[i, :k].tolist(), strict=True)
             ]
-            results[row] = VqaOutput(answer=scored[0].answer, scores=scored).model_dump()
+            results[row] = {"answer": scored[0]["answer"], "scores": scored}
         return results
 
 

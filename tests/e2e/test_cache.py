@@ -125,8 +125,9 @@ def test_detect_hit_serves_the_annotated_image_under_its_own_id(api: httpx.Clien
     body = {"type": "detect", "model": "faces", "image_url": data_uri(astronaut()), "prompt": "detect face"}
     first = run(api, body)
     hit = submit(api, body).json()
-    assert hit["cache"] == "hit" and hit["output"]["annotated_url"] == f"/v1/jobs/{hit['id']}/annotated.png"
-    assert api.get(hit["output"]["annotated_url"]).content == api.get(first["output"]["annotated_url"]).content
+    url = hit["output"]["artifacts"]["annotated.png"]
+    assert hit["cache"] == "hit" and url == f"/v1/jobs/{hit['id']}/artifacts/annotated.png"
+    assert api.get(url).content == api.get(first["output"]["artifacts"]["annotated.png"]).content
 
 
 def test_admin_clear_drops_a_models_answers(api: httpx.Client) -> None:

@@ -79,7 +79,7 @@ def test_detect_faces_real_boxes_and_annotated_png(api: httpx.Client) -> None:
     assert faces, out
     centre = [((b["x0"] + b["x1"]) / 2, (b["y0"] + b["y1"]) / 2) for b in faces]
     assert any(150 < x < 310 and 30 < y < 200 for x, y in centre), out  # the astronaut's face
-    png = api.get(out["annotated_url"])
+    png = api.get(out["artifacts"]["annotated.png"])
     assert png.status_code == 200 and png.headers["content-type"] == "image/png"
     annotated = Image.open(io.BytesIO(png.content))
     assert annotated.size == (512, 512)
@@ -95,7 +95,7 @@ def test_detect_paligemma_prompt(api: httpx.Client) -> None:
     assert isinstance(out["text"], str)
     for box in out["boxes"]:  # random weights: maybe none, but any box lies inside the image
         assert 0 <= box["x0"] <= box["x1"] <= out["width"] and 0 <= box["y0"] <= box["y1"] <= out["height"]
-    assert api.get(out["annotated_url"]).status_code == 200
+    assert api.get(out["artifacts"]["annotated.png"]).status_code == 200
 
 
 def test_chat_system_and_history(api: httpx.Client) -> None:
@@ -152,10 +152,10 @@ def test_models_list_shows_workers_and_queues(api: httpx.Client) -> None:
 def test_unknown_job_is_404(api: httpx.Client) -> None:
     response = api.get("/v1/jobs/does-not-exist")
     assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
-    assert api.get("/v1/jobs/does-not-exist/annotated.png").status_code == 404
+    assert api.get("/v1/jobs/does-not-exist/artifacts/annotated.png").status_code == 404
 
 
 def test_caption_job_has_no_annotated_image(api: httpx.Client) -> None:
     response = submit(api, {"type": "caption", "model": "blip-base", "image_url": data_uri(cat())})
     job = wait(api, response.json()["id"])
-    assert api.get(f"/v1/jobs/{job['id']}/annotated.png").status_code == 404
+    assert api.get(f"/v1/jobs/{job['id']}/artifacts/annotated.png").status_code == 404

@@ -6,7 +6,7 @@ import pytest
 
 from vlmq.frontend import logic
 from vlmq.frontend.logic import InputError, Progress
-from vlmq.jobs import CaptionRequest, ChatRequest, CompareRequest, DetectRequest, VqaRequest
+from vlmq.jobs import REQUESTS
 
 NOW = 1_700_000_000.0
 
@@ -50,10 +50,10 @@ def test_caption_fields_make_a_valid_request() -> None:
         "model": "blip-large", "num_beams": 3, "max_new_tokens": 40, "early_stopping": True,
         "decoding": {"strategy": "nucleus", "top_p": 0.8}, "seed": 7, "prompt": "a photograph of",
     }
-    CaptionRequest.model_validate({"type": "caption", **fields})  # the API's own model accepts it
+    REQUESTS["caption"].model_validate({"type": "caption", **fields})  # the API's own model accepts it
     plain = logic.caption_fields("blip-base", 1, 30, "greedy", 0.9, 0.7, "", "")
     assert plain == {"model": "blip-base", "num_beams": 1, "max_new_tokens": 30, "decoding": {"strategy": "greedy"}}
-    CaptionRequest.model_validate({"type": "caption", **plain})
+    REQUESTS["caption"].model_validate({"type": "caption", **plain})
 
 
 @pytest.mark.parametrize("seed", [None, "", "  "])
@@ -89,7 +89,7 @@ def test_a_model_is_required() -> None:
 def test_vqa_fields() -> None:
     fields = logic.vqa_fields("vilt-vqa", "  how many people?  ", 4.0)
     assert fields == {"model": "vilt-vqa", "question": "how many people?", "top_k": 4}
-    VqaRequest.model_validate({"type": "vqa", **fields})
+    REQUESTS["vqa"].model_validate({"type": "vqa", **fields})
     with pytest.raises(InputError):
         logic.vqa_fields("vilt-vqa", "   ", 4)
 
@@ -106,7 +106,7 @@ def test_vqa_fields() -> None:
 def test_detect_prompts_are_normalised(prompt, expected) -> None:
     assert logic.detect_prompt(prompt) == expected
     fields = logic.detect_fields("faces", prompt, 64)
-    DetectRequest.model_validate({"type": "detect", **fields})
+    REQUESTS["detect"].model_validate({"type": "detect", **fields})
 
 
 @pytest.mark.parametrize("prompt", ["", "detect", "detect ;  ; ", None])
@@ -130,7 +130,7 @@ def test_chat_messages_from_the_chatbot_history() -> None:
     ]
     fields = logic.chat_fields("llava-chat", messages, 0.3, 0.7, 64.0, 1.1, "")
     assert fields["max_new_tokens"] == 64 and "seed" not in fields
-    ChatRequest.model_validate({"type": "chat", **fields})
+    REQUESTS["chat"].model_validate({"type": "chat", **fields})
     assert logic.chat_messages([], "", "hi") == [{"role": "user", "content": "hi"}]
     with pytest.raises(InputError):
         logic.chat_messages(history, "", "  ")
@@ -157,15 +157,15 @@ def test_chat_history_of_a_job_restores_the_conversation() -> None:
 def test_compare_fields_per_task() -> None:
     fields = logic.compare_fields(["blip-base", "llava-ft@100", ""], "caption", "", 20)
     assert fields == {"models": ["blip-base", "llava-ft@100"], "task": {"type": "caption", "max_new_tokens": 20}}
-    CompareRequest.model_validate({"type": "compare", **fields})
+    REQUESTS["compare"].model_validate({"type": "compare", **fields})
     vqa = logic.compare_fields(["blip-vqa", "vilt-vqa", None], "vqa", " what? ", 300)
     assert vqa["task"] == {"type": "vqa", "question": "what?", "max_new_tokens": 64}
-    CompareRequest.model_validate({"type": "compare", **vqa})
+    REQUESTS["compare"].model_validate({"type": "compare", **vqa})
     detect = logic.compare_fields(["faces", "paligemma", None], "detect", "face", 30)
     assert detect["task"]["prompt"] == "detect face"
     chat = logic.compare_fields(["llava-ft@100", "llava-ft@200", "llava-chat"], "chat", "hi", 30)
     assert chat["models"] == ["llava-ft@100", "llava-ft@200", "llava-chat"]
-    CompareRequest.model_validate({"type": "compare", **chat})
+    REQUESTS["compare"].model_validate({"type": "compare", **chat})
 
 
 @pytest.mark.parametrize(

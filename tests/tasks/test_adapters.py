@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import itertools
+import json
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from vlmq.jobtypes import (
-    OUTPUTS,
-    CaptionParams,
-    ChatParams,
-    Decoding,
-    DetectOutput,
-    DetectParams,
-    VqaParams,
-)
-from vlmq.tasks.adapters import load_adapter_class
+from vlmq.fleet import EXIT_SETUP_FAILED
+from vlmq.jobtypes import JOB_TYPES, OUTPUTS, Decoding
+from vlmq.jobtypes.caption import CaptionParams
+from vlmq.jobtypes.chat import ChatParams
+from vlmq.jobtypes.detect import DetectOutput, DetectParams
+from vlmq.jobtypes.vqa import VqaParams
+from vlmq.registry import RegistryError, load_registry
+from vlmq.settings import Settings
+from vlmq.tasks.adapters import check_registry, load_adapter_class
 from vlmq.tasks.adapters.base import GenerationHooks, ItemError, ModelAdapter, SetupError, WorkItem
 from vlmq.tasks.adapters.paligemma import parse_loc_boxes
 
@@ -93,7 +95,7 @@ def validated(outputs: list, params_list) -> list[dict]:
     assert len(outputs) == len(params_list)
     for output, params in zip(outputs, params_list, strict=False):
         assert isinstance(output, dict), output
-        assert OUTPUTS[params.type].model_validate(output).model_dump() == output
+        assert OUTPUTS[params.type].model_validate(output).model_dump(exclude_unset=True) == output
     return outputs
 
 
@@ -263,20 +265,36 @@ def test_paligemma_detect_boxes_come_from_its_text(make_adapter, photos):
     assert seen_loc, "location tokens must survive decoding"
 
 
-def test_items_of_another_job_type_fail_alone(make_adapter, photos):
-    adapter = make_adapter("blip_caption", "blip-base", ["caption"])
-    params = [CaptionParams(max_new_tokens=5), VqaParams(question="what?"), CaptionParams(max_new_tokens=5)]
-    outputs = adapter.run(items_for(photos, params), GenerationHooks())
-    assert isinstance(outputs[1], ItemError)
-    assert isinstance(outputs[0], dict) and isinstance(outputs[2], dict)
+def test_the_registry_refuses_an_entry_its_adapter_cannot_serve(tmp_path) -> None:
+    """Checked when a worker loads the registry: the entry and its adapter are named, before any job."""
+    bad = {"bad-vqa": {"adapter": "blip_caption", "source": "demo:blip-base", "tasks": ["vqa", "caption"]},
+           "no-such": {"adapter": "nope", "source": "x", "tasks": ["caption"]}}
+    with pytest.raises(RegistryError) as refused:
+        check_registry(load_registry(Settings(data_dir=tmp_path, models=bad)))
+    message = str(refused.value)
+    assert "model 'bad-vqa': adapter 'blip_caption' cannot run vqa (it runs caption)" in message
+    assert "model 'no-such': unknown adapter 'nope'" in message
+    check_registry(load_registry(Settings(data_dir=tmp_path)))  # the shipped registry holds
 
-    chat = make_adapter("image_text_to_text", "llava-chat", ["chat"])
-    params = [
-        DetectParams(prompt="detect cat"),
-        ChatParams(messages=CHATS[2], temperature=0, max_new_tokens=4),
-    ]
-    outputs = chat.run(items_for(photos, params), GenerationHooks())
-    assert isinstance(outputs[0], ItemError) and isinstance(outputs[1], dict)
+
+def test_a_worker_refuses_to_start_on_such_a_registry(base_env, log_dir) -> None:
+    models = {**json.loads(base_env["VLMQ_MODELS"]),
+              "bad-vqa": {"adapter": "blip_caption", "source": "demo:blip-base", "tasks": ["vqa"]}}
+    env = {**base_env, "VLMQ_MODELS": json.dumps(models)}
+    done = subprocess.run([sys.executable, "-m", "vlmq.cli", "worker", "--model", "blip-base"], env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == EXIT_SETUP_FAILED, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "model 'bad-vqa': adapter 'blip_caption' cannot run vqa" in done.stdout + done.stderr
+
+
+def test_each_adapter_dispatches_every_type_it_declares() -> None:
+    """The multi-type adapters' dispatch tables are their `tasks`; every type is a job type."""
+    from vlmq.tasks.adapters import image_text_to_text, paligemma
+
+    assert load_adapter_class("paligemma").tasks == frozenset(paligemma.PROMPTS) == {"detect", "caption", "vqa"}
+    assert load_adapter_class("image_text_to_text").tasks == frozenset(image_text_to_text.TURNS)
+    for name in ("blip_caption", "blip_vqa", "vilt_vqa", "haar_cascade", "paligemma", "image_text_to_text"):
+        assert load_adapter_class(name).tasks <= set(JOB_TYPES) - {"compare"}, name
 
 
 STREAM_CASES = {

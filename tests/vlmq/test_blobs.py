@@ -124,7 +124,7 @@ def test_the_service_on_s3(s3_server: str, base_env: dict[str, str], log_dir: Pa
             job = run(client, {"type": "detect", "model": S3_MODEL, "image_url": data_uri(astronaut()),
                                "prompt": "detect face", "cache": False})
             assert job["status"] == "succeeded" and job["output"]["boxes"], json.dumps(job)
-            png = client.get(job["output"]["annotated_url"])
+            png = client.get(job["output"]["artifacts"]["annotated.png"])
             assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
         store = blob_store(_s3_settings(s3_server, prefix))
         assert store.get(artifact_name(job["id"], "annotated.png")) == png.content

@@ -1,25 +1,25 @@
-"""What every job type shares: the type enum, decoding options and the params base class.
+"""What every job type shares: the spec a job-type module declares, decoding options, the params base.
 
-A job type is one module in this package holding its `Params` (what a client sends besides the
-model and the image) and its `Output` (what a worker returns), both pydantic models. Workers get
-the params already validated; adapters read them as attributes.
+A job type is one module in this package. It declares `JOB_TYPE = JobTypeSpec(...)`: its `Params`
+(what a client sends besides the model and the image) and its `Output` (what a worker returns), both
+pydantic models, and what the rest of vlmq needs to know of it (streamed or not, semantically
+cacheable or not, the image at full size or not, its artifacts). `vlmq.jobtypes` discovers the
+modules; the API's request union, compare's task union, the cache, the CLI, the artifact route and
+the frontend's tabs are derived from what they declare. Workers get the params already validated;
+adapters read them as attributes.
 """
 
 from __future__ import annotations
 
 import re
-from enum import StrEnum
-from typing import Annotated, Any, Literal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-
-class JobType(StrEnum):
-    caption = "caption"
-    vqa = "vqa"
-    detect = "detect"
-    chat = "chat"
-    compare = "compare"
+if TYPE_CHECKING:
+    from PIL import Image
 
 
 #: Characters that are never text: C0 controls but tab, newline and carriage return, DEL, C1 controls.
@@ -81,13 +81,72 @@ class Decoding(StrictModel):
 class Params(StrictModel):
     """Base of every job type's params. `sampled` says whether two runs may differ."""
 
-    type: JobType
+    type: str
     seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Fixes sampled decoding.")
+
+    #: The free-text field (a question, a prompt): the cache keys a request by the other params and
+    #: matches this text exactly (or, for a semantic type, by meaning). None: no free text.
+    question_field: ClassVar[str | None] = None
 
     @property
     def sampled(self) -> bool:
         return False
 
-    def prompt_text(self) -> str | None:
-        """The free text of the request (question, prompt, last user turn): the cache's question."""
-        return None
+    def split_question(self) -> tuple[str | None, dict[str, Any]]:
+        """(the free text, every other parameter as JSON data)."""
+        data = self.model_dump(mode="json")
+        return (data.pop(self.question_field, None) if self.question_field else None), data
+
+    @classmethod
+    def text_fields(cls, text: str | None) -> dict[str, Any]:
+        """The fields that put a user's free text where this type takes it (CLI --prompt, a UI text box)."""
+        return {cls.question_field: text} if cls.question_field and text else {}
+
+
+class GenerativeParams(Params):
+    """Params of a type a model may answer with `generate` (token by token, cancellable between
+    tokens). `generate_kwargs()` is the one place a job's params become `generate` arguments."""
+
+    max_new_tokens: int = Field(30, ge=1, le=256)
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        """`model.generate` arguments; always with `num_beams` (the streamer runs without beam search)."""
+        return {"max_new_tokens": self.max_new_tokens, "num_beams": 1, "do_sample": False}
+
+
+def beam_kwargs(num_beams: int, early_stopping: bool = False) -> dict[str, Any]:
+    """`num_beams` (and `early_stopping`, which only means something for beam search)."""
+    kwargs: dict[str, Any] = {"num_beams": num_beams}
+    if num_beams > 1:
+        kwargs["early_stopping"] = early_stopping
+    return kwargs
+
+
+#: A job type's artifacts: files made from the job's image and its validated output, by name
+#: (served at `GET /v1/jobs/{id}/artifacts/{name}`).
+Artifacts = Callable[["Image.Image", Any], dict[str, bytes]]
+
+
+@dataclass(frozen=True)
+class JobTypeSpec:
+    """Everything vlmq needs to know about a job type; its module declares one as `JOB_TYPE`."""
+
+    name: str  # the `type` of a request: lowercase letters
+    title: str  # for people: UI tab, schema names ("Caption" -> CaptionRequest)
+    summary: str  # one line: what the job does
+    params: type[Params]
+    output: type[BaseModel]
+    order: int = 100  # where it comes in lists (API docs, CLI, the frontend's tabs)
+    streams: bool = False  # its text is streamed as it is generated (SSE `output` events, webhooks)
+    semantic: bool = False  # a paraphrase of its question may answer it (the semantic cache tier)
+    full_image: bool = False  # workers decode the image at full size (outputs in original pixels)
+    artifacts: Artifacts | None = None  # files written beside the output (an annotated image, a mask)
+    fan_out: bool = False  # runs as one child job per model (compare), on no model of its own
+    example: dict[str, Any] = field(default_factory=dict)  # params of a small valid request (CLI, UI defaults)
+
+
+class WithArtifacts(StrictModel):
+    """Base of an output whose job type declares artifacts: their URLs, set by the worker."""
+
+    artifacts: dict[str, str] | None = Field(
+        None, description="name -> URL (`/v1/jobs/{id}/artifacts/{name}`) of each file made for this job.")

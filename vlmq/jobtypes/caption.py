@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
-from vlmq.jobtypes.base import Decoding, JobType, Params, StrictModel, Text
+from vlmq.jobtypes.base import Decoding, GenerativeParams, JobTypeSpec, StrictModel, Text, beam_kwargs
 
 
-class CaptionParams(Params):
-    type: Literal[JobType.caption] = JobType.caption
+class CaptionParams(GenerativeParams):
+    type: Literal["caption"] = "caption"
     prompt: Text | None = Field(
         None, max_length=500, description="Conditional prefix, e.g. 'a photograph of' (BLIP)."
     )
@@ -19,13 +19,22 @@ class CaptionParams(Params):
     early_stopping: bool = False
     decoding: Decoding = Decoding()
 
+    question_field = "prompt"
+
     @property
     def sampled(self) -> bool:
         return self.decoding.sampled
 
-    def prompt_text(self) -> str | None:
-        return self.prompt
+    def generate_kwargs(self) -> dict[str, Any]:
+        return {"max_new_tokens": self.max_new_tokens, **beam_kwargs(self.num_beams, self.early_stopping),
+                **self.decoding.generate_kwargs()}
 
 
 class CaptionOutput(StrictModel):
     text: str
+
+
+JOB_TYPE = JobTypeSpec(
+    name="caption", title="Caption", summary="Describe an image.", params=CaptionParams, output=CaptionOutput,
+    order=10, streams=True,
+)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from vlmq.jobtypes.base import JobType, Params, StrictModel, Text
+from vlmq.jobtypes.base import GenerativeParams, JobTypeSpec, StrictModel, Text
 
 
 class ChatMessage(StrictModel):
@@ -14,8 +14,8 @@ class ChatMessage(StrictModel):
     content: Text = Field(..., min_length=1, max_length=8000)
 
 
-class ChatParams(Params):
-    type: Literal[JobType.chat] = JobType.chat
+class ChatParams(GenerativeParams):
+    type: Literal["chat"] = "chat"
     messages: list[ChatMessage] = Field(..., min_length=1, max_length=64)
     max_new_tokens: int = Field(128, ge=1, le=2048)
     temperature: float = Field(0.3, ge=0, le=2, description="0 means greedy decoding.")
@@ -36,11 +36,21 @@ class ChatParams(Params):
     def sampled(self) -> bool:
         return self.temperature > 0
 
-    def prompt_text(self) -> str | None:
-        return self.messages[-1].content if len(self.messages) == 1 else None
+    def split_question(self) -> tuple[str | None, dict[str, Any]]:
+        """A single user turn is the question; a conversation's whole history is part of the scope."""
+        data = self.model_dump(mode="json")
+        if len(self.messages) == 1:
+            data.pop("messages")
+            return self.messages[0].content, data
+        return None, data
 
-    def generate_kwargs(self) -> dict:
-        kwargs: dict = {"max_new_tokens": self.max_new_tokens, "repetition_penalty": self.repetition_penalty}
+    @classmethod
+    def text_fields(cls, text: str | None) -> dict[str, Any]:
+        return {"messages": [{"role": "user", "content": text}]} if text else {}
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "num_beams": 1,
+                                  "repetition_penalty": self.repetition_penalty}
         if self.sampled:
             kwargs.update(do_sample=True, temperature=self.temperature, top_p=self.top_p, top_k=0)
         else:
@@ -50,3 +60,10 @@ class ChatParams(Params):
 
 class ChatOutput(StrictModel):
     text: str
+
+
+JOB_TYPE = JobTypeSpec(
+    name="chat", title="Chat", summary="A conversation about an image.", params=ChatParams, output=ChatOutput,
+    order=40, streams=True, semantic=True,
+    example={"messages": [{"role": "user", "content": "Describe this image."}]},
+)

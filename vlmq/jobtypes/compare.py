@@ -1,27 +1,25 @@
 """`compare`: one image and one task run by 2..N models (or checkpoints) side by side.
 
-The API fans the job out: one child job per model, each on that model's own queue. The compare
-job's output maps each model to its child's output or to that model's own error, so one failing
-model never fails the others. It fails only when every model failed.
+A fan-out (Celery canvas's `group`): the API makes one child job per model, each on that model's
+own queue. The compare job's output maps each model to its child's output or to that model's own
+error, so one failing model never fails the others. It fails only when every model failed.
+`task` is any job type that runs on one model (the union is built by `vlmq.jobtypes`).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, field_validator
 
-from vlmq.jobtypes.base import JobType, Params, StrictModel
-from vlmq.jobtypes.caption import CaptionParams
-from vlmq.jobtypes.chat import ChatParams
-from vlmq.jobtypes.detect import DetectParams
-from vlmq.jobtypes.vqa import VqaParams
+from vlmq.jobtypes.base import JobTypeSpec, Params, StrictModel
 
-TaskParams = Annotated[CaptionParams | VqaParams | DetectParams | ChatParams, Field(discriminator="type")]
+if TYPE_CHECKING:
+    TaskParams = Params
 
 
 class CompareParams(Params):
-    type: Literal[JobType.compare] = JobType.compare
+    type: Literal["compare"] = "compare"
     models: list[str] = Field(..., min_length=2, max_length=8)
     task: TaskParams = Field(..., description="The job every model runs, without model or image.")
 
@@ -46,3 +44,9 @@ class ModelOutcome(StrictModel):
 
 class CompareOutput(StrictModel):
     results: dict[str, ModelOutcome]
+
+
+JOB_TYPE = JobTypeSpec(
+    name="compare", title="Compare", summary="One task run by several models side by side.",
+    params=CompareParams, output=CompareOutput, order=90, fan_out=True,
+)

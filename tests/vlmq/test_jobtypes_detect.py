@@ -1,4 +1,4 @@
-"""`render_boxes`: the annotated PNG of a detect job."""
+"""`render_boxes`: the annotated PNG of a detect job (its artifact, vlmq/jobtypes/detect.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import io
 from PIL import Image
 from skimage import data
 
-from vlmq.jobtypes import Box
-from vlmq.tasks.annotate import PALETTE, label_colours, render_boxes
+from vlmq.jobtypes.detect import PALETTE, Box, label_colours, render_boxes
 
 
 def rgb(hex_colour: str) -> tuple[int, int, int]:

@@ -23,11 +23,13 @@ from vlmq.tasks.adapters import _hf
 from vlmq.tasks.adapters.base import GenerationHooks, ItemError, ModelAdapter, SetupError, WorkItem
 
 DEFAULT_CAPTION_PROMPT = "Describe this image."
+OCR_PROMPT = "Transcribe all the text in this image, exactly as written. Answer with the text only."
 
 #: The conversation of a job, as (role, text) pairs, per job type this adapter runs.
 TURNS: dict[str, Callable[[Any], list[tuple[str, str]]]] = {
     "chat": lambda params: [(m.role, m.content) for m in params.messages],
     "caption": lambda params: [("user", (params.prompt or "").strip() or DEFAULT_CAPTION_PROMPT)],
+    "ocr": lambda params: [("user", OCR_PROMPT)],
 }
 
 

@@ -9,6 +9,7 @@ back by `READ`:
   `parse_loc_boxes` turns them into pixel boxes on the original image.
 * caption: ``caption en`` (or the job's own prompt, e.g. ``caption es``).
 * vqa:     ``answer en <question>``.
+* ocr:     ``ocr``.
 
 Prompts of different lengths share one batch: the tokenizer pads on the left, and PaliGemma takes
 its positions from the attention mask, so each row generates what it would alone.
@@ -70,6 +71,7 @@ PROMPTS: dict[str, Callable[[Any], str]] = {
     "detect": lambda params: params.prompt,
     "caption": lambda params: (params.prompt or "").strip() or "caption en",
     "vqa": lambda params: f"answer en {params.question}",
+    "ocr": lambda params: "ocr",
 }
 
 

@@ -19,7 +19,7 @@ def api(stack) -> httpx.Client:
 
 
 @pytest.mark.parametrize(("model", "job_type"), [("blip-large", "caption"), ("paligemma", "detect"),
-                                                ("blip-vqa", "vqa"), ("llava-chat", "chat")])
+                                                ("blip-vqa", "vqa"), ("llava-chat", "chat"), ("paligemma", "ocr")])
 def test_longest_generation_allowed_runs(api: httpx.Client, model: str, job_type: str) -> None:
     """The largest max_new_tokens the API accepts must fit the model (no position overflow)."""
     from vlmq.jobtypes import PARAMS
@@ -29,7 +29,7 @@ def test_longest_generation_allowed_runs(api: httpx.Client, model: str, job_type
     body = {"type": job_type, "model": model, "image_url": data_uri(cat()), "max_new_tokens": most,
             "question": "what is it?", "prompt": "detect cat",
             "messages": [{"role": "user", "content": "Describe it."}]}
-    keep = {"caption": [], "vqa": ["question"], "detect": ["prompt"], "chat": ["messages"]}[job_type]
+    keep = {"caption": [], "vqa": ["question"], "detect": ["prompt"], "chat": ["messages"], "ocr": []}[job_type]
     body = {k: v for k, v in body.items() if k not in {"question", "prompt", "messages"} or k in keep}
     job = run(api, body)
     assert job["status"] == "succeeded", job
@@ -140,6 +140,20 @@ def test_compare_one_model_failing_does_not_fail_the_other(api: httpx.Client) ->
     assert results["paligemma"]["status"] == "succeeded"
     assert results["faces"]["status"] == "failed"
     assert "face" in results["faces"]["error"]["message"]
+
+
+def test_ocr_reads_text_on_paligemma_and_a_chat_model(api: httpx.Client) -> None:
+    """The job type added as one module (vlmq/jobtypes/ocr.py) plus an entry in each adapter's table;
+    the API, the registry check and the worker know it from that module alone."""
+    for model in ("paligemma", "llava-chat"):
+        job = run(api, {"type": "ocr", "model": model, "image_url": data_uri(coffee()), "max_new_tokens": 6,
+                        "cache": False})
+        assert job["status"] == "succeeded" and isinstance(job["output"]["text"], str), job
+        assert job["input"] == {"type": "ocr", "seed": None, "max_new_tokens": 6}
+    refused = submit(api, {"type": "ocr", "model": "blip-base", "image_url": data_uri(coffee())})
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "model_cannot_run"
+    assert submit(api, {"type": "ocr", "model": "paligemma", "image_url": data_uri(coffee()),
+                        "question": "x"}).status_code == 422  # its params are its own
 
 
 def test_models_list_shows_workers_and_queues(api: httpx.Client) -> None:

@@ -291,6 +291,18 @@ def test_detect_faces_on_the_astronaut(page, photos) -> None:
         " && document.querySelector('#detect-annotated img').naturalWidth === 512", arg=second)
 
 
+def test_a_job_type_without_a_tab_module_gets_the_generic_tab(page, photos) -> None:
+    """OCR has no tab of its own: the page still offers it, with its models and its params as JSON."""
+    open_with(page, "ocr", photos["coffee"], "paligemma")
+    assert not page.locator("#ocr-text").is_visible()  # OCR takes no free text
+    page.click("#ocr-run")
+    line = wait_status(page, "ocr", "succeeded")
+    assert "ocr" in page.inner_text("#tab-ocr-button").lower()
+    page.wait_for_function("() => (document.querySelector('#ocr-output')?.innerText || '').includes('text')")
+    screenshot(page, "ocr")
+    assert job_of(line)
+
+
 def test_compare_models_side_by_side(page, photos) -> None:
     open_with(page, "compare", photos["coffee"])
     page.click("#compare-task label:has-text('caption')")

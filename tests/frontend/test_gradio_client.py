@@ -24,8 +24,9 @@ from tests.utils.processes import Proc, spawn, start_api
 from vlmq.redis_server import free_port
 
 #: one endpoint per job type (vlmq/jobtypes/; a type without its own endpoint gets the generic one), and /job
-ENDPOINTS = {"/caption", "/vqa", "/detect", "/chat", "/compare", "/job"}
+ENDPOINTS = {"/caption", "/vqa", "/detect", "/ocr", "/chat", "/compare", "/job"}
 OUTPUTS = {
+    "/ocr": ["text", "job"],
     "/caption": ["caption", "job"],
     "/vqa": ["answer", "job"],
     "/detect": ["annotated", "boxes", "job"],
@@ -140,6 +141,17 @@ def test_vqa(frontend: Client, astronaut: str) -> None:
     output = succeeded(job, "vqa")
     assert answer == output["answer"] and answer.strip()
     assert 1 <= len(output["scores"]) <= 3, output  # ViLT scores its top answers
+
+
+def test_a_job_type_without_an_endpoint_of_its_own_gets_the_generic_one(frontend: Client, astronaut: str) -> None:
+    api = frontend.view_api(return_format="dict", print_info=False)["named_endpoints"]["/ocr"]
+    assert [p["parameter_name"] for p in api["parameters"]] == ["image", "model", "text", "params", "image_url"]
+    text, job = frontend.predict(image=handle_file(astronaut), model="paligemma", params='{"max_new_tokens": 4}',
+                                 api_name="/ocr")
+    output = succeeded(job, "ocr")
+    assert text == output["text"] and job["input"]["max_new_tokens"] == 4
+    with pytest.raises(AppError, match="params: must be a JSON object"):
+        frontend.predict(image=handle_file(astronaut), model="paligemma", params="[1]", api_name="/ocr")
 
 
 def test_detect_finds_the_astronauts_face(frontend: Client, astronaut: str) -> None:

@@ -291,7 +291,7 @@ def test_each_adapter_dispatches_every_type_it_declares() -> None:
     """The multi-type adapters' dispatch tables are their `tasks`; every type is a job type."""
     from vlmq.tasks.adapters import image_text_to_text, paligemma
 
-    assert load_adapter_class("paligemma").tasks == frozenset(paligemma.PROMPTS) == {"detect", "caption", "vqa"}
+    assert load_adapter_class("paligemma").tasks == frozenset(paligemma.PROMPTS) == {"detect", "caption", "vqa", "ocr"}
     assert load_adapter_class("image_text_to_text").tasks == frozenset(image_text_to_text.TURNS)
     for name in ("blip_caption", "blip_vqa", "vilt_vqa", "haar_cascade", "paligemma", "image_text_to_text"):
         assert load_adapter_class(name).tasks <= set(JOB_TYPES) - {"compare"}, name

@@ -21,8 +21,7 @@ from vlmq.cache import SEMANTIC_JOB_TYPES, CacheScope
 from vlmq.images import CheckedImage
 from vlmq.jobs import CacheOutcome, JobRecord, JobStatus, new_job_id, now
 from vlmq.jobtypes import Params
-
-GENERATION = "vlmq:cache:generation:{}"
+from vlmq.keyspace import GENERATION, REVISION
 
 
 def split_question(params: Params) -> tuple[str | None, str]:
@@ -33,7 +32,7 @@ def split_question(params: Params) -> tuple[str | None, str]:
 
 def cache_revision(services: Services, model: str) -> str | None:
     """The model's weights revision and cache generation; None before any worker reported one."""
-    revision, generation = services.redis.mget(f"vlmq:revision:{model}", GENERATION.format(model))
+    revision, generation = services.redis.mget(REVISION.format(model), GENERATION.format(model))
     if revision is None:
         return None
     return f"{revision.decode()}.g{int(generation or 0)}"

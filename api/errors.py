@@ -80,7 +80,8 @@ def validation_errors(exc: ValidationError | RequestValidationError) -> list[dic
             message = "unknown field"
         elif err.get("type") in ("union_tag_invalid", "union_tag_not_found"):
             field = "type" if field == "body" else f"{field}.type"
-            message = "must be one of caption, vqa, detect, chat, compare"
+            tags = (err.get("ctx") or {}).get("expected_tags") or ", ".join(JOB_TYPES)
+            message = "must be one of " + str(tags).replace("'", "")
         out.append({"field": field, "message": message})
     return out
 

@@ -15,7 +15,8 @@ from collections.abc import AsyncIterator
 import redis.asyncio as aioredis
 
 from vlmq.jobs import JobRecord, JobStatus
-from vlmq.store import EVENTS, EVENTS_MAXLEN, FINAL_EVENT_ID, Event, implied_events
+from vlmq.keyspace import EVENTS
+from vlmq.store import EVENTS_MAXLEN, FINAL_EVENT_ID, Event, implied_events
 
 FINAL_EVENTS = frozenset(s.value for s in JobStatus if s.final)
 BLOCK_MS = 10_000

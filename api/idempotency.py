@@ -14,8 +14,8 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from vlmq.api.errors import ApiError
+from vlmq.keyspace import IDEM
 
-IDEM = "vlmq:idem:{}:{}"
 MAX_KEY_LENGTH = 255
 
 

@@ -1,8 +1,8 @@
 """Turning a valid request into stored, queued jobs, on the event loop.
 
-A single-model job is one record on its model's queue. A compare job is a parent record plus one
-child record per model, each child on its own model's queue; the children settle the parent (see
-`JobStore.settle_parent`).
+A single-model job is one record on its model's queue. A fan-out job (compare) is a parent record
+plus one child record per branch, each child on its own model's queue; the children settle the
+parent (vlmq/fanout.py).
 
 The least work a correct submit needs: the image is checked (header and structure, vlmq/images.py)
 and written to the blob store under the job's id, then one Lua script admits the job(s) to their
@@ -36,8 +36,7 @@ from vlmq.jobs import (
     now,
     request_params,
 )
-from vlmq.jobtypes import JobType, Params
-from vlmq.jobtypes.compare import CompareParams
+from vlmq.jobtypes import FanOutParams, JobType, Params
 from vlmq.lanes import LaneFull
 from vlmq.registry import Registry
 from vlmq.safe_http import UnsafeURL, check_url
@@ -65,10 +64,9 @@ class Submitted:
 
 def check_models(request, registry: Registry, field_prefix: str = "") -> None:
     """Unknown models, and models that cannot run the job type, are 422s naming the field."""
-    if isinstance(request, CompareParams):
-        task = request.task.type
-        for i, name in enumerate(request.models):
-            _check_one(registry, name, task, f"{field_prefix}models.{i}")
+    if isinstance(request, FanOutParams):
+        for i, (name, params) in enumerate(request.branches()):
+            _check_one(registry, name, params.type, f"{field_prefix}models.{i}")
         return
     _check_one(registry, request.model, JobType(request.type), f"{field_prefix}model")
 
@@ -147,8 +145,8 @@ async def create_jobs(services: Services, request, image: CheckedImage, data: by
                       delivery: Delivery) -> Submitted:
     """The job(s) for a valid request: answered from the cache when it can be, else queued."""
     params = request_params(request)
-    if isinstance(params, CompareParams):  # fans out to several models: not cached as one
-        return await _create_compare(services, params, data, delivery)
+    if isinstance(params, FanOutParams):  # one child per branch: not cached as one
+        return await _create_fan_out(services, params, data, delivery)
     job_id = new_job_id()
     blob = image_name(job_id)
     template = _record(params, request.model, blob, CacheOutcome.miss, delivery, job_id=job_id)
@@ -174,11 +172,12 @@ async def create_jobs(services: Services, request, image: CheckedImage, data: by
     return submitted
 
 
-async def _create_compare(services: Services, params: CompareParams, data: bytes, delivery: Delivery) -> Submitted:
+async def _create_fan_out(services: Services, params: FanOutParams, data: bytes, delivery: Delivery
+                          ) -> Submitted:
     parent_id = new_job_id()
     blob = image_name(parent_id)  # the children's one image, deleted when the parent ends
-    children = [_record(params.task, model, blob, CacheOutcome.off, delivery, parent=parent_id)
-                for model in params.models]
+    children = [_record(branch, model, blob, CacheOutcome.off, delivery, parent=parent_id)
+                for model, branch in params.branches()]
     parent = _record(params, None, blob, CacheOutcome.off, delivery, children={c.model: c.id for c in children},
                      job_id=parent_id)
     await services.blobs.aput(blob, data)

@@ -423,11 +423,11 @@ def pure_model_times(folder: Path, images: list, max_new_tokens: int, threads: i
 
 def batch_seconds(rclient: redis.Redis, model: str) -> tuple[float, float]:
     """(sum, count) of the worker's vlmq_batch_seconds for `model`, straight from its Redis hash."""
-    from vlmq.metrics_store import PREFIX
+    from vlmq.keyspace import METRICS_PREFIX
 
     pipe = rclient.pipeline(transaction=False)
-    pipe.hget(PREFIX + "batch_seconds", f"model={model}|sum")
-    pipe.hget(PREFIX + "batch_seconds", f"model={model}|count")
+    pipe.hget(METRICS_PREFIX + "batch_seconds", f"model={model}|sum")
+    pipe.hget(METRICS_PREFIX + "batch_seconds", f"model={model}|count")
     total, count = pipe.execute()
     return float(total or 0), float(count or 0)
 

@@ -22,11 +22,7 @@ import redis
 
 from vlmq.cache.normalize import question_digest
 from vlmq.cache.scope import CacheScope
-
-PREFIX = "vlmq:cache:"
-EXACT = PREFIX + "x:{}:{}"
-MODEL_INDEX = PREFIX + "model:{}"
-REVISIONS = PREFIX + "revision"
+from vlmq.keyspace import CACHE_PREFIX, CACHE_REVISIONS, EXACT, MODEL_INDEX
 
 _CLAIM = """
 local cur = redis.call('GET', KEYS[1])
@@ -113,16 +109,16 @@ class ExactTier:
                 batch.append(key)
                 if len(batch) >= 500:
                     n = self.redis.delete(*batch)
-                    dropped += n if pattern.startswith(PREFIX + "x:") else 0
+                    dropped += n if pattern.startswith(CACHE_PREFIX + "x:") else 0
                     batch = []
             if batch:
                 n = self.redis.delete(*batch)
-                dropped += n if pattern.startswith(PREFIX + "x:") else 0
+                dropped += n if pattern.startswith(CACHE_PREFIX + "x:") else 0
         return dropped
 
     def swap_revision(self, model: str, revision: str) -> str | None:
         """Record `revision` as the model's current one; returns the one recorded before."""
-        return _text(self._swap(keys=[REVISIONS], args=[model, revision]))
+        return _text(self._swap(keys=[CACHE_REVISIONS], args=[model, revision]))
 
 
 def _text(value: object) -> str | None:

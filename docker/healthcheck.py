@@ -39,7 +39,8 @@ def check_http(url: str) -> tuple[bool, str]:
 
 
 def check_worker(model: str, hostname: str | None = None) -> tuple[bool, str]:
-    from vlmq.fleet import ONLINE_S, WORKER, WORKERS
+    from vlmq.fleet import ONLINE_S
+    from vlmq.keyspace import WORKER, WORKERS
     from vlmq.redis_conn import sync_client
     from vlmq.settings import Settings
 

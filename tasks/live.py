@@ -24,8 +24,8 @@ import time
 
 import redis
 
-from vlmq.fleet import WORKER
-from vlmq.store import EVENTS, EVENTS_MAXLEN, JOB, JobStore
+from vlmq.keyspace import EVENTS, JOB, WORKER
+from vlmq.store import EVENTS_MAXLEN, JobStore
 
 log = logging.getLogger("vlmq.worker")
 INTERVAL_S = 0.05

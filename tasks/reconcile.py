@@ -28,14 +28,13 @@ import redis
 
 from vlmq.blobs import ARTIFACTS, IMAGES, BlobStore
 from vlmq.jobs import JobRecord, JobStatus, Lane
-from vlmq.lanes import PENDING, Lanes
+from vlmq.keyspace import BLOB_SWEEP_LOCK, PENDING, RECONCILE_LOCK
+from vlmq.lanes import Lanes
 from vlmq.queues import queue_keys
 from vlmq.store import JobStore
 
 log = logging.getLogger("vlmq.reconcile")
 UNACKED = "unacked"  # kombu's hash of delivered, unacknowledged messages
-LOCK = "vlmq:reconcile-lock:{}"
-BLOB_SWEEP_LOCK = "vlmq:blob-sweep-lock"
 BLOB_SWEEP_S = 300
 
 
@@ -84,7 +83,8 @@ class Reconciler(threading.Thread):
 
     def sweep(self) -> list[str]:
         """Republish the model's lost jobs; their ids."""
-        if not self.redis.set(LOCK.format(self.model), "1", nx=True, ex=max(5, self.visibility_timeout_s)):
+        if not self.redis.set(RECONCILE_LOCK.format(self.model), "1", nx=True,
+                              ex=max(5, self.visibility_timeout_s)):
             return []
         try:
             cutoff = time.time() - self.visibility_timeout_s
@@ -121,4 +121,4 @@ class Reconciler(threading.Thread):
                 self.redis.zadd(PENDING.format(self.model, record.lane.value), {record.id: time.time()}, xx=True)
             return [r.id for r in lost]
         finally:
-            self.redis.delete(LOCK.format(self.model))
+            self.redis.delete(RECONCILE_LOCK.format(self.model))

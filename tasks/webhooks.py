@@ -21,7 +21,8 @@ import httpx
 from standardwebhooks.webhooks import Webhook
 
 from vlmq.keys import KeyStore
-from vlmq.notify import DELIVER_TASK, DELIVERIES
+from vlmq.keyspace import DELIVERIES
+from vlmq.notify import DELIVER_TASK
 from vlmq.queues import WEBHOOK_QUEUE
 from vlmq.redis_conn import sync_client
 from vlmq.safe_http import UnsafeURL, check_url, pinned_request

@@ -88,3 +88,22 @@ def test_every_route_is_in_the_api_doc() -> None:
     for path, methods in create_app().openapi()["paths"].items():
         served |= {(method.upper(), shape(path)) for method in methods}
     assert served == documented, f"undocumented: {served - documented}; not served: {documented - served}"
+
+
+def test_every_redis_key_is_named_in_the_keyspace_module() -> None:
+    """A string that looks like a vlmq Redis key ("vlmq:<word>...") only in vlmq/keyspace.py."""
+    key = re.compile(r"^vlmq:[a-z_]+")
+    found = []
+    for top in ("vlmq", *PARTS):
+        for path in (ROOT / top).rglob("*.py"):
+            if path == ROOT / "vlmq" / "keyspace.py":
+                continue
+            tree = ast.parse(path.read_text())
+            docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                          if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+                          and node.body and isinstance(node.body[0], ast.Expr)}
+            for node in ast.walk(tree):
+                if (isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
+                        and key.match(node.value) and " " not in node.value):
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value!r}")
+    assert not found, "\n".join(found)

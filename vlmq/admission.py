@@ -26,12 +26,23 @@ import json
 import time
 from dataclasses import dataclass
 
-from vlmq.fleet import ONLINE_S, WORKER, WORKERS
+from vlmq.fleet import ONLINE_S
 from vlmq.jobs import JobRecord
-from vlmq.lanes import BACKLOG, FRONT, PACE, PENDING, LaneFull, start_estimate
-from vlmq.metrics_store import PREFIX as METRICS
+from vlmq.keyspace import (
+    BACKLOG,
+    EVENTS,
+    FINISHED_METRIC,
+    JOB,
+    METRICS_PREFIX,
+    PACE,
+    PENDING,
+    RECENT,
+    WORKER,
+    WORKERS,
+)
+from vlmq.lanes import FRONT, LaneFull, start_estimate
 from vlmq.queues import KOMBU_SEP, task_message
-from vlmq.store import ANONYMOUS, EVENTS, EVENTS_MAXLEN, FINISHED_METRIC, JOB, RECENT, RECENT_KEEP
+from vlmq.store import ANONYMOUS, EVENTS_MAXLEN, RECENT_KEEP
 
 
 def _lua_escape(text: str) -> str:
@@ -60,7 +71,7 @@ for i = 1, n do
   redis.call('HSET', key, unpack(cjson.decode(arg(i, 1))))
   redis.call('EXPIRE', key, ttl)
   local labels = 'model=' .. model .. '|type=' .. arg(i, 2)
-  redis.call('HINCRBYFLOAT', '{METRICS}jobs_submitted', labels, 1)
+  redis.call('HINCRBYFLOAT', '{METRICS_PREFIX}jobs_submitted', labels, 1)
   if arg(i, 4) ~= 'queued' then
     local events = '{EVENTS.format("")}' .. id
     redis.call('XADD', events, 'MAXLEN', '~', {EVENTS_MAXLEN}, '*', 'event', arg(i, 4), 'data', arg(i, 5))
@@ -106,7 +117,7 @@ for i = 1, n do
   end
 end
 for _, tier in ipairs(cjson.decode(ARGV[5])) do
-  redis.call('HINCRBYFLOAT', '{METRICS}cache_answers', 'tier=' .. tier, 1)
+  redis.call('HINCRBYFLOAT', '{METRICS_PREFIX}cache_answers', 'tier=' .. tier, 1)
 end
 -- 5. for the wait estimate: the model's batch time and its ready workers' current batches
 local busy = {{}}

@@ -21,16 +21,13 @@ from enum import StrEnum
 import redis
 
 from vlmq.jobs import Lane
+from vlmq.keyspace import REVISION, SETUP_ERROR, WORKER, WORKERS
 from vlmq.queues import queue_keys
 
 #: A worker whose model failed to load exits with this status (a supervisor must not restart it).
 EXIT_SETUP_FAILED = 3
 HEARTBEAT_S = 3.0
 ONLINE_S = 12.0
-WORKERS = "vlmq:workers:{}"
-WORKER = "vlmq:worker:{}"
-SETUP_ERROR = "vlmq:setup-error:{}"
-REVISION = "vlmq:revision:{}"
 
 
 class WorkerState(StrEnum):

@@ -133,8 +133,8 @@ class JobRecord:
     output: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     parent: str | None = None
-    children: dict[str, str] = field(default_factory=dict)  # compare: model -> child job id
-    outcomes: dict[str, dict[str, Any]] = field(default_factory=dict)  # compare: model -> outcome
+    children: dict[str, str] = field(default_factory=dict)  # a fan-out (vlmq/fanout.py): model -> child job id
+    outcomes: dict[str, dict[str, Any]] = field(default_factory=dict)  # a fan-out: model -> outcome
     cache: CacheOutcome = CacheOutcome.miss
     cached_from: str | None = None
     owner: str | None = None
@@ -216,10 +216,3 @@ class JobRecord:
             worker=raw.get("worker"),
             cancel_reason=raw.get("cancel_reason"),
         )
-
-    def compare_output(self) -> dict[str, Any]:
-        """A compare job's output, from its children's outcomes (those not in yet: pending)."""
-        results = {}
-        for model, child in self.children.items():
-            results[model] = self.outcomes.get(model) or {"status": JobStatus.queued.value, "job_id": child}
-        return {"results": results}

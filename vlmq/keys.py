@@ -17,9 +17,8 @@ from dataclasses import dataclass
 
 import redis
 
-KEY = "vlmq:key:{}"
-KEY_ID = "vlmq:keyid:{}"
-BUCKET = "vlmq:bucket:{}"
+from vlmq.keyspace import BUCKET, KEY, KEY_ID
+
 KEY_PREFIX = "vlmq_"
 
 # Token bucket: KEYS[1] bucket; ARGV now, rate, burst, cost. Returns {allowed, seconds until a token}.

@@ -37,12 +37,10 @@ import time
 
 import redis
 
-from vlmq.fleet import ONLINE_S, WORKER, WORKERS
+from vlmq.fleet import ONLINE_S
 from vlmq.jobs import JobRecord, Lane
+from vlmq.keyspace import BACKLOG, PACE, PENDING, WORKER, WORKERS
 
-BACKLOG = "vlmq:backlog:{}:{}"
-PENDING = "vlmq:pending:{}:{}"  # sorted set per model and lane: job id -> admitted at, until taken
-PACE = "vlmq:pace:{}"  # hash per model: batch_s, a moving average of a batch's service time
 PACE_EMA = 0.3  # weight of the newest batch
 FRONT = 8
 #: Past this many batches ahead, the estimate stops simulating each batch (the average is as good).

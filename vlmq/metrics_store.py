@@ -18,7 +18,8 @@ from collections.abc import Iterator
 
 import redis
 
-PREFIX = "vlmq:metrics:"
+from vlmq.keyspace import METRICS_PREFIX
+
 SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
@@ -38,7 +39,7 @@ class MetricsStore:
 
     def inc(self, name: str, labels: dict[str, str], amount: float = 1, pipe=None) -> None:
         target = pipe if pipe is not None else self.redis
-        target.hincrbyfloat(PREFIX + name, labels_field(labels), amount)
+        target.hincrbyfloat(METRICS_PREFIX + name, labels_field(labels), amount)
 
     def observe(self, name: str, labels: dict[str, str], value: float, buckets: tuple[float, ...], pipe=None) -> None:
         own = pipe is None
@@ -46,19 +47,19 @@ class MetricsStore:
         base = labels_field(labels)
         index = bisect.bisect_left(buckets, value)
         bound = str(buckets[index]) if index < len(buckets) else "+Inf"
-        pipe.hincrbyfloat(PREFIX + name, f"{base}|le={bound}", 1)
-        pipe.hincrbyfloat(PREFIX + name, f"{base}|sum", value)
-        pipe.hincrbyfloat(PREFIX + name, f"{base}|count", 1)
+        pipe.hincrbyfloat(METRICS_PREFIX + name, f"{base}|le={bound}", 1)
+        pipe.hincrbyfloat(METRICS_PREFIX + name, f"{base}|sum", value)
+        pipe.hincrbyfloat(METRICS_PREFIX + name, f"{base}|count", 1)
         if own:
             pipe.execute()
 
     def set(self, name: str, labels: dict[str, str], value: float) -> None:
-        self.redis.hset(PREFIX + name, labels_field(labels), value)
+        self.redis.hset(METRICS_PREFIX + name, labels_field(labels), value)
 
     # --- reading ----------------------------------------------------------------------------
 
     def counter(self, name: str) -> Iterator[tuple[dict[str, str], float]]:
-        for field, value in self.redis.hgetall(PREFIX + name).items():
+        for field, value in self.redis.hgetall(METRICS_PREFIX + name).items():
             yield _parse(field.decode() if isinstance(field, bytes) else field), float(value)
 
     def histogram(
@@ -66,7 +67,7 @@ class MetricsStore:
     ) -> Iterator[tuple[dict[str, str], list[tuple[str, float]], float, float]]:
         """(labels, cumulative [(le, count)], sum, count) per label set."""
         per: dict[str, dict[str, float]] = defaultdict(dict)
-        for field, value in self.redis.hgetall(PREFIX + name).items():
+        for field, value in self.redis.hgetall(METRICS_PREFIX + name).items():
             field = field.decode() if isinstance(field, bytes) else field
             base, _, last = field.rpartition("|")
             per[base][last] = float(value)

@@ -18,7 +18,6 @@ from vlmq.queues import WEBHOOK_QUEUE
 
 log = logging.getLogger("vlmq.notify")
 DELIVER_TASK = "vlmq.webhook.deliver"
-DELIVERIES = "vlmq:deliveries:{}"  # list of JSON delivery attempts per job
 
 
 class Notifier:

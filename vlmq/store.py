@@ -26,13 +26,11 @@ from typing import Any
 
 import redis
 
+from vlmq.fanout import SETTLE_PARENT
 from vlmq.jobs import CacheOutcome, JobRecord, JobStatus, now
-from vlmq.metrics_store import PREFIX, labels_field
+from vlmq.keyspace import BACKLOG, EVENTS, FINISHED_METRIC, JOB, JOINERS, PENDING, RECENT
+from vlmq.metrics_store import labels_field
 
-JOB = "vlmq:job:{}"
-EVENTS = "vlmq:events:{}"
-JOINERS = "vlmq:joiners:{}"  # set: jobs joined to this one (single flight), settled when it ends
-RECENT = "vlmq:recent:{}"  # sorted set per owner: job id -> created_at (top-level jobs only)
 RECENT_KEEP = 1000
 ANONYMOUS = "anonymous"
 EVENTS_MAXLEN = 20_000
@@ -40,7 +38,6 @@ EVENTS_MAXLEN = 20_000
 QUEUED_EVENT_ID = "0-1"
 #: The final status of a finished job whose event stream expired before its record.
 FINAL_EVENT_ID = "0-2"
-FINISHED_METRIC = PREFIX + "jobs_finished"
 
 # The scripts share these Lua functions. TTL and MAXLEN are set by each script from its ARGV.
 # Every function that makes a job final counts it (`count_final`), in the same atomic step: each
@@ -62,9 +59,10 @@ local function leave_lane(key, id)
   -- the job leaves its lane once, the first time a worker takes it (vlmq/lanes.py)
   local meta = redis.call('HMGET', key, 'model', 'lane', 'owner')
   if not meta[1] then return end
-  local lane = meta[2] or 'interactive'
-  if redis.call('ZREM', 'vlmq:pending:' .. meta[1] .. ':' .. lane, id) == 1 and lane == 'bulk' then
-    redis.call('DECR', 'vlmq:backlog:' .. meta[1] .. ':' .. (meta[3] or '{ANONYMOUS}'))
+  local lane, owner = meta[2] or 'interactive', meta[3] or '{ANONYMOUS}'
+  local pending = '{PENDING.format("' .. meta[1] .. '", "' .. lane .. '")}'
+  if redis.call('ZREM', pending, id) == 1 and lane == 'bulk' then
+    redis.call('DECR', '{BACKLOG.format("' .. meta[1] .. '", "' .. owner .. '")}')
   end
 end
 -- A delivered job: run it ('run', attempt), or not ('final', status; 'missing').
@@ -142,39 +140,7 @@ local function settle_joiners(id)
   redis.call('DEL', joiners)
   return settled
 end
--- A compare job's child ended: its outcome recorded once; the last one settles the parent.
-local function settle_parent(parent, model, outcome, now)
-  local key = '{JOB.format("")}' .. parent
-  redis.call('HSETNX', key, 'outcome:' .. model, outcome)
-  local st = redis.call('HGET', key, 'status')
-  if not st or (st ~= 'queued' and st ~= 'running') then return st or '' end
-  local children = cjson.decode(redis.call('HGET', key, 'children'))
-  local total, done, ok = 0, 0, 0
-  for name, _ in pairs(children) do
-    total = total + 1
-    local found = redis.call('HGET', key, 'outcome:' .. name)
-    if found then
-      done = done + 1
-      if cjson.decode(found).status == 'succeeded' then ok = ok + 1 end
-    end
-  end
-  if st == 'queued' then
-    redis.call('HSET', key, 'status', 'running', 'started_at', now)
-    event(parent, 'running', '{{"status":"running"}}')
-  end
-  event(parent, 'partial', cjson.encode({{model=model, outcome=cjson.decode(outcome)}}))
-  if done < total then return 'running' end
-  local final = 'succeeded'
-  if ok == 0 then final = 'failed' end
-  redis.call('HSET', key, 'status', final, 'completed_at', now)
-  count_final(key, final)
-  if ok == 0 then
-    redis.call('HSET', key, 'error', cjson.encode({{code='all_models_failed', message='every model failed'}}))
-  end
-  event(parent, final, cjson.encode({{status=final}}))
-  return final
-end
-"""
+{SETTLE_PARENT}"""
 
 # ARGV: now, worker, max_attempts, ttl, maxlen, then the job ids. Per job: {id, action, detail, record}
 # (the record as HGETALL's flat list, empty when missing).

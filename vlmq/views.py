@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from vlmq.fanout import parent_output
 from vlmq.jobs import CacheOutcome, JobRecord, JobStatus, Lane, iso
 from vlmq.jobtypes import JobType, job_type
 
@@ -58,7 +59,7 @@ class JobView(BaseModel):
     def of(cls, record: JobRecord, place: tuple[int | None, float | None] = (None, None)) -> JobView:
         output = record.output
         if job_type(record.type).fan_out:
-            output = record.compare_output()
+            output = parent_output(record)
         elif output and output.get("artifacts"):  # a cache answer's artifacts are served under its own id
             output = {**output, "artifacts": {name: artifact_url(record.id, name) for name in output["artifacts"]}}
         error = None

@@ -5,10 +5,9 @@ from __future__ import annotations
 import redis
 
 from vlmq.keys import KeyStore, new_webhook_secret
+from vlmq.keyspace import ANONYMOUS_SECRET
 from vlmq.settings import Settings
 from vlmq.store import ANONYMOUS
-
-ANONYMOUS_SECRET = "vlmq:webhook-secret:anonymous"
 
 
 def anonymous_secret(client: redis.Redis, settings: Settings) -> str:

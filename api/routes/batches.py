@@ -25,10 +25,10 @@ from vlmq.api.intake import REQUEST_ADAPTER, parse_json
 from vlmq.api.schemas import ErrorBody
 from vlmq.api.submit import Delivery, Submitted, create_jobs, prepare
 from vlmq.jobs import JobStatus, Lane, now
+from vlmq.keyspace import BATCH
 from vlmq.views import JobView
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
-BATCH = "vlmq:batch:{}"
 FETCH_CONCURRENCY = 8  # items whose images are fetched at once (downloads run in threads)
 
 

@@ -24,7 +24,7 @@ from vlmq.api.schemas import DeliveryList, ErrorBody, JobList, JobView
 from vlmq.api.submit import Delivery, submit_one
 from vlmq.blobs import artifact_name, delete_quietly, owned_images
 from vlmq.jobs import JobStatus, Lane, now
-from vlmq.notify import DELIVERIES
+from vlmq.keyspace import DELIVERIES
 from vlmq.store import aget
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -87,7 +87,7 @@ async def submit_job(
     record = submitted.record
     if idempotency_key is not None:
         await idempotency.complete(caller.owner, idempotency_key, digest, record.id)
-    log.info("job %s accepted: %s on %s, cache %s", record.id, record.type.value, record.model or "compare",
+    log.info("job %s accepted: %s on %s, cache %s", record.id, record.type.value, record.model or "a fan-out",
              record.cache.value, extra={"job_id": record.id})
     response.headers["Location"] = f"/v1/jobs/{record.id}"
     if wait_s:

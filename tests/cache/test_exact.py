@@ -6,7 +6,8 @@ import time
 import pytest
 
 from tests.cache.conftest import new_scope
-from vlmq.cache.exact import MODEL_INDEX, ExactTier, exact_key
+from vlmq.cache.exact import ExactTier, exact_key
+from vlmq.keyspace import MODEL_INDEX
 
 
 @pytest.fixture

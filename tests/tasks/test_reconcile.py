@@ -10,7 +10,8 @@ import redis
 from vlmq.admission import Admission
 from vlmq.jobs import JobRecord, JobStatus, Lane, now
 from vlmq.jobtypes import JobType
-from vlmq.lanes import PENDING, Lanes
+from vlmq.keyspace import PENDING
+from vlmq.lanes import Lanes
 from vlmq.queues import queue_name
 from vlmq.settings import Settings
 from vlmq.store import JobStore

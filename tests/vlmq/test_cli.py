@@ -22,8 +22,8 @@ import redis
 from tests.utils.images import astronaut, encode
 from tests.utils.processes import Proc, start_api
 from vlmq import cli, runstate
+from vlmq.keyspace import ANONYMOUS_SECRET
 from vlmq.redis_server import free_port
-from vlmq.webhook_secrets import ANONYMOUS_SECRET
 
 ROOT = Path(__file__).resolve().parents[2]
 UNSERVED = "blip-spare"  # in the session registry, served by no worker

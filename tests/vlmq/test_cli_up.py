@@ -20,8 +20,8 @@ import redis
 from tests.utils.images import astronaut, encode
 from vlmq.cli import EXIT_ALREADY_UP
 from vlmq.keys import KeyStore
+from vlmq.keyspace import ANONYMOUS_SECRET
 from vlmq.redis_server import free_port
-from vlmq.webhook_secrets import ANONYMOUS_SECRET
 
 
 def _wait_ready(url: str, models: set[str], timeout: float = 120) -> None:

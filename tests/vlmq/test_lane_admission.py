@@ -11,9 +11,9 @@ import redis
 from vlmq.admission import Admission
 from vlmq.jobs import JobRecord, JobStatus, Lane, now
 from vlmq.jobtypes import JobType
-from vlmq.lanes import BACKLOG, PENDING, LaneFull, fair_share_step
+from vlmq.keyspace import BACKLOG, JOB, PENDING
+from vlmq.lanes import LaneFull, fair_share_step
 from vlmq.queues import queue_keys
-from vlmq.store import JOB
 
 MODEL = "m-lanes"
 

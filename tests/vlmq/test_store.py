@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import redis
 
+from vlmq.fanout import parent_output
 from vlmq.jobs import CacheOutcome, JobRecord, JobStatus, now
 from vlmq.jobtypes import JobType
 from vlmq.store import QUEUED_EVENT_ID, JobStore, Result, implied_events
@@ -89,7 +90,7 @@ def test_compare_parent_settles_once_all_children_are_final(redis_url: str) -> N
     # a redelivered child's late result is fenced out: nothing settles twice
     (again,) = store.finish_batch([Result("c2", 1, JobStatus.succeeded, output={"text": "late"})])
     assert not again.written and store.get("p1").status is JobStatus.succeeded
-    results = store.get("p1").compare_output()["results"]
+    results = parent_output(store.get("p1"))["results"]
     assert results["a"]["output"] == {"text": "a"}
     assert results["b"]["error"]["message"] == "boom"
 

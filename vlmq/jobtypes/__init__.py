@@ -16,7 +16,7 @@ from typing import Annotated, Union
 
 from pydantic import BaseModel, Field
 
-from vlmq.jobtypes.base import Decoding, GenerativeParams, JobTypeSpec, Params, WithArtifacts
+from vlmq.jobtypes.base import Decoding, FanOutParams, GenerativeParams, JobTypeSpec, Params, WithArtifacts
 
 
 def _discover() -> dict[str, JobTypeSpec]:
@@ -44,6 +44,8 @@ def _check(spec: JobTypeSpec, module: str) -> None:
     question = spec.params.question_field
     if question is not None and question not in spec.params.model_fields:
         problems.append(f"its question field {question!r} is not a field of its params")
+    if spec.fan_out != issubclass(spec.params, FanOutParams):
+        problems.append("fan_out must be declared exactly when its params are FanOutParams")
     if spec.artifacts is not None and "artifacts" not in spec.output.model_fields:
         problems.append("it declares artifacts but its output has no `artifacts` field (WithArtifacts)")
     if problems:
@@ -84,6 +86,7 @@ __all__ = [
     "PARAMS",
     "SEMANTIC",
     "Decoding",
+    "FanOutParams",
     "GenerativeParams",
     "JobType",
     "JobTypeSpec",

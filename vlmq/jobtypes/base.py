@@ -103,6 +103,14 @@ class Params(StrictModel):
         return {cls.question_field: text} if cls.question_field and text else {}
 
 
+class FanOutParams(Params):
+    """Params of a fan-out type (`fan_out=True`; vlmq/fanout.py): one child job per branch."""
+
+    def branches(self) -> list[tuple[str, Params]]:
+        """(model, params) of each child job, in order."""
+        raise NotImplementedError
+
+
 class GenerativeParams(Params):
     """Params of a type a model may answer with `generate` (token by token, cancellable between
     tokens). `generate_kwargs()` is the one place a job's params become `generate` arguments."""

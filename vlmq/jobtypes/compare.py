@@ -1,6 +1,6 @@
 """`compare`: one image and one task run by 2..N models (or checkpoints) side by side.
 
-A fan-out (Celery canvas's `group`): the API makes one child job per model, each on that model's
+A fan-out (vlmq/fanout.py, Celery canvas's `group`): one child job per model, each on that model's
 own queue. The compare job's output maps each model to its child's output or to that model's own
 error, so one failing model never fails the others. It fails only when every model failed.
 `task` is any job type that runs on one model (the union is built by `vlmq.jobtypes`).
@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, field_validator
 
-from vlmq.jobtypes.base import JobTypeSpec, Params, StrictModel
+from vlmq.jobtypes.base import FanOutParams, JobTypeSpec, Params, StrictModel
 
 if TYPE_CHECKING:
     TaskParams = Params
 
 
-class CompareParams(Params):
+class CompareParams(FanOutParams):
     type: Literal["compare"] = "compare"
     models: list[str] = Field(..., min_length=2, max_length=8)
     task: TaskParams = Field(..., description="The job every model runs, without model or image.")
@@ -33,6 +33,9 @@ class CompareParams(Params):
     @property
     def sampled(self) -> bool:
         return self.task.sampled
+
+    def branches(self) -> list[tuple[str, Params]]:
+        return [(model, self.task) for model in self.models]
 
 
 class ModelOutcome(StrictModel):

@@ -61,7 +61,7 @@ def _never_stop(model) -> None:
 
 def demo_blip(cache: Path) -> Path:
     """The demo blip-base folder, built by vlmq's demo builder into `cache/demo-models`."""
-    from vlmq.demo import build_demo_model
+    from vlmq.tasks.demo import build_demo_model
 
     dest = cache / "demo-models"
     build_demo_model("blip-base", dest)

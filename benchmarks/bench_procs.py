@@ -21,8 +21,8 @@ import httpx
 import psutil
 import redis
 
+from vlmq.cli.redis_server import free_port
 from vlmq.fleet import Fleet, WorkerState
-from vlmq.redis_server import free_port
 
 
 @dataclass

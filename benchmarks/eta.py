@@ -57,7 +57,7 @@ def main() -> None:
     args = parser.parse_args()
 
     cache = ROOT / "benchmarks" / ".cache"
-    from vlmq.demo import build_demo_models
+    from vlmq.tasks.demo import build_demo_models
 
     build_demo_models(cache / "demo-models")
     slow = build_slow_blip(cache / "demo-models", cache / "slow-models" / "blip-slow")

@@ -198,7 +198,7 @@ def through_vlmq(folder: Path, blobs: list[bytes], args, work: Path, device: str
     import redis
     from bench_procs import run_loadgen, start_api, start_worker, wait_ready
 
-    from vlmq.redis_server import free_port, start_embedded
+    from vlmq.cli.redis_server import free_port, start_embedded
 
     data = work / "data"
     logs = work / "logs"

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_procs import start_api, start_worker, wait_ready
-from vlmq.demo import build_demo_models
+from vlmq.tasks.demo import build_demo_models
 
 
 class Stack:

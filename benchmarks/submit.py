@@ -49,7 +49,7 @@ from PIL import Image
 from skimage import data as photos
 
 from benchmarks.bench_procs import Proc, run_loadgen, spawn, wait_quiet
-from vlmq.redis_server import free_port
+from vlmq.cli.redis_server import free_port
 
 SINK = "bench-sink"
 BOUNDARY = "vlmqbenchboundary7MA4YWxkTrZu0gW"

@@ -32,8 +32,8 @@ sys.path.insert(0, str(ROOT))
 
 from tests.utils.images import astronaut, cat, coffee, data_uri
 from tests.utils.processes import start_api, start_worker, wait_ready
-from vlmq.demo import build_demo_models
-from vlmq.redis_server import start_embedded
+from vlmq.cli.redis_server import start_embedded
+from vlmq.tasks.demo import build_demo_models
 
 FINAL = {"succeeded", "failed", "canceled", "aborted"}
 MODELS = ["blip-base", "blip-base", "vilt-vqa"]

@@ -20,10 +20,10 @@ import torch
 
 from tests.utils.processes import Proc, spawn, start_api, start_worker, stop_all, wait_ready
 from tests.utils.slow_model import SLOW_MODEL, build_slow_blip
-from vlmq.demo import build_demo_models
-from vlmq.redis_server import answers, start_embedded
+from vlmq.cli.redis_server import answers, start_embedded
 from vlmq.registry import load_registry
 from vlmq.settings import Settings
+from vlmq.tasks.demo import build_demo_models
 
 #: Registry models that the session stack starts no worker for (one with a tiny queue limit).
 UNSERVED_MODEL = "blip-spare"

@@ -136,7 +136,7 @@ def test_several_api_processes_sum_http_metrics_and_keep_the_fleet_figures(base_
     import httpx
 
     from tests.utils.processes import spawn
-    from vlmq.redis_server import free_port
+    from vlmq.cli.redis_server import free_port
 
     port = free_port()
     env = {**base_env, "VLMQ_CACHE_ENABLED": "false"}

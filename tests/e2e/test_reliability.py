@@ -13,7 +13,7 @@ from tests.conftest import CRASH_MODEL, QUANTIZED_MODEL, UNSERVED_MODEL
 from tests.utils.images import cat, data_uri
 from tests.utils.jobs import submit, wait
 from tests.utils.processes import Proc, start_api, start_worker, stop_all, wait_ready
-from vlmq.redis_server import start_embedded
+from vlmq.cli.redis_server import start_embedded
 
 CAT = data_uri(cat())
 SHORT_VISIBILITY = {"VLMQ_VISIBILITY_TIMEOUT_S": "6"}

@@ -24,7 +24,7 @@ from tests.conftest import UNSERVED_MODEL
 from tests.utils.browser import chromium, require_chromium
 from tests.utils.processes import Proc, spawn, start_worker, wait_ready
 from tests.utils.slow_model import SLOW_MODEL
-from vlmq.redis_server import free_port
+from vlmq.cli.redis_server import free_port
 
 VIEWPORT = {"width": 1360, "height": 960}
 JOB_TIMEOUT_MS = 60_000

@@ -21,7 +21,7 @@ from PIL import Image
 from skimage import data
 
 from tests.utils.processes import Proc, spawn, start_api
-from vlmq.redis_server import free_port
+from vlmq.cli.redis_server import free_port
 
 #: one endpoint per job type (vlmq/jobtypes/; a type without its own endpoint gets the generic one), and /job
 ENDPOINTS = {"/caption", "/vqa", "/detect", "/ocr", "/chat", "/compare", "/job"}

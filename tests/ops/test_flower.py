@@ -22,7 +22,7 @@ from tests.conftest import LANES_MODEL
 from tests.utils.images import astronaut, cat, coffee, data_uri
 from tests.utils.jobs import submit, wait
 from tests.utils.processes import spawn, start_worker, stop_all, wait_ready
-from vlmq.redis_server import free_port
+from vlmq.cli.redis_server import free_port
 
 
 def _worker_name(model: str, pid: int) -> str:

@@ -10,7 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from vlmq.demo import (
+from vlmq.registry import DEFAULT_REGISTRY, DEMO_PREFIX
+from vlmq.tasks.demo import (
     BUILD_VERSION,
     DEMO_MODELS,
     build_demo_model,
@@ -18,8 +19,7 @@ from vlmq.demo import (
     demo_model_dirs,
     is_built,
 )
-from vlmq.demo.build import MARKER
-from vlmq.registry import DEFAULT_REGISTRY, DEMO_PREFIX
+from vlmq.tasks.demo.build import MARKER
 
 
 def test_every_demo_source_of_the_registry_is_built(demo_models):

@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import redis
 
+from vlmq.cli.redis_server import free_port
 from vlmq.fleet import Fleet, WorkerState
-from vlmq.redis_server import free_port
 
 
 @dataclass

@@ -20,7 +20,7 @@ from tests.utils.images import astronaut, data_uri
 from tests.utils.jobs import run
 from tests.utils.processes import start_api, start_worker, wait_ready
 from vlmq.blobs import BlobStore, LocalBlobStore, artifact_name, blob_store, image_name
-from vlmq.redis_server import free_port
+from vlmq.cli.redis_server import free_port
 from vlmq.settings import Settings
 
 BUCKET = "vlmq-test"

@@ -11,7 +11,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from vlmq.api.openapi import FAN_OUTS, REQUESTS
 from vlmq.cache import SEMANTIC_JOB_TYPES
-from vlmq.cli import JOB_TYPES as CLI_CHOICES
+from vlmq.cli.commands import JOB_TYPES as CLI_CHOICES
 from vlmq.jobs import JobRequest
 from vlmq.jobtypes import JOB_TYPES, MODEL_TYPES, SEMANTIC, JobType, JobTypeSpec, Params, _check
 from vlmq.jobtypes.base import StrictModel

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from vlmq.cli.redis_server import free_port, redis_executable, start_embedded
 from vlmq.redis_conn import async_client, sentinel_hosts, sync_client
-from vlmq.redis_server import free_port, redis_executable, start_embedded
 from vlmq.settings import Settings
 from vlmq.tasks.app import make_celery
 

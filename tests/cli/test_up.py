@@ -18,10 +18,10 @@ import psutil
 import redis
 
 from tests.utils.images import astronaut, encode
-from vlmq.cli import EXIT_ALREADY_UP
+from vlmq.cli.commands import EXIT_ALREADY_UP
+from vlmq.cli.redis_server import free_port
 from vlmq.keys import KeyStore
 from vlmq.keyspace import ANONYMOUS_SECRET
-from vlmq.redis_server import free_port
 
 
 def _wait_ready(url: str, models: set[str], timeout: float = 120) -> None:

@@ -21,9 +21,10 @@ import redis
 
 from tests.utils.images import astronaut, encode
 from tests.utils.processes import Proc, start_api
-from vlmq import cli, runstate
+from vlmq.cli import commands as cli
+from vlmq.cli import runstate
+from vlmq.cli.redis_server import free_port
 from vlmq.keyspace import ANONYMOUS_SECRET
-from vlmq.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 UNSERVED = "blip-spare"  # in the session registry, served by no worker

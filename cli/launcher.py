@@ -1,7 +1,7 @@
 """`vlmq up`: start and watch every process of a local vlmq, stop them all on Ctrl-C.
 
 Processes: the API, one worker per registry model, Flower and the frontend (Redis is found or
-started by `vlmq.redis_server`). A worker that exits unexpectedly is restarted after a pause
+started by `vlmq.cli.redis_server`). A worker that exits unexpectedly is restarted after a pause
 (a model that failed to load, exit 3, is not: its error shows in `GET /v1/models`).
 """
 

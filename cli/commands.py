@@ -4,7 +4,7 @@ Failures a user can cause or meet (a bad option, a missing file, the API or Redi
 refusing a request, a job that fails) print one line on stderr, `error: ...`, and exit with the
 code of their kind below; only a bug prints a traceback (exit 1). README "Exit codes" has the table.
 
-Commands other than `vlmq up` find the running stack through `vlmq.runstate`: with
+Commands other than `vlmq up` find the running stack through `vlmq.cli.runstate`: with
 `VLMQ_REDIS_URL` / `VLMQ_API_URL` unset, they use the Redis and API of the `vlmq up` running from
 the same data dir.
 """
@@ -30,7 +30,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from vlmq import runstate
+from vlmq.cli import runstate
 from vlmq.jobtypes import JOB_TYPES as JOB_TYPES_BY_NAME
 from vlmq.settings import Settings, get_settings
 
@@ -193,10 +193,10 @@ def up(
         _fail(EXIT_ALREADY_UP, f"vlmq is already up from {settings.data_dir} (pid {running.pid}, API "
                                f"{running.api_url}); stop it first, or use another VLMQ_DATA_DIR")
 
-    from vlmq.demo import build_demo_models
-    from vlmq.launcher import Service, Supervisor, python_module
-    from vlmq.redis_server import choose_redis
+    from vlmq.cli.launcher import Service, Supervisor, python_module
+    from vlmq.cli.redis_server import choose_redis
     from vlmq.registry import RegistryError, load_registry
+    from vlmq.tasks.demo import build_demo_models
 
     try:
         registry = load_registry(settings)
@@ -572,7 +572,7 @@ def cache_clear(model: Annotated[str | None, typer.Option(help="Only this model 
 @demo_app.command("build")
 def demo_build(force: Annotated[bool, typer.Option(help="Rebuild even if present.")] = False) -> None:
     """Build the tiny random-weight demo models (seconds, offline) under the data dir."""
-    from vlmq.demo import build_demo_models
+    from vlmq.tasks.demo import build_demo_models
 
     settings = _settings(find_stack=False)
     began = time.perf_counter()

@@ -1,6 +1,6 @@
 """Offline demo models: tiny real-architecture models with random weights (see `build`)."""
 
-from vlmq.demo.build import (
+from vlmq.tasks.demo.build import (
     BUILD_VERSION,
     DEMO_MODELS,
     build_demo_model,

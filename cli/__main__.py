@@ -1,0 +1,5 @@
+"""`python -m vlmq.cli ...`: the `vlmq` command."""
+
+from vlmq.cli.commands import app
+
+app()

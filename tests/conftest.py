@@ -1,6 +1,7 @@
 """Shared fixtures: a real Redis database, the demo models, and a running stack (API + workers).
 
-Redis: VLMQ_TEST_REDIS_URL, default redis://127.0.0.1:6379/13 (flushed at the start). The stack
+Redis: VLMQ_TEST_REDIS_URL, default redis://127.0.0.1:6379/13 (flushed at the start; under
+pytest-xdist, worker gwN takes the database N below it, and starts its own stack). The stack
 is real processes: `vlmq api` under uvicorn and one `vlmq worker` per registry model.
 """
 
@@ -40,6 +41,10 @@ LANES_SMALL_MODEL = "blip-lanes-small"
 REVISION_MODEL = "blip-rev"
 UNSERVED = {UNSERVED_MODEL, FULL_MODEL, CRASH_MODEL, QUANTIZED_MODEL, LANES_MODEL, LANES_SMALL_MODEL, REVISION_MODEL}
 TEST_REDIS_URL = os.environ.get("VLMQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+_XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+if _XDIST_WORKER != "gw0":  # pytest -n: each xdist worker its own database (13, 12, ...) and its own stack
+    _base, _, _db = TEST_REDIS_URL.rpartition("/")
+    TEST_REDIS_URL = f"{_base}/{(int(_db) - int(_XDIST_WORKER[2:])) % 16}"
 torch.set_num_threads(1)
 
 

@@ -43,16 +43,16 @@ def test_a_batch_of_500_with_some_bad_items(stack) -> None:
         assert all(j["output"]["text"] is not None for j in view["jobs"])
 
 
-def test_batch_shape_errors(stack) -> None:
-    with stack.client() as api:
-        for body, status in (({"jobs": []}, 422), ({"jobs": "x"}, 422), ({}, 422), ({"jobs": [{}]}, 202),
-                             ({"jobs": [{}, 1]}, 422), ({"jobs": [{}] * 1001}, 422), ({"jobs": [], "extra": 1}, 422)):
-            response = api.post("/v1/batches", json=body)
-            assert response.status_code == status, (body, response.text)
-        # an item that is not an object is the batch's shape (the schema's), not an item's error
-        assert api.post("/v1/batches", json={"jobs": [{}, 1]}).json()["error"]["field"] == "jobs.1"
-        assert api.post("/v1/batches", content=b"{oops", headers={"content-type": "application/json"}).status_code == 400
-        assert api.get("/v1/batches/nope").status_code == 404
+def test_batch_shape_errors(app_client) -> None:
+    api = app_client
+    for body, status in (({"jobs": []}, 422), ({"jobs": "x"}, 422), ({}, 422), ({"jobs": [{}]}, 202),
+                         ({"jobs": [{}, 1]}, 422), ({"jobs": [{}] * 1001}, 422), ({"jobs": [], "extra": 1}, 422)):
+        response = api.post("/v1/batches", json=body)
+        assert response.status_code == status, (body, response.text)
+    # an item that is not an object is the batch's shape (the schema's), not an item's error
+    assert api.post("/v1/batches", json={"jobs": [{}, 1]}).json()["error"]["field"] == "jobs.1"
+    assert api.post("/v1/batches", content=b"{oops", headers={"content-type": "application/json"}).status_code == 400
+    assert api.get("/v1/batches/nope").status_code == 404
 
 
 def test_another_callers_batch_is_404(stack) -> None:

@@ -1,4 +1,6 @@
-"""The job contract: Prefer: wait, Idempotency-Key, cancel, deadlines, backpressure, keys."""
+"""The job contract: Prefer: wait, Idempotency-Key, cancel, deadlines, backpressure, keys.
+
+The API runs in this process (`app_client`, tests/api/conftest.py); the stack's workers run the jobs."""
 
 from __future__ import annotations
 
@@ -18,9 +20,8 @@ CAT = data_uri(cat())
 
 
 @pytest.fixture(scope="module")
-def api(stack) -> httpx.Client:
-    with stack.client() as client:
-        yield client
+def api(app_client, stack) -> httpx.Client:
+    return app_client  # the stack: its workers run what this API queues
 
 
 def _key(stack, name: str, rate: float = 100, burst: int = 100) -> str:

@@ -1,4 +1,8 @@
-"""Bad input: each a 4xx with a JSON error naming the field, never a 500, never a job left behind."""
+"""Bad input: each a 4xx with a JSON error naming the field, never a 500, never a job left behind.
+
+In process (`app_client`, tests/api/conftest.py) where the HTTP contract is the point; through the
+stack's API process where a real socket is (keep-alive after an error, a body over the limit on the
+wire, a client hanging up)."""
 
 from __future__ import annotations
 
@@ -14,7 +18,12 @@ CAT = data_uri(cat())
 
 
 @pytest.fixture(scope="module")
-def api(stack) -> httpx.Client:
+def api(app_client) -> httpx.Client:
+    return app_client
+
+
+@pytest.fixture(scope="module")
+def live(stack) -> httpx.Client:
     with stack.client() as client:
         yield client
 
@@ -125,12 +134,12 @@ def test_oversize_body_refused_from_its_header(stack) -> None:
     assert json.loads(body)["error"]["code"] == "body_too_large"
 
 
-def test_oversize_chunked_body_is_cut_off(api: httpx.Client) -> None:
+def test_oversize_chunked_body_is_cut_off(live: httpx.Client) -> None:
     def chunks():
         for _ in range(40):
             yield b"x" * (1024 * 1024)
 
-    response = api.post("/v1/jobs", content=chunks(), headers={"content-type": "application/json"})
+    response = live.post("/v1/jobs", content=chunks(), headers={"content-type": "application/json"})
     _error(response, 413)
 
 
@@ -158,13 +167,13 @@ def _nested(depth: int) -> str:
 
 
 @pytest.mark.parametrize("depth", [1_000, 10_000, 1_000_000])
-def test_deeply_nested_json_is_400_and_the_connection_stays_usable(api: httpx.Client, depth: int) -> None:
+def test_deeply_nested_json_is_400_and_the_connection_stays_usable(live: httpx.Client, depth: int) -> None:
     image = encode(cat(), "PNG")
     refusals = [
-        api.post("/v1/jobs", content=_nested(depth), headers={"content-type": "application/json"}),
-        api.post("/v1/jobs", data={"request": _nested(depth)}, files={"image": ("cat.png", image)}),
-        api.post("/v1/batches", content='{"jobs":[' + _nested(depth) + "]}",
-                 headers={"content-type": "application/json"}),
+        live.post("/v1/jobs", content=_nested(depth), headers={"content-type": "application/json"}),
+        live.post("/v1/jobs", data={"request": _nested(depth)}, files={"image": ("cat.png", image)}),
+        live.post("/v1/batches", content='{"jobs":[' + _nested(depth) + "]}",
+                  headers={"content-type": "application/json"}),
     ]
     json_body, multipart, batch = refusals
     for response, field in ((json_body, "body"), (batch, "body")):
@@ -174,7 +183,7 @@ def test_deeply_nested_json_is_400_and_the_connection_stays_usable(api: httpx.Cl
     else:  # the multipart `request` part has a size limit of its own
         assert _error(multipart, 413, "request")["code"] == "part_too_large"
     # the same keep-alive connection (httpx raises on a reset one) answers the next request
-    assert api.get("/healthz").status_code == 200
+    assert live.get("/healthz").status_code == 200
 
 
 def test_duplicate_keys_are_422(api: httpx.Client) -> None:

@@ -60,7 +60,9 @@ def scope() -> CacheScope:
 
 
 def new_scope(**changes: str) -> CacheScope:
-    fields = {"model": "blip-vqa", "revision": "rev-1", "job_type": "vqa",
+    """A scope of its own. Its model is no registry model: the real stack's answers for blip-vqa, in the
+    same database, must not fill the per-model index these tests bound (they would evict its entries)."""
+    fields = {"model": "cache-test-vqa", "revision": "rev-1", "job_type": "vqa",
               "params": '{"max_new_tokens":10,"num_beams":1}', "image_key": uuid.uuid4().hex}
     fields.update(changes)
     return CacheScope(**fields)

@@ -17,7 +17,7 @@ from vlmq.api.body_limit import BodySizeLimit
 from vlmq.api.errors import install_error_handlers
 from vlmq.api.methods import MethodHandling
 from vlmq.api.metrics import FleetCollector, install_metrics
-from vlmq.api.routes import admin, batches, health, jobs, models
+from vlmq.api.routes import admin, batches, health, jobs, models, openai
 from vlmq.api.schemas import ErrorBody
 from vlmq.api.services import Services
 from vlmq.logs import setup_logging
@@ -74,7 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for module in (jobs, batches, models, admin):
+    for module in (jobs, batches, models, admin, openai):
         app.include_router(module.router, responses=COMMON_ERRORS)
     app.include_router(health.router)
     install_metrics(app, lambda: _fleet_collector(app))

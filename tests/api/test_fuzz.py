@@ -40,7 +40,7 @@ def test_schemathesis_all_checks_pass(fuzz_api: str, tmp_path: Path) -> None:
         pytest.fail("schemathesis is not installed: scripts/setup.sh --dev installs it")
     result = subprocess.run(
         [binary, "--config-file", str(CONFIG), "run", f"{fuzz_api}/openapi.json", "--checks", "all",
-         "--max-examples", "25", "--exclude-path-regex", ".*/events$", "--request-timeout", "30", "--workers", "1",
+         "--max-examples", "25", "--exclude-path-regex", ".*/events$|^/openai/.*", "--request-timeout", "30", "--workers", "1",
          "--phases", "examples,coverage,fuzzing,stateful", "--seed", "7"],
         capture_output=True, text=True, timeout=600, cwd=tmp_path, check=False,
     )

@@ -160,6 +160,22 @@ def group_rows(keys: Sequence[Any]) -> list[list[int]]:
     return list(groups.values())
 
 
+def questions(adapter: Any, items: Sequence[WorkItem], **processor_kwargs: Any) -> Prepared:
+    """One part: every item's image and question through the adapter's processor (padded, truncated),
+    staged for its model (the VQA adapters' `prepare`)."""
+    inputs = local(adapter.processor)(
+        images=[rgb(item.image) for item in items],
+        text=[item.params.question for item in items],
+        padding=True,
+        truncation=True,
+        return_tensors="pt",
+        **processor_kwargs,
+    )
+    batch = Prepared(list(items), [None] * len(items))
+    batch.parts.append((list(range(len(items))), staged(inputs, adapter.model)))
+    return batch
+
+
 def generation(params: GenerativeParams, hooks: GenerationHooks, tokenizer: Any, rows: int) -> dict[str, Any]:
     """Every `generate()` argument of a job: its params' (`generate_kwargs()`: tokens, beams, decoding)
     and the worker's hooks (text streaming, cancellation) for a batch of `rows`."""

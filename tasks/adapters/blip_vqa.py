@@ -34,16 +34,7 @@ class BlipVqaAdapter(ModelAdapter):
         return _hf.input_size(self.processor)
 
     def prepare(self, items: list[WorkItem]) -> _hf.Prepared:
-        batch = _hf.Prepared(items, [None] * len(items))
-        inputs = _hf.local(self.processor)(
-            images=[_hf.rgb(item.image) for item in items],
-            text=[item.params.question for item in items],
-            padding=True,
-            truncation=True,
-            return_tensors="pt",
-        )
-        batch.parts.append((list(range(len(items))), _hf.staged(inputs, self.model)))
-        return batch
+        return _hf.questions(self, items)
 
     def predict(self, batch: _hf.Prepared, hooks: GenerationHooks) -> list[dict | Exception]:
         results = list(batch.results)

@@ -32,6 +32,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vlmq.api.auth import spend
 from vlmq.api.deps import CallerDep, ServicesDep
@@ -50,12 +51,16 @@ _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permi
           404: "invalid_request_error", 409: "invalid_request_error", 413: "invalid_request_error",
           422: "invalid_request_error", 429: "rate_limit_error", 503: "server_error"}
 _REQUEST = TypeAdapter(JobRequest)
+#: vlmq's field names as the OpenAI request names them (a refusal's `param`).
+_PARAMS = {"image_url": "messages", "question": "messages", "prompt": "messages", "max_new_tokens":
+           "max_completion_tokens", "body": None}
 
 
 def openai_error(status: int, message: str, code: str | None = None, param: str | None = None,
                  headers: dict[str, str] | None = None) -> JSONResponse:
     """OpenAI's error body; vlmq's 422 (a request it refuses) is OpenAI's 400."""
     status = 400 if status == 422 else status
+    param = _PARAMS.get(param, param) if param else None
     body = {"message": message, "type": _TYPES.get(status, "server_error"), "param": param, "code": code}
     return JSONResponse({"error": body}, status_code=status, headers=headers)
 
@@ -72,8 +77,12 @@ class OpenAIRoute(APIRoute):
             except ApiError as exc:
                 return openai_error(exc.status, exc.message, exc.code, exc.field, exc.headers)
             except (RequestValidationError, ValidationError) as exc:
+                if any(e.get("type") == "json_invalid" for e in exc.errors()):
+                    return openai_error(400, "the body is not valid JSON", "invalid_json")
                 error = invalid_request(exc)
                 return openai_error(400, error.message, error.code, error.field)
+            except StarletteHTTPException as exc:  # a body the JSON parser gave up on (too deep)
+                return openai_error(exc.status_code, str(exc.detail), "invalid_json" if exc.status_code == 400 else None)
 
         return route
 

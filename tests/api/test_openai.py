@@ -83,6 +83,28 @@ def test_models_in_openais_list_format(client: openai.OpenAI, stack) -> None:
     assert client.models.retrieve("blip-base").owned_by == "vlmq"
 
 
+@pytest.mark.parametrize(("body", "param"), [
+    (b"not json", None),
+    (b"[1, 2]", None),
+    (b'{"model": "x", "messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", None),
+    (b"{}", "model"),
+    (b'{"model": "blip-base", "messages": "x"}', "messages"),
+    (b'{"model": "blip-base", "messages": []}', "messages"),
+    (b'{"model": "blip-base", "messages": [{"role": "user", "content": [{"type": "video"}]}]}', None),
+    ((b'{"model": "llava-chat", "messages": [{"role": "user", "content": [{"type": "image_url", '
+     b'"image_url": {"url": "file:///etc/passwd"}}]}]}'), "messages"),
+    ((b'{"model": "llava-chat", "max_tokens": 99999, "messages": [{"role": "user", "content": [{"type": '
+     b'"image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]}'), "max_completion_tokens"),
+    (b'{"model": "llava-chat", "messages": [{"role": "user", "content": "hi"}], "stop": ["x"]}', "stop"),
+])
+def test_garbage_is_a_400_in_openais_shape(app_client, body: bytes, param: str | None) -> None:
+    response = app_client.post("/openai/v1/chat/completions", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["type"] == "invalid_request_error"
+    assert error["message"] and (param is None or error["param"] == param), error
+
+
 def test_errors_come_in_openais_shape_with_its_status_codes(client: openai.OpenAI) -> None:
     with pytest.raises(openai.NotFoundError) as missing:
         client.chat.completions.create(model="no-such-model", messages=_image_message("hi"))

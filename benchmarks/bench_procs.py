@@ -79,17 +79,22 @@ def spawn(name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> Pro
 def start_api(env: dict[str, str], log_dir: Path, timeout: float = 90, bare: bool = False) -> tuple[Proc, str]:
     """`python -m vlmq.cli api` on a free port, or with `bare` benchmarks/bare_api.py (FastAPI, no vlmq
     code); returns it with its URL once /healthz answers."""
-    port = free_port()
     if bare:
-        proc = spawn("bare-api", [sys.executable, str(Path(__file__).with_name("bare_api.py")), "--port", str(port)],
-                     env, log_dir)
-    else:
-        proc = spawn("api", [sys.executable, "-m", "vlmq.cli", "api", "--port", str(port)], env, log_dir)
+        return start_server("bare-api", [sys.executable, str(Path(__file__).with_name("bare_api.py"))], env, log_dir,
+                            timeout)
+    return start_server("api", [sys.executable, "-m", "vlmq.cli", "api"], env, log_dir, timeout)
+
+
+def start_server(name: str, argv: list[str], env: dict[str, str], log_dir: Path, timeout: float = 90
+                 ) -> tuple[Proc, str]:
+    """`argv --port <a free port>`, returned with its URL once its /healthz answers."""
+    port = free_port()
+    proc = spawn(name, [*argv, "--port", str(port)], env, log_dir)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not proc.alive():
-            raise RuntimeError(f"the API exited:\n{proc.tail()}")
+            raise RuntimeError(f"{name} exited:\n{proc.tail()}")
         try:
             if httpx.get(url + "/healthz", timeout=1).status_code == 200:
                 return proc, url
@@ -97,7 +102,7 @@ def start_api(env: dict[str, str], log_dir: Path, timeout: float = 90, bare: boo
             pass
         time.sleep(0.1)
     proc.stop()
-    raise RuntimeError(f"the API did not start in {timeout}s:\n{proc.tail()}")
+    raise RuntimeError(f"{name} did not start in {timeout}s:\n{proc.tail()}")
 
 
 def start_worker(model: str, env: dict[str, str], log_dir: Path, threads: int | None = None) -> Proc:

@@ -48,8 +48,7 @@ import redis
 from PIL import Image
 from skimage import data as photos
 
-from benchmarks.bench_procs import Proc, run_loadgen, spawn, wait_quiet
-from vlmq.cli.redis_server import free_port
+from benchmarks.bench_procs import Proc, run_loadgen, start_server, wait_quiet
 
 SINK = "bench-sink"
 BOUNDARY = "vlmqbenchboundary7MA4YWxkTrZu0gW"
@@ -121,23 +120,6 @@ def rss_mib(proc: Proc) -> float:
         return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)]) / 2**20
     except psutil.Error:
         return 0.0
-
-
-def start(argv: list[str], env: dict[str, str], logs: Path, name: str) -> tuple[Proc, str]:
-    port = free_port()
-    proc = spawn(name, [*argv, "--port", str(port)], env, logs)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if not proc.alive():
-            raise RuntimeError(f"{name} exited:\n{proc.tail()}")
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{name} did not start:\n{proc.tail()}")
 
 
 def load(url: str, path: str, bodies: list[bytes], content_type: str, connections: int, seconds: float,
@@ -270,10 +252,10 @@ def main() -> int:
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}."), ""]
     try:
         wait_quiet(log=log)
-        api, url = start([sys.executable, "-m", "vlmq.cli", "api"], env, logs, "api")
+        api, url = start_server("api", [sys.executable, "-m", "vlmq.cli", "api"], env, logs)
         procs.append(api)
-        bare, bare_url = start([sys.executable, str(HERE / "bare_api.py"), "--redis-url", redis_url], env, logs,
-                               "bare")
+        bare, bare_url = start_server("bare", [sys.executable, str(HERE / "bare_api.py"), "--redis-url", redis_url],
+                                      env, logs)
         procs.append(bare)
         warm(url, bare_url)
 
@@ -318,7 +300,7 @@ def main() -> int:
         api.stop()
         procs.remove(api)
         log("real photos, multipart, 32 connections: two API processes")
-        api2, url2 = start([sys.executable, "-m", "vlmq.cli", "api", "--workers", "2"], env, logs, "api2")
+        api2, url2 = start_server("api2", [sys.executable, "-m", "vlmq.cli", "api", "--workers", "2"], env, logs)
         procs.append(api2)
         warm(url2)
         two = load(url2, "/v1/jobs", bodies, ctype, 32, args.seconds, work, api2)
@@ -337,7 +319,7 @@ def main() -> int:
 
         # 3. Redis memory per queued job ---------------------------------------------------------------
         log(f"{args.queued} real photos queued: Redis memory per job")
-        api, url = start([sys.executable, "-m", "vlmq.cli", "api"], env, logs, "api")
+        api, url = start_server("api", [sys.executable, "-m", "vlmq.cli", "api"], env, logs)
         procs.append(api)
         client.flushdb()
         empty = client.info("memory")["used_memory"]

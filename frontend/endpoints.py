@@ -41,6 +41,7 @@ from vlmq.frontend.logic import COMPARE_TASKS, DECODINGS, InputError, Progress
 from vlmq.frontend.tabs import caption, chat, detect, vqa
 from vlmq.frontend.tabs.common import API_ERRORS, api_error_text, fetch_artifact
 from vlmq.jobtypes import JOB_TYPES, JobTypeSpec
+from vlmq.views import output_text
 
 log = logging.getLogger("vlmq.frontend")
 
@@ -309,7 +310,7 @@ def _generic(ctx: Context, models: list[dict[str, Any]], spec: JobTypeSpec) -> N
                                           logic.job_fields(spec.name, model, text, params)))
         async for progress in follow_snapshots(ctx, submit=submitter(spec.name, source, fields)):
             output = progress.output if progress.status == "succeeded" else None
-            yield logic.output_text(output) or progress.text, job_json(progress)
+            yield output_text(output) or progress.text, job_json(progress)
 
     job_of_type.__doc__ = f"{spec.summary} Yields (text so far, job) until the job ends; job.output is the whole output."
     inputs = [

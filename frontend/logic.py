@@ -328,12 +328,6 @@ def job_fields(job_type: str, model: str | None, text: str | None, params_json: 
     return fields
 
 
-def output_text(output: Mapping[str, Any] | None) -> str:
-    """The text of a job's output, whatever its type (`text`, else `answer`), or ''."""
-    output = output or {}
-    return str(output.get("text") or output.get("answer") or "")
-
-
 # --- the model list --------------------------------------------------------------------------
 
 

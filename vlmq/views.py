@@ -11,6 +11,12 @@ from vlmq.jobs import CacheOutcome, JobRecord, JobStatus, Lane, iso
 from vlmq.jobtypes import JobType, job_type
 
 
+def output_text(output: dict[str, Any] | None) -> str:
+    """The text of a job's output, whatever its type (`text`, else `answer`), or ''."""
+    output = output or {}
+    return str(output.get("text") or output.get("answer") or "")
+
+
 def artifact_url(job_id: str, name: str) -> str:
     """Where a job's artifact is served (`GET /v1/jobs/{id}/artifacts/{name}`)."""
     return f"/v1/jobs/{job_id}/artifacts/{name}"

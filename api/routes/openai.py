@@ -42,6 +42,7 @@ from vlmq.api.submit import Delivery, submit_one
 from vlmq.jobs import JobRecord, JobRequest, JobStatus, Lane
 from vlmq.registry import ModelSpec
 from vlmq.store import aget
+from vlmq.views import output_text
 
 #: How long a request without `stream` waits for its job.
 WAIT_S = 600
@@ -177,16 +178,11 @@ def job_body(request: ChatCompletionRequest, spec: ModelSpec) -> dict[str, Any]:
 # --- the answers --------------------------------------------------------------------------------------
 
 
-def _output_text(record: JobRecord) -> str:
-    output = record.output or {}
-    return str(output.get("text") or output.get("answer") or "")
-
-
 def _completion(record: JobRecord, model: str) -> dict[str, Any]:
     return {
         "id": f"chatcmpl-{record.id}", "object": "chat.completion", "created": int(record.created_at),
         "model": model, "system_fingerprint": None,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": _output_text(record), "refusal": None},
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": output_text(record.output), "refusal": None},
                      "finish_reason": "stop", "logprobs": None}],
     }
 
@@ -217,7 +213,7 @@ async def _stream(services, record: JobRecord, model: str) -> AsyncIterator[str]
             yield _chunk(record, model, {"content": piece})
     final = await aget(services.aredis, record.id) or record
     if final.status is JobStatus.succeeded:
-        text = _output_text(final)
+        text = output_text(final.output)
         if text.startswith(sent) and len(text) > len(sent):  # what was not streamed (a vqa answer, the end)
             yield _chunk(record, model, {"content": text[len(sent):]})
         yield _chunk(record, model, {}, "stop")

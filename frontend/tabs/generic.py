@@ -26,6 +26,7 @@ from vlmq.frontend.tabs.common import (
     status_html,
 )
 from vlmq.jobtypes import JobTypeSpec
+from vlmq.views import output_text
 
 
 def fetch_artifacts(ctx: Context, job_id: str, urls: dict[str, str]) -> list[tuple[str, str]]:
@@ -61,7 +62,7 @@ def build(ctx: Context, state: gr.BrowserState, models_state: gr.State, spec: Jo
         update: dict[Any, Any] = {status: logic.status_line(progress), answer: progress.text}
         if progress.final:
             result = progress.output if progress.status == "succeeded" else None
-            update[answer] = logic.output_text(result) or progress.text
+            update[answer] = output_text(result) or progress.text
             update[output] = result
             urls = (result or {}).get("artifacts") or {}
             shown: list[tuple[str, str]] = []

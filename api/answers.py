@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from vlmq.api.services import Services
 from vlmq.cache import SEMANTIC_JOB_TYPES, CacheScope
 from vlmq.images import CheckedImage
-from vlmq.jobs import CacheOutcome, JobRecord, JobStatus, new_job_id, now
+from vlmq.jobs import CacheOutcome, JobRecord, JobStatus, now
 from vlmq.jobtypes import Params
 from vlmq.keyspace import GENERATION, REVISION
 
@@ -120,7 +120,7 @@ class CachedRequest:
             return self._hit(source, tier)
         if not may_join:
             return None
-        joiner = dataclasses.replace(self.template, id=new_job_id(), created_at=now(), cache=CacheOutcome.joined,
+        joiner = dataclasses.replace(self.template, created_at=now(), cache=CacheOutcome.joined,
                                      cached_from=source.id, image=None)
         store.create(joiner)
         if store.join(source.id, joiner.id) == "joined":
@@ -132,7 +132,7 @@ class CachedRequest:
     def _hit(self, source: JobRecord, tier: CacheOutcome) -> JobRecord:
         stamp = now()
         record = dataclasses.replace(
-            self.template, id=new_job_id(), status=JobStatus.succeeded, created_at=stamp, started_at=stamp,
+            self.template, status=JobStatus.succeeded, created_at=stamp, started_at=stamp,
             completed_at=stamp, output=source.output, cache=tier, cached_from=source.id, image=None,
         )
         self.services.store.create(record)

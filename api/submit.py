@@ -51,6 +51,7 @@ class Delivery:
     deadline: float | None = None
     webhook: str | None = None
     webhook_events: tuple[str, ...] = ()
+    batch: str | None = None  # an OpenAI-style batch (api/openai_batches.py) counting the job's end
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,7 @@ def _record(params: Params, model: str | None, image: str | None, cache: CacheOu
         deadline=delivery.deadline,
         webhook=delivery.webhook if top_level else None,
         webhook_events=delivery.webhook_events if top_level else (),
+        batch=delivery.batch,
     )
 
 
@@ -142,12 +144,13 @@ async def _admit(services: Services, records: list[JobRecord], queued: list[JobR
 
 
 async def create_jobs(services: Services, request, image: CheckedImage, data: bytes,
-                      delivery: Delivery) -> Submitted:
-    """The job(s) for a valid request: answered from the cache when it can be, else queued."""
+                      delivery: Delivery, job_id: str | None = None) -> Submitted:
+    """The job(s) for a valid request: answered from the cache when it can be, else queued (as
+    `job_id` when given: a batch line's id is derived from its place, so a resumed ingest finds it)."""
     params = request_params(request)
     if isinstance(params, FanOutParams):  # one child per branch: not cached as one
         return await _create_fan_out(services, params, data, delivery)
-    job_id = new_job_id()
+    job_id = job_id or new_job_id()
     blob = image_name(job_id)
     template = _record(params, request.model, blob, CacheOutcome.miss, delivery, job_id=job_id)
     cached = answer = None

@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 import redis
 
-from vlmq.blobs import ARTIFACTS, IMAGES, BlobStore
+from vlmq.blobs import ARTIFACTS, FILES, IMAGES, BlobStore
 from vlmq.jobs import JobRecord, JobStatus, Lane
 from vlmq.keyspace import BLOB_SWEEP_LOCK, PENDING, RECONCILE_LOCK
 from vlmq.lanes import Lanes
@@ -38,14 +38,15 @@ UNACKED = "unacked"  # kombu's hash of delivered, unacknowledged messages
 BLOB_SWEEP_S = 300
 
 
-def sweep_blobs(client: redis.Redis, blobs: BlobStore, ttl_s: int) -> int:
-    """Delete images and artifacts older than `ttl_s` (a job that could use them has expired), once per
-    `BLOB_SWEEP_S` across the fleet; how many went."""
+def sweep_blobs(client: redis.Redis, blobs: BlobStore, job_ttl_s: int, file_ttl_s: int) -> int:
+    """Delete images and artifacts older than `job_ttl_s` (a job that could use them has expired) and
+    files older than `file_ttl_s`, once per `BLOB_SWEEP_S` across the fleet; how many went."""
     if not client.set(BLOB_SWEEP_LOCK, "1", nx=True, ex=BLOB_SWEEP_S):
         return 0
-    gone = sum(blobs.sweep(prefix, ttl_s) for prefix in (IMAGES, ARTIFACTS))
+    ages = {IMAGES: job_ttl_s, ARTIFACTS: job_ttl_s, FILES: file_ttl_s}
+    gone = sum(blobs.sweep(prefix, age) for prefix, age in ages.items())
     if gone:
-        log.info("blob store: deleted %d blobs older than %d s", gone, ttl_s)
+        log.info("blob store: deleted %d blobs past their lifetime", gone)
     return gone
 
 

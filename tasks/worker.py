@@ -161,7 +161,7 @@ def run_worker(model: str, settings: Settings, hostname: str | None = None) -> i
                          Notifier(app.send_task), Lanes(client, settings.job_ttl_s), live)
     register_tasks(app, spec, runner)
     heartbeat.on_beat.append(Revocations(runner.cancel).apply)
-    heartbeat.on_beat.append(lambda: sweep_blobs(client, blobs, settings.job_ttl_s))
+    heartbeat.on_beat.append(lambda: sweep_blobs(client, blobs, settings.job_ttl_s, settings.openai_file_ttl_s))
     live.start()
     worker = app.Worker(
         hostname=name,

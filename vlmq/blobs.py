@@ -8,13 +8,18 @@ One small interface (`BlobStore`), two stores:
   credentials in `VLMQ_BLOB_S3_*`) through `obstore` (Rust's `object_store`): several machines.
 
 Names are paths: ``images/<id>`` (the image of one submitted job; a compare job's children share
-their parent's), ``artifacts/<job id>/<name>`` (an annotated PNG, ...). Lifetimes:
+their parent's), ``artifacts/<job id>/<name>`` (an annotated PNG, ...), ``files/<file id>`` (an
+OpenAI-style batch's input, output and error files, api/openai_files.py). Lifetimes:
 
 - an image is written by the API before its job is queued and deleted by whoever makes the job
   final (a worker, a cancel, a deadline): no other job reads it, so there is nothing to count;
 - an artifact lives as long as its job record (`job_ttl_s`);
-- `sweep` deletes what a crash left behind: anything older than `job_ttl_s` (each worker runs it
+- a file lives until it is deleted, or `openai_file_ttl_s`;
+- `sweep` deletes what a crash left behind: anything older than its lifetime (each worker runs it
   every few minutes, `tasks/reconcile.py`).
+
+Files can be larger than memory: `aput_file` stores an open file (S3: a multipart upload) and
+`astream` reads a blob in chunks from a byte offset.
 
 Both stores have blocking methods (the workers) and `a`-prefixed coroutines (the API's event loop:
 the local store's writes are page-cache writes, done inline; S3 calls are awaited).
@@ -22,14 +27,17 @@ the local store's writes are page-cache writes, done inline; S3 calls are awaite
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
 import re
+import shutil
 import threading
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 from urllib.parse import urlsplit
 
 from vlmq.settings import Settings
@@ -37,6 +45,9 @@ from vlmq.settings import Settings
 log = logging.getLogger("vlmq.blobs")
 IMAGES = "images"
 ARTIFACTS = "artifacts"
+FILES = "files"
+#: Bytes per chunk that `astream` yields.
+CHUNK = 1 << 20
 
 
 def image_name(owner_id: str) -> str:
@@ -46,6 +57,10 @@ def image_name(owner_id: str) -> str:
 
 def artifact_name(job_id: str, name: str) -> str:
     return f"{ARTIFACTS}/{job_id}/{name}"
+
+
+def file_name(file_id: str) -> str:
+    return f"{FILES}/{file_id}"
 
 
 def owned_images(record) -> list[str]:
@@ -62,6 +77,8 @@ class BlobStore(Protocol):
     async def aput(self, name: str, data: bytes) -> None: ...
     async def aget(self, name: str) -> bytes | None: ...
     async def adelete(self, *names: str) -> None: ...
+    async def aput_file(self, name: str, file: BinaryIO) -> None: ...
+    def astream(self, name: str, start: int = 0) -> AsyncIterator[bytes]: ...
 
 
 #: A blob name: path segments of letters, digits, `.`, `_`, `-`, `@` (no `..`, no absolute path).
@@ -139,6 +156,33 @@ class LocalBlobStore:
     async def adelete(self, *names: str) -> None:
         self.delete(*names)
 
+    async def aput_file(self, name: str, file: BinaryIO) -> None:
+        """Copied in a thread (a file may be hundreds of megabytes), then renamed into place."""
+        def copy() -> None:
+            path = self._path(name)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
+            try:
+                with open(tmp, "wb") as handle:
+                    shutil.copyfileobj(file, handle, CHUNK)
+                os.replace(tmp, path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+
+        await asyncio.to_thread(copy)
+
+    async def astream(self, name: str, start: int = 0) -> AsyncIterator[bytes]:
+        """The blob's bytes from `start`, a chunk at a time (FileNotFoundError: no such blob)."""
+        handle = await asyncio.to_thread(open, self._path(name), "rb")
+        try:
+            handle.seek(start)
+            while chunk := await asyncio.to_thread(handle.read, CHUNK):
+                yield chunk
+        finally:
+            handle.close()
+
 
 class S3BlobStore:
     def __init__(self, bucket: str, prefix: str, settings: Settings) -> None:
@@ -207,6 +251,19 @@ class S3BlobStore:
 
         if names:
             await obstore.delete_async(self.store, list(names))
+
+    async def aput_file(self, name: str, file: BinaryIO) -> None:
+        """A multipart upload, read from the file a part at a time."""
+        import obstore
+
+        await obstore.put_async(self.store, name, file, chunk_size=8 * 1024 * 1024)
+
+    async def astream(self, name: str, start: int = 0) -> AsyncIterator[bytes]:
+        import obstore
+
+        result = await obstore.get_async(self.store, name, options={"range": {"offset": start}} if start else None)
+        async for chunk in result.stream(min_chunk_size=CHUNK):
+            yield bytes(chunk)
 
 
 def blob_store(settings: Settings) -> BlobStore:

@@ -144,6 +144,7 @@ class JobRecord:
     webhook_events: tuple[str, ...] = ()
     worker: str | None = None
     cancel_reason: str | None = None
+    batch: str | None = None  # an OpenAI-style batch's id: its final status is counted there
 
     @property
     def queue_ms(self) -> float | None:
@@ -178,6 +179,7 @@ class JobRecord:
             "deadline": repr(self.deadline) if self.deadline else None,
             "webhook": self.webhook,
             "webhook_events": ",".join(self.webhook_events) if self.webhook_events else None,
+            "batch": self.batch,
         }
         return {k: v for k, v in fields.items() if v is not None}
 
@@ -215,4 +217,5 @@ class JobRecord:
             webhook_events=tuple(x for x in raw.get("webhook_events", "").split(",") if x),
             worker=raw.get("worker"),
             cancel_reason=raw.get("cancel_reason"),
+            batch=raw.get("batch"),
         )

@@ -16,6 +16,7 @@ Groups:
 - answer cache (cache/exact.py, api/answers.py): exact entries, per-model index, revisions seen,
   generations;
 - API (api/idempotency.py, api/routes/batches.py): idempotency keys, batches;
+- OpenAI Batch API (api/openai_files.py, api/openai_batches.py): files, batches, their progress;
 - worker locks (tasks/reconcile.py): reconciler and blob sweep locks.
 
 Not here: the broker's keys. Queue lists are named by vlmq/queues.py (``vlmq.<model>.<lane>``, plus
@@ -66,6 +67,18 @@ GENERATION = CACHE_PREFIX + "generation:{}"  # string (counter) per model: bumpe
 # --- API (api/idempotency.py, api/routes/batches.py)
 IDEM = "vlmq:idem:{}:{}"  # string per owner and sha256(Idempotency-Key): pending:<hash>, then job:<hash>:<id>
 BATCH = "vlmq:batch:{}"  # hash per batch id: owner, created_at, jobs, errors (expires after job_ttl_s)
+
+# --- the OpenAI-compatible Batch API (api/openai_files.py, api/openai_batches.py); they expire after
+# openai_file_ttl_s
+OAI_FILE = "vlmq:oai:file:{}"  # hash per file id: owner, purpose, filename, bytes, lines, created_at
+OAI_FILES = "vlmq:oai:files:{}"  # sorted set per owner: file id -> created_at
+OAI_BATCH = "vlmq:oai:batch:{}"  # hash per batch id: the batch object's fields, ingest progress
+OAI_BATCHES = "vlmq:oai:batches:{}"  # sorted set per owner: batch id -> created_at
+OAI_BATCH_JOBS = "vlmq:oai:batch-jobs:{}"  # list per batch id: "<job id> <custom_id>" per accepted line
+OAI_BATCH_REFUSED = "vlmq:oai:batch-refused:{}"  # list per batch id: JSON per line refused at ingest
+OAI_BATCH_COUNTS = "vlmq:oai:batch-counts:{}"  # hash per batch id: final status -> jobs (the Lua scripts)
+OAI_ACTIVE = "vlmq:oai:active"  # set: batches not yet final (an API process drives each)
+OAI_LEASE = "vlmq:oai:lease:{}"  # string per batch id: the API process driving it (NX, expires)
 
 # --- worker locks (tasks/reconcile.py)
 RECONCILE_LOCK = "vlmq:reconcile-lock:{}"  # string per model: one reconciler at a time (NX, expires)

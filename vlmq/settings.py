@@ -78,6 +78,13 @@ class Settings(BaseSettings):
     webhook_backoff_s: float = Field(1.0, gt=0, description="First retry delay; doubles, with jitter.")
     idempotency_ttl_s: int = Field(86_400, ge=60, description="How long an Idempotency-Key returns its job.")
     max_batch_jobs: int = Field(1000, ge=1, le=10_000, description="Jobs per POST /v1/batches.")
+    openai_file_max_bytes: int = Field(
+        200 * 1024 * 1024, ge=1024, description="Largest file `POST /openai/v1/files` takes (a batch's JSONL)."
+    )
+    openai_batch_max_lines: int = Field(50_000, ge=1, description="Requests per OpenAI-style batch file.")
+    openai_file_ttl_s: int = Field(
+        30 * 86_400, ge=60, description="How long OpenAI-style files and batches live (jobs: job_ttl_s)."
+    )
 
     # --- cache ------------------------------------------------------------------------------
     cache_enabled: bool = Field(True, description="Answer repeated requests from the cache.")

@@ -28,7 +28,7 @@ import redis
 
 from vlmq.fanout import SETTLE_PARENT
 from vlmq.jobs import CacheOutcome, JobRecord, JobStatus, now
-from vlmq.keyspace import BACKLOG, EVENTS, FINISHED_METRIC, JOB, JOINERS, PENDING, RECENT
+from vlmq.keyspace import BACKLOG, EVENTS, FINISHED_METRIC, JOB, JOINERS, OAI_BATCH_COUNTS, PENDING, RECENT
 from vlmq.metrics_store import labels_field
 
 RECENT_KEEP = 1000
@@ -43,12 +43,14 @@ FINAL_EVENT_ID = "0-2"
 # Every function that makes a job final counts it (`count_final`), in the same atomic step: each
 # final status of each job is counted exactly once, whoever set it (worker, cancel, deadline, compare
 # parent, joiner). The field is MetricsStore's label format: model=..|status=..|type=.. (sorted).
+# A job of an OpenAI-style batch (its `batch` field) is also counted in its batch's tally.
 _LIB = f"""
 local TTL, MAXLEN
 local function count_final(key, status)
-  local meta = redis.call('HMGET', key, 'type', 'model')
+  local meta = redis.call('HMGET', key, 'type', 'model', 'batch')
   redis.call('HINCRBYFLOAT', '{FINISHED_METRIC}',
              'model=' .. (meta[2] or '') .. '|status=' .. status .. '|type=' .. (meta[1] or ''), 1)
+  if meta[3] then redis.call('HINCRBY', '{OAI_BATCH_COUNTS.format("")}' .. meta[3], status, 1) end
 end
 local function event(id, name, data)
   local key = '{EVENTS.format("")}' .. id

@@ -14,6 +14,7 @@ from fastapi.concurrency import run_in_threadpool
 from sse_starlette.sse import EventSourceResponse, ServerSentEvent
 
 from vlmq.api.auth import owned, spend
+from vlmq.api.cancel import cancel
 from vlmq.api.deps import CallerDep, ServicesDep, StoreDep
 from vlmq.api.errors import ApiError
 from vlmq.api.events import follow, replay
@@ -182,16 +183,8 @@ async def job_events(job_id: str, services: ServicesDep, caller: CallerDep,
 def cancel_job(job_id: str, services: ServicesDep, caller: CallerDep) -> JobView:
     """A queued job never runs; a running generative job stops at its next token. Idempotent:
     a job already final is returned as it is."""
-    store = services.store
-    record = owned(store.get(job_id), caller, job_id)
-    for child in store.get_many(record.children.values()):
-        if child is not None and store.cancel(child.id, "canceled by the client"):
-            services.lanes.left(child)
-    if store.cancel(job_id, "canceled by the client") and not record.status.final:
-        services.lanes.left(record)  # it waits no more: its place in the lane is free
-        delete_quietly(services.blobs, *owned_images(record))
-        services.notifier.final(store.get(job_id) or record)
-    return JobView.of(store.get(job_id) or record)
+    record = owned(services.store.get(job_id), caller, job_id)
+    return JobView.of(cancel(services, record, "canceled by the client"))
 
 
 @router.get("/{job_id}/deliveries", response_model=DeliveryList, responses={404: {"model": ErrorBody}})

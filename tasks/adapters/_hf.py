@@ -183,6 +183,30 @@ def generation(params: GenerativeParams, hooks: GenerationHooks, tokenizer: Any,
     return {**kwargs, **hooks.generate_kwargs(tokenizer, rows, kwargs["num_beams"])}
 
 
+def usage(prompt_tokens: Sequence[int], generated: torch.Tensor, stop_ids: Any) -> list[dict[str, int]]:
+    """Per row, the output's `usage`: its prompt tokens (given: padding not counted), and the tokens it
+    generated up to and including its first stop token (`generated` holds only the new part; what
+    follows a row's stop is padding)."""
+    ids = [stop_ids] if isinstance(stop_ids, int) else [i for i in (stop_ids or []) if i is not None]
+    if ids and generated.shape[1]:
+        stops = torch.isin(generated, torch.tensor(ids, device=generated.device))
+        lengths = torch.where(stops.any(dim=1), stops.int().argmax(dim=1) + 1, generated.shape[1]).tolist()
+    else:
+        lengths = [generated.shape[1]] * generated.shape[0]
+    return [{"prompt_tokens": int(p), "completion_tokens": int(n)} for p, n in zip(prompt_tokens, lengths, strict=True)]
+
+
+def image_tokens(model: Any) -> int:
+    """What a BLIP-style vision encoder hands the text model per image: a token per patch, and [CLS]."""
+    vision = model.config.vision_config
+    return (vision.image_size // vision.patch_size) ** 2 + 1
+
+
+def eos_ids(model: Any) -> Any:
+    """The token ids that end a model's generation."""
+    return getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+
+
 def new_tokens(sequences: torch.Tensor, prompt_length: int) -> torch.Tensor:
     """The generated part of decoder-only `generate()` output (prompt, left padding included, cut)."""
     return sequences[:, prompt_length:]

@@ -54,11 +54,13 @@ class BlipCaptionAdapter(ModelAdapter):
         results = list(batch.results)
         for rows, (prompt, inputs) in batch.parts:
             texts = self._caption(batch.items[rows[0]].params, prompt, inputs, _hf.subset_hooks(hooks, rows))
-            for row, text in zip(rows, texts, strict=True):
-                results[row] = {"text": text}
+            for row, (text, used) in zip(rows, texts, strict=True):
+                results[row] = {"text": text, "usage": used}
         return results
 
-    def _caption(self, params: CaptionParams, prompt: str, inputs: Any, hooks: GenerationHooks) -> list[str]:
+    def _caption(self, params: CaptionParams, prompt: str, inputs: Any, hooks: GenerationHooks
+                 ) -> list[tuple[str, dict[str, int]]]:
+        """Per row, its caption and its usage (the image's tokens, [DEC] and the prompt are its prompt)."""
         inputs = _hf.to_model(inputs, self.model)
         rows = inputs["pixel_values"].shape[0]
         generation = _hf.generation(params, hooks, self.tokenizer, rows)
@@ -68,12 +70,14 @@ class BlipCaptionAdapter(ModelAdapter):
                 hooks.on_text(row, self._prefix_text(prompt))
         with torch.inference_mode():
             out = self.model.generate(**inputs, **generation)
-        if not prompt:
-            return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
         # generate() returns the prompt ids too ([DEC] + prompt): prefix text + the continuation.
-        prompt_length = inputs["input_ids"].shape[1] - 1
-        continuations = self.tokenizer.batch_decode(out[:, prompt_length:], skip_special_tokens=True)
-        return [(self._prefix_text(prompt) + t).strip() for t in continuations]
+        prompt_length = inputs["input_ids"].shape[1] - 1 if prompt else 1
+        continuations = out[:, prompt_length:]
+        counts = _hf.usage([prompt_length + _hf.image_tokens(self.model)] * rows, continuations,
+                           self.model.config.text_config.sep_token_id)
+        prefix = self._prefix_text(prompt) if prompt else ""
+        texts = self.tokenizer.batch_decode(continuations, skip_special_tokens=True)
+        return [((prefix + t).strip(), used) for t, used in zip(texts, counts, strict=True)]
 
     def _prefix_text(self, prompt: str) -> str:
         ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]

@@ -112,9 +112,11 @@ class ImageTextToTextAdapter(ModelAdapter):
                                     len(rows))
         with torch.inference_mode():
             out = self.model.generate(**inputs, **generation, pad_token_id=self.tokenizer.pad_token_id)
-        texts = self.tokenizer.batch_decode(_hf.new_tokens(out, prompt_length), skip_special_tokens=True)
-        for row, text in zip(rows, texts, strict=True):
-            results[row] = {"text": text.strip()}  # every type it runs answers text
+        generated = _hf.new_tokens(out, prompt_length)
+        texts = self.tokenizer.batch_decode(generated, skip_special_tokens=True)
+        counts = _hf.usage(inputs["attention_mask"].sum(dim=1).tolist(), generated, _hf.eos_ids(self.model))
+        for row, text, used in zip(rows, texts, counts, strict=True):
+            results[row] = {"text": text.strip(), "usage": used}  # every type it runs answers text
         return results
 
 

@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from vlmq.jobtypes import OUTPUTS
 from vlmq.jobtypes.detect import Box
 from vlmq.tasks.adapters import _hf
 from vlmq.tasks.adapters.base import GenerationHooks, ModelAdapter, WorkItem
@@ -128,23 +129,29 @@ class PaliGemmaAdapter(ModelAdapter):
         if batch.parts:
             (rows, inputs), = batch.parts
             items = [batch.items[r] for r in rows]
-            texts = self._generate(items, inputs, _hf.subset_hooks(hooks, rows))
-            for row, item, text in zip(rows, items, texts, strict=True):
-                results[row] = self._output(item, text)
+            texts, counts = self._generate(items, inputs, _hf.subset_hooks(hooks, rows))
+            for row, item, text, used in zip(rows, items, texts, counts, strict=True):
+                results[row] = self._output(item, text, used)
         return results
 
-    def _generate(self, items: list[WorkItem], inputs, hooks: GenerationHooks) -> list[str]:
+    def _generate(self, items: list[WorkItem], inputs, hooks: GenerationHooks
+                  ) -> tuple[list[str], list[dict[str, int]]]:
         inputs = _hf.to_model(inputs, self.model)
         prompt_length = inputs["input_ids"].shape[1]
         with torch.inference_mode():
             out = self.model.generate(**inputs, **_hf.generation(items[0].params, hooks, self.tokenizer, len(items)))
+        generated = _hf.new_tokens(out, prompt_length)
+        counts = _hf.usage(inputs["attention_mask"].sum(dim=1).tolist(), generated, _hf.eos_ids(self.model))
         # skip_special_tokens drops <eos>/<pad> but keeps <locNNNN>/<segNNN> (ordinary added tokens).
-        return self.tokenizer.batch_decode(_hf.new_tokens(out, prompt_length), skip_special_tokens=True)
+        return self.tokenizer.batch_decode(generated, skip_special_tokens=True), counts
 
     @staticmethod
-    def _output(item: WorkItem, text: str) -> dict:
+    def _output(item: WorkItem, text: str, used: dict[str, int]) -> dict:
         read = READ.get(item.params.type)
-        return read(item, text) if read else {"text": text.strip()}
+        output = read(item, text) if read else {"text": text.strip()}
+        if "usage" in OUTPUTS[item.params.type].model_fields:
+            output["usage"] = used
+        return output
 
 
 Adapter = PaliGemmaAdapter

@@ -43,7 +43,11 @@ def test_a_chat_model_answers_a_completion_and_names_its_job(client: openai.Open
         max_completion_tokens=5, temperature=0, seed=3)
     completion = raw.parse()
     assert completion.object == "chat.completion" and completion.model == "llava-chat"
-    assert completion.choices[0].message.role == "assistant" and completion.choices[0].finish_reason == "stop"
+    assert completion.choices[0].message.role == "assistant"
+    used = completion.usage  # the adapter's token counts: `length` when it used all it was allowed
+    assert used.prompt_tokens > 0 and 1 <= used.completion_tokens <= 5
+    assert used.total_tokens == used.prompt_tokens + used.completion_tokens
+    assert completion.choices[0].finish_reason == ("length" if used.completion_tokens == 5 else "stop")
     job_id = raw.headers["x-vlmq-job-id"]
     job = _get(stack, key, f"/v1/jobs/{job_id}")  # the same job machinery and record, the key's own
     assert job["type"] == "chat" and job["status"] == "succeeded"
@@ -67,7 +71,7 @@ def test_streaming_ends_with_done_and_adds_up_to_the_answer(client: openai.OpenA
     chunks = list(client.chat.completions.create(model="llava-chat", messages=_image_message("Describe it."),
                                                  max_completion_tokens=8, temperature=0, stream=True))
     assert chunks and all(c.object == "chat.completion.chunk" for c in chunks)
-    assert chunks[0].choices[0].delta.role == "assistant" and chunks[-1].choices[0].finish_reason == "stop"
+    assert chunks[0].choices[0].delta.role == "assistant" and chunks[-1].choices[0].finish_reason in ("stop", "length")
     streamed = "".join(c.choices[0].delta.content or "" for c in chunks)
     job_id = chunks[0].id.removeprefix("chatcmpl-")
     assert _get(stack, key, f"/v1/jobs/{job_id}")["output"]["text"] == streamed

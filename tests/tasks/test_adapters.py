@@ -18,7 +18,7 @@ from vlmq.jobtypes.detect import DetectOutput, DetectParams
 from vlmq.jobtypes.vqa import VqaParams
 from vlmq.registry import RegistryError, load_registry
 from vlmq.settings import Settings
-from vlmq.tasks.adapters import check_registry, load_adapter_class
+from vlmq.tasks.adapters import _hf, check_registry, load_adapter_class
 from vlmq.tasks.adapters.base import GenerationHooks, ItemError, ModelAdapter, SetupError, WorkItem
 from vlmq.tasks.adapters.paligemma import parse_loc_boxes
 
@@ -111,6 +111,26 @@ def test_batch_of_three_equals_one_by_one(case, make_adapter, photos):
     assert batched == alone
     texts = [out.get("text") or out.get("answer") or "" for out in batched]
     assert any(texts), "greedy decoding produced nothing at all"
+
+
+@pytest.mark.parametrize("case", list(GENERATIVE_CASES))
+def test_generative_outputs_count_their_tokens(case, make_adapter, photos):
+    adapter_name, model, tasks, params_list = GENERATIVE_CASES[case]
+    outputs = make_adapter(adapter_name, model, tasks).run(items_for(photos, params_list), GenerationHooks())
+    for output, params in zip(outputs, params_list, strict=True):
+        if "usage" not in OUTPUTS[params.type].model_fields:
+            continue
+        used = output["usage"]
+        assert used["prompt_tokens"] > 0 and 1 <= used["completion_tokens"] <= params.max_new_tokens, (case, used)
+
+
+def test_usage_counts_up_to_the_first_stop_token():
+    eos, pad = 2, 0
+    generated = torch.tensor([[5, 6, eos, pad, pad], [5, 6, 7, 8, 9], [eos, pad, pad, pad, pad]])
+    assert _hf.usage([10, 11, 12], generated, [eos]) == [
+        {"prompt_tokens": 10, "completion_tokens": 3}, {"prompt_tokens": 11, "completion_tokens": 5},
+        {"prompt_tokens": 12, "completion_tokens": 1}]
+    assert _hf.usage([1], generated[1:2], None) == [{"prompt_tokens": 1, "completion_tokens": 5}]
 
 
 def test_caption_depends_on_the_image(make_adapter, photos):

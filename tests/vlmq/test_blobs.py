@@ -19,7 +19,7 @@ import pytest
 from tests.utils.images import astronaut, data_uri
 from tests.utils.jobs import run
 from tests.utils.processes import start_api, start_worker, wait_ready
-from vlmq.blobs import BlobStore, LocalBlobStore, artifact_name, blob_store, image_name
+from vlmq.blobs import CHUNK, BlobStore, LocalBlobStore, artifact_name, blob_store, file_name, image_name
 from vlmq.cli.redis_server import free_port
 from vlmq.settings import Settings
 
@@ -88,6 +88,24 @@ def test_async_calls(store: BlobStore) -> None:
         return got
 
     assert asyncio.run(go()) == b"async"
+
+
+def test_a_file_larger_than_a_chunk_goes_in_from_a_file_and_streams_out_from_an_offset(
+        store: BlobStore, tmp_path: Path) -> None:
+    data = os.urandom(CHUNK * 2 + 12345)
+    source = tmp_path / "upload.jsonl"
+    source.write_bytes(data)
+
+    async def go() -> tuple[bytes, bytes]:
+        with source.open("rb") as handle:
+            await store.aput_file(file_name("f1"), handle)
+        whole = b"".join([chunk async for chunk in store.astream(file_name("f1"))])
+        tail = b"".join([chunk async for chunk in store.astream(file_name("f1"), CHUNK + 7)])
+        return whole, tail
+
+    whole, tail = asyncio.run(go())
+    assert whole == data and tail == data[CHUNK + 7:]
+    assert store.get(file_name("f1")) == data
 
 
 def test_sweep_deletes_only_what_is_old(store: BlobStore) -> None:

@@ -51,6 +51,14 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class Usage(StrictModel):
+    """Tokens a generative model read (the prompt, image tokens included) and wrote (its end token
+    included)."""
+
+    prompt_tokens: int = Field(..., ge=0)
+    completion_tokens: int = Field(..., ge=0)
+
+
 class Decoding(StrictModel):
     """How tokens are chosen: `greedy`, `nucleus` (needs `top_p`) or `temperature` (needs `temperature`)."""
 

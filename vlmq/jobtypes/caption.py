@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from vlmq.jobtypes.base import Decoding, GenerativeParams, JobTypeSpec, StrictModel, Text, beam_kwargs
+from vlmq.jobtypes.base import Decoding, GenerativeParams, JobTypeSpec, StrictModel, Text, Usage, beam_kwargs
 
 
 class CaptionParams(GenerativeParams):
@@ -32,6 +32,7 @@ class CaptionParams(GenerativeParams):
 
 class CaptionOutput(StrictModel):
     text: str
+    usage: Usage | None = None
 
 
 JOB_TYPE = JobTypeSpec(

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from vlmq.jobtypes.base import GenerativeParams, JobTypeSpec, StrictModel, Text
+from vlmq.jobtypes.base import GenerativeParams, JobTypeSpec, StrictModel, Text, Usage
 
 
 class ChatMessage(StrictModel):
@@ -60,6 +60,7 @@ class ChatParams(GenerativeParams):
 
 class ChatOutput(StrictModel):
     text: str
+    usage: Usage | None = None
 
 
 JOB_TYPE = JobTypeSpec(

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from vlmq.jobtypes.base import GenerativeParams, JobTypeSpec, StrictModel
+from vlmq.jobtypes.base import GenerativeParams, JobTypeSpec, StrictModel, Usage
 
 
 class OcrParams(GenerativeParams):
@@ -17,6 +17,7 @@ class OcrParams(GenerativeParams):
 
 class OcrOutput(StrictModel):
     text: str = Field(..., description="The text read in the image, as the model wrote it.")
+    usage: Usage | None = None
 
 
 JOB_TYPE = JobTypeSpec(

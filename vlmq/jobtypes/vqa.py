@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from vlmq.jobtypes.base import GenerativeParams, JobTypeSpec, StrictModel, Text, beam_kwargs
+from vlmq.jobtypes.base import GenerativeParams, JobTypeSpec, StrictModel, Text, Usage, beam_kwargs
 
 
 class VqaParams(GenerativeParams):
@@ -35,6 +35,7 @@ class ScoredAnswer(StrictModel):
 class VqaOutput(StrictModel):
     answer: str
     scores: list[ScoredAnswer] | None = None
+    usage: Usage | None = Field(None, description="Generative models only.")
 
 
 JOB_TYPE = JobTypeSpec(

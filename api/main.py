@@ -17,7 +17,8 @@ from vlmq.api.body_limit import BodySizeLimit
 from vlmq.api.errors import install_error_handlers
 from vlmq.api.methods import MethodHandling
 from vlmq.api.metrics import FleetCollector, install_metrics
-from vlmq.api.routes import admin, batches, health, jobs, models, openai
+from vlmq.api.openai_batches import BatchRunner
+from vlmq.api.routes import admin, batches, health, jobs, models, openai, openai_batches
 from vlmq.api.schemas import ErrorBody
 from vlmq.api.services import Services
 from vlmq.logs import setup_logging
@@ -61,10 +62,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         app.state.services = Services.build(settings, registry)
         freeze = asyncio.create_task(_freeze_when_loaded(app.state.services))
+        runner = BatchRunner(app.state.services)  # OpenAI-style batches, leased across API processes
+        batches_task = asyncio.create_task(runner.run())
         try:
             yield
         finally:
             freeze.cancel()
+            batches_task.cancel()
+            await runner.aclose()
             await app.state.services.aclose()
 
     app = FastAPI(
@@ -74,11 +79,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for module in (jobs, batches, models, admin, openai):
+    for module in (jobs, batches, models, admin, openai, openai_batches):
         app.include_router(module.router, responses=COMMON_ERRORS)
     app.include_router(health.router)
     install_metrics(app, lambda: _fleet_collector(app))
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_image_bytes * 4 // 3 + 256 * 1024)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_image_bytes * 4 // 3 + 256 * 1024,
+                       larger={"/openai/v1/files": settings.openai_file_max_bytes})
     app.add_middleware(MethodHandling, routes_of=app)
     openapi.install(app, registry, settings.max_batch_jobs)
     return app

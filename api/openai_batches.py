@@ -65,7 +65,6 @@ from vlmq.keyspace import (
 
 log = logging.getLogger("vlmq.openai_batches")
 WINDOWS = {"24h": 86_400}
-LEASE_S = 30
 POLL_S = 1.0
 #: Lines read, checked and queued together (their images checked concurrently), then recorded.
 CHUNK_LINES = 64
@@ -223,6 +222,7 @@ class BatchRunner:
         self.token = uuid.uuid4().hex
         self.driving: dict[str, asyncio.Task] = {}
         self._fetches = asyncio.Semaphore(FETCH_CONCURRENCY)
+        self.lease_s = services.settings.openai_batch_lease_s
 
     async def run(self) -> None:
         while True:
@@ -231,7 +231,7 @@ class BatchRunner:
                     batch_id = raw.decode()
                     if batch_id in self.driving:
                         continue
-                    if await self.services.aredis.set(OAI_LEASE.format(batch_id), self.token, nx=True, ex=LEASE_S):
+                    if await self.services.aredis.set(OAI_LEASE.format(batch_id), self.token, nx=True, ex=self.lease_s):
                         self.driving[batch_id] = asyncio.create_task(self._drive(batch_id))
             except (redis.RedisError, OSError) as exc:
                 log.warning("batch runner: Redis unavailable: %s", exc)
@@ -261,13 +261,13 @@ class BatchRunner:
     async def _keep_lease(self, batch_id: str, driver: asyncio.Task | None) -> None:
         key = OAI_LEASE.format(batch_id)
         while True:
-            await asyncio.sleep(LEASE_S / 3)
+            await asyncio.sleep(self.lease_s / 3)
             with contextlib.suppress(redis.RedisError, OSError):
                 if await self.services.aredis.get(key) != self.token.encode():
                     if driver is not None:
                         driver.cancel()  # another process holds it now
                     return
-                await self.services.aredis.expire(key, LEASE_S)
+                await self.services.aredis.expire(key, self.lease_s)
 
     async def _advance(self, batch_id: str) -> None:
         while True:
@@ -294,30 +294,34 @@ class BatchRunner:
     # --- in_progress: the file's lines become jobs ------------------------------------------------
 
     async def _ingest(self, batch: Batch) -> None:
-        """Queue lines from the recorded offset until the file ends or the batch is canceled."""
+        """Queue lines from the recorded offset until the file ends or the batch is canceled. The first
+        chunk may have been queued by a process that died before recording it: its lines' jobs are
+        looked up by their derived ids first."""
         offset, number = batch.int("offset"), batch.int("line")
-        resumed = number > 0
-        pending: list[tuple[int, bytes]] = []
+        resumed = True
+        pending: list[tuple[int, bytes, int]] = []  # (line number, line, the file offset after it)
         stream = self.services.blobs.astream(file_name(batch.fields["input_file_id"]), offset)
         async for data in _lines_of(stream):
             for raw, size in data:
                 offset += size
                 if raw.strip():
-                    pending.append((number, raw))
+                    pending.append((number, raw, offset))
                     number += 1
                 if len(pending) == CHUNK_LINES or (pending and number >= batch.int("total")):
-                    if not await self._queue(batch, pending, offset, number, resumed):
+                    if not await self._queue(batch, pending, resumed):
                         return
                     pending, resumed = [], False
         if pending:
-            await self._queue(batch, pending, offset, number, resumed)
+            await self._queue(batch, pending, resumed)
 
-    async def _queue(self, batch: Batch, raws: list[tuple[int, bytes]], offset: int, number: int,
-                     resumed: bool) -> bool:
-        """Check and queue one chunk of lines, then record them; False when the batch was canceled."""
-        lines = await asyncio.gather(*(self._check(batch, n, raw) for n, raw in raws))
+    async def _queue(self, batch: Batch, chunk: list[tuple[int, bytes, int]], resumed: bool) -> bool:
+        """Check and queue one chunk of lines, then record them; False when the batch was canceled or
+        expired meanwhile (what was queued of the chunk is recorded, the rest left unread)."""
+        lines = await asyncio.gather(*(self._check(batch, n, raw) for n, raw, _end in chunk))
         jobs, refused, tally = [], [], Counter()
-        for line in lines:
+        progress: tuple[int, int] | None = None  # (offset, line) after the last line handled
+        stopped = False
+        for line, (number, _raw, end) in zip(lines, chunk, strict=True):
             if line.refusal is None:
                 try:
                     record = await self._submit(batch, line, resumed)
@@ -325,7 +329,8 @@ class BatchRunner:
                     line.refusal = error_body(exc.status, exc.message, exc.code, exc.field)
                 else:
                     if record is None:
-                        return False
+                        stopped = True
+                        break
                     if record.status.final and record.cache in (CacheOutcome.hit, CacheOutcome.semantic_hit):
                         tally[record.status.value] += 1  # answered from the cache: no script counted it
                     jobs.append(f"{record.id} {line.custom_id}")
@@ -334,19 +339,28 @@ class BatchRunner:
                 refused.append(json.dumps({"line": line.number, "custom_id": line.custom_id, "status": status,
                                            "body": body}))
                 tally["refused"] += 1
+            progress = (end, number + 1)
+        if progress is not None:
+            await self._record(batch.id, jobs, refused, tally, *progress)
+        if stopped:
+            return False
+        current = await self.batches.load(batch.id)
+        return current is not None and current.status == "in_progress" and time.time() < current.int("expires_at")
+
+    async def _record(self, batch_id: str, jobs: list[str], refused: list[str], tally: Counter, offset: int,
+                      line: int) -> None:
+        """The chunk's jobs, refusals and tally, and the progress after it, in one transaction."""
         pipe = self.services.aredis.pipeline(transaction=True)
         ttl = self.batches.ttl_s
         for key, values in ((OAI_BATCH_JOBS, jobs), (OAI_BATCH_REFUSED, refused)):
             if values:
-                pipe.rpush(key.format(batch.id), *values)
-                pipe.expire(key.format(batch.id), ttl)
+                pipe.rpush(key.format(batch_id), *values)
+                pipe.expire(key.format(batch_id), ttl)
         for status, count in tally.items():
-            pipe.hincrby(OAI_BATCH_COUNTS.format(batch.id), status, count)
-        pipe.expire(OAI_BATCH_COUNTS.format(batch.id), ttl)
-        pipe.hset(OAI_BATCH.format(batch.id), mapping={"offset": str(offset), "line": str(number)})
+            pipe.hincrby(OAI_BATCH_COUNTS.format(batch_id), status, count)
+        pipe.expire(OAI_BATCH_COUNTS.format(batch_id), ttl)
+        pipe.hset(OAI_BATCH.format(batch_id), mapping={"offset": str(offset), "line": str(line)})
         await pipe.execute()
-        current = await self.batches.load(batch.id)
-        return current is not None and current.status == "in_progress" and time.time() < current.int("expires_at")
 
     async def _check(self, batch: Batch, number: int, raw: bytes) -> _Line:
         line = json.loads(raw)  # its shape was checked at upload

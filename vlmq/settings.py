@@ -82,6 +82,9 @@ class Settings(BaseSettings):
         200 * 1024 * 1024, ge=1024, description="Largest file `POST /openai/v1/files` takes (a batch's JSONL)."
     )
     openai_batch_max_lines: int = Field(50_000, ge=1, description="Requests per OpenAI-style batch file.")
+    openai_batch_lease_s: int = Field(
+        30, ge=2, description="How soon another API process takes over a batch whose API process died."
+    )
     openai_file_ttl_s: int = Field(
         30 * 86_400, ge=60, description="How long OpenAI-style files and batches live (jobs: job_ttl_s)."
     )

@@ -47,7 +47,7 @@ from pydantic import ValidationError
 
 from vlmq.api.cancel import cancel
 from vlmq.api.errors import ApiError, invalid_request
-from vlmq.api.openai_files import BATCH_URL, FileRecord, Files
+from vlmq.api.openai_files import BATCH_URL, FileRecord, Files, owned_page
 from vlmq.api.openai_shapes import ChatCompletionRequest, completion, error_body, failure, job_request_of
 from vlmq.api.services import Services
 from vlmq.api.submit import Delivery, create_jobs, prepare
@@ -62,6 +62,7 @@ from vlmq.keyspace import (
     OAI_BATCHES,
     OAI_LEASE,
 )
+from vlmq.store import aget
 
 log = logging.getLogger("vlmq.openai_batches")
 WINDOWS = {"24h": 86_400}
@@ -181,19 +182,7 @@ class Batches:
         return batch
 
     async def page(self, owner: str, after: str | None, limit: int) -> tuple[list[Batch], bool]:
-        ids = [i.decode() for i in await self.redis.zrange(OAI_BATCHES.format(owner), 0, -1, desc=True)]
-        if after is not None:
-            ids = ids[ids.index(after) + 1:] if after in ids else []
-        found: list[Batch] = []
-        for batch_id in ids:
-            batch = await self.load(batch_id)
-            if batch is None:
-                await self.redis.zrem(OAI_BATCHES.format(owner), batch_id)  # expired
-                continue
-            if len(found) == limit:
-                return found, True
-            found.append(batch)
-        return found, False
+        return await owned_page(self.redis, OAI_BATCHES.format(owner), after, limit, self.load)
 
     async def update(self, batch_id: str, **fields: Any) -> None:
         await self.redis.hset(OAI_BATCH.format(batch_id), mapping={k: str(v) for k, v in fields.items()})
@@ -384,7 +373,7 @@ class BatchRunner:
         expired) meanwhile. A refusal other than a full lane is raised (an `ApiError`)."""
         job_id = line_job_id(batch.id, line.number)
         if resumed:  # queued before a crash, not yet recorded
-            existing = await asyncio.to_thread(self.services.store.get, job_id)
+            existing = await aget(self.services.aredis, job_id)
             if existing is not None:
                 return existing
         delivery = Delivery(owner=batch.owner, lane=Lane.bulk, deadline=float(batch.int("expires_at")),
@@ -407,17 +396,21 @@ class BatchRunner:
 
     # --- cancelling, finalizing ---------------------------------------------------------------------
 
+    async def jobs_of(self, batch_id: str) -> AsyncIterator[tuple[str, str, JobRecord | None]]:
+        """(job id, custom_id, its record or None) of each accepted line, in the file's order, read a
+        page at a time."""
+        key = OAI_BATCH_JOBS.format(batch_id)
+        for start in range(0, await self.services.aredis.llen(key), PAGE):
+            entries = [e.decode().split(" ", 1) for e in await self.services.aredis.lrange(key, start, start + PAGE - 1)]
+            records = await asyncio.to_thread(self.services.store.get_many, [job_id for job_id, _ in entries])
+            for (job_id, custom_id), record in zip(entries, records, strict=True):
+                yield job_id, custom_id, record
+
     async def _cancel_jobs(self, batch: Batch) -> None:
         """Cancel every job of the batch not yet final, then wait until each has ended."""
-        store = self.services.store
-        key = OAI_BATCH_JOBS.format(batch.id)
-        for start in range(0, await self.services.aredis.llen(key), PAGE):
-            ids = [entry.decode().split(" ", 1)[0] for entry in await self.services.aredis.lrange(key, start,
-                                                                                                  start + PAGE - 1)]
-            records = await asyncio.to_thread(store.get_many, ids)
-            for record in records:
-                if record is not None and not record.status.final:
-                    await asyncio.to_thread(cancel, self.services, record, "its batch was cancelled")
+        async for _job_id, _custom_id, record in self.jobs_of(batch.id):
+            if record is not None and not record.status.final:
+                await asyncio.to_thread(cancel, self.services, record, "its batch was cancelled")
         while True:
             current = await self.batches.load(batch.id)
             if current is None or current.done >= current.int("line"):
@@ -477,14 +470,10 @@ class _ResultFiles:
         redis_ = runner.services.aredis
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             out_lines = err_lines = 0
-            key = OAI_BATCH_JOBS.format(batch.id)
-            for start in range(0, await redis_.llen(key), PAGE):
-                entries = [e.decode().split(" ", 1) for e in await redis_.lrange(key, start, start + PAGE - 1)]
-                records = await asyncio.to_thread(runner.services.store.get_many, [job_id for job_id, _ in entries])
-                for (job_id, custom_id), record in zip(entries, records, strict=True):
-                    ok, line = _result_line(job_id, custom_id, record)
-                    (out if ok else err).write(line)
-                    out_lines, err_lines = out_lines + ok, err_lines + (not ok)
+            async for job_id, custom_id, record in runner.jobs_of(batch.id):
+                ok, line = _result_line(job_id, custom_id, record)
+                (out if ok else err).write(line)
+                out_lines, err_lines = out_lines + ok, err_lines + (not ok)
             for raw in await redis_.lrange(OAI_BATCH_REFUSED.format(batch.id), 0, -1):
                 refused = json.loads(raw)
                 err.write(_line(f"batch_req_{batch.id}_{refused['line']}", refused["custom_id"],

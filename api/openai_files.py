@@ -15,9 +15,9 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 from fastapi import UploadFile
 
@@ -26,6 +26,7 @@ from vlmq.api.services import Services
 from vlmq.blobs import CHUNK, adelete_quietly, file_name
 from vlmq.keyspace import OAI_FILE, OAI_FILES
 
+T = TypeVar("T")
 #: The one endpoint a batch line may name (OpenAI's path, as its SDK and files spell it).
 BATCH_URL = "/v1/chat/completions"
 #: Line errors kept on a file (OpenAI's batch `errors` list; the count is kept whole).
@@ -144,6 +145,27 @@ class LineCheck:
             self._error("invalid_request", f"{min(unknown)}: unknown field", min(unknown))
 
 
+async def owned_page(client, index_key: str, after: str | None, limit: int, load: Callable[[str], Awaitable[T | None]],
+                     keep: Callable[[T], bool] = lambda _record: True, newest_first: bool = True
+                     ) -> tuple[list[T], bool]:
+    """One page of an owner's records (files, batches) listed in the sorted set `index_key`: those
+    after the id `after` that `keep` accepts, and whether more follow. An id whose record expired
+    leaves the index."""
+    ids = [i.decode() for i in await client.zrange(index_key, 0, -1, desc=newest_first)]
+    if after is not None:
+        ids = ids[ids.index(after) + 1:] if after in ids else []
+    found: list[T] = []
+    for record_id in ids:
+        record = await load(record_id)
+        if record is None:
+            await client.zrem(index_key, record_id)  # expired
+        elif keep(record):
+            if len(found) == limit:
+                return found, True
+            found.append(record)
+    return found, False
+
+
 class Files:
     def __init__(self, services: Services) -> None:
         self.services = services
@@ -161,21 +183,17 @@ class Files:
             check.feed(chunk)
         check.close()
         await upload.seek(0)
-        return await self._store(owner, upload.file, upload.filename or "input.jsonl", "batch", size, check)
+        return await self.store_file(owner, upload.file, upload.filename or "input.jsonl", "batch", size,
+                                     check.lines, check.errors, check.error_count)
 
-    async def store_file(self, owner: str, file: BinaryIO, filename: str, purpose: str, size: int,
-                         lines: int) -> FileRecord:
-        """Keep a file vlmq wrote (a batch's output or errors)."""
-        check = LineCheck(0, 0)
-        check.lines = lines
-        return await self._store(owner, file, filename, purpose, size, check)
-
-    async def _store(self, owner: str, file: BinaryIO, filename: str, purpose: str, size: int,
-                     check: LineCheck) -> FileRecord:
+    async def store_file(self, owner: str, file: BinaryIO, filename: str, purpose: str, size: int, lines: int,
+                         errors: list[dict[str, Any]] | None = None, error_count: int = 0) -> FileRecord:
+        """Keep a file: an upload (with what its line check found) or one vlmq wrote (a batch's output or
+        errors)."""
         stamp = int(time.time())
         record = FileRecord(id=f"file-{uuid.uuid4().hex}", owner=owner, purpose=purpose, filename=filename[:255],
-                            bytes=size, created_at=stamp, expires_at=stamp + self.ttl_s, lines=check.lines,
-                            errors=check.errors, error_count=check.error_count)
+                            bytes=size, created_at=stamp, expires_at=stamp + self.ttl_s, lines=lines,
+                            errors=errors or [], error_count=error_count)
         await self.services.blobs.aput_file(file_name(record.id), file)
         pipe = self.services.aredis.pipeline(transaction=False)
         pipe.hset(OAI_FILE.format(record.id), mapping=record.to_hash())
@@ -208,19 +226,9 @@ class Files:
     async def page(self, owner: str, after: str | None, limit: int, purpose: str | None,
                    newest_first: bool) -> tuple[list[FileRecord], bool]:
         """One page of the caller's files after the file `after`, and whether more follow."""
-        ids = [i.decode() for i in await self.services.aredis.zrange(OAI_FILES.format(owner), 0, -1,
-                                                                      desc=newest_first)]
-        if after is not None:
-            ids = ids[ids.index(after) + 1:] if after in ids else []
-        found: list[FileRecord] = []
-        for file_id in ids:
+        async def load(file_id: str) -> FileRecord | None:
             raw = await self.services.aredis.hgetall(OAI_FILE.format(file_id))
-            if not raw:
-                await self.services.aredis.zrem(OAI_FILES.format(owner), file_id)  # expired
-                continue
-            record = FileRecord.from_hash(file_id, raw)
-            if purpose is None or record.purpose == purpose:
-                if len(found) == limit:
-                    return found, True
-                found.append(record)
-        return found, False
+            return FileRecord.from_hash(file_id, raw) if raw else None
+
+        return await owned_page(self.services.aredis, OAI_FILES.format(owner), after, limit, load,
+                                lambda record: purpose is None or record.purpose == purpose, newest_first)

@@ -47,7 +47,7 @@ from pydantic import ValidationError
 
 from vlmq.api.cancel import cancel
 from vlmq.api.errors import ApiError, invalid_request
-from vlmq.api.openai_files import BATCH_URL, FileRecord, Files, owned_page
+from vlmq.api.openai_files import BATCH_URL, FileRecord, Files, lines_of, owned_page
 from vlmq.api.openai_shapes import ChatCompletionRequest, completion, error_body, failure, job_request_of
 from vlmq.api.services import Services
 from vlmq.api.submit import Delivery, create_jobs, prepare
@@ -290,7 +290,7 @@ class BatchRunner:
         resumed = True
         pending: list[tuple[int, bytes, int]] = []  # (line number, line, the file offset after it)
         stream = self.services.blobs.astream(file_name(batch.fields["input_file_id"]), offset)
-        async for data in _lines_of(stream):
+        async for data in lines_of(stream):
             for raw, size in data:
                 offset += size
                 if raw.strip():
@@ -438,23 +438,6 @@ class BatchRunner:
         log.info("batch %s %s: %d completed, %d failed", batch_id, status, files.completed, files.failed)
 
 
-async def _lines_of(stream: AsyncIterator[bytes]) -> AsyncIterator[list[tuple[bytes, int]]]:
-    """The stream's lines, a chunk's worth at a time: (the line without its newline, its size in bytes
-    with it). The last line may lack its newline."""
-    tail = b""
-    async for chunk in stream:
-        data = tail + chunk
-        lines, start = [], 0
-        while (end := data.find(b"\n", start)) >= 0:
-            lines.append((data[start:end], end + 1 - start))
-            start = end + 1
-        tail = data[start:]
-        if lines:
-            yield lines
-    if tail:
-        yield [(tail, len(tail))]
-
-
 @dataclass
 class _ResultFiles:
     completed: int = 0
@@ -517,7 +500,7 @@ async def _unread_lines(runner: BatchRunner, batch: Batch, err) -> int:
                      else ("batch_expired", "the batch's completion window ended first"))
     number, count = batch.int("line"), 0
     stream = runner.services.blobs.astream(file_name(batch.fields["input_file_id"]), batch.int("offset"))
-    async for lines in _lines_of(stream):
+    async for lines in lines_of(stream):
         for raw, _size in lines:
             if raw.strip():
                 custom_id = json.loads(raw)["custom_id"]

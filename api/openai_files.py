@@ -71,6 +71,38 @@ class FileRecord:
                    error_count=int(data.get("error_count", 0)))
 
 
+async def lines_of(stream: AsyncIterator[bytes], max_line_bytes: int | None = None
+                   ) -> AsyncIterator[list[tuple[bytes | None, int]]]:
+    """The stream's lines, a chunk's worth at a time: (the line without its newline, its size in bytes
+    with it). The last line may lack its newline. A line longer than `max_line_bytes` is None, and is
+    never held whole: its bytes are dropped as they come."""
+    tail, skipped = b"", None  # skipped: the bytes of a too-long line dropped so far
+    async for chunk in stream:
+        data = tail + chunk
+        lines: list[tuple[bytes | None, int]] = []
+        start = 0
+        while (end := data.find(b"\n", start)) >= 0:
+            size = end + 1 - start
+            if skipped is not None:
+                lines.append((None, skipped + size))
+                skipped = None
+            else:
+                too_long = max_line_bytes is not None and size - 1 > max_line_bytes
+                lines.append((None if too_long else data[start:end], size))
+            start = end + 1
+        tail = data[start:]
+        if skipped is not None:
+            skipped, tail = skipped + len(tail), b""
+        elif max_line_bytes is not None and len(tail) > max_line_bytes:
+            skipped, tail = len(tail), b""
+        if lines:
+            yield lines
+    if skipped is not None:
+        yield [(None, skipped)]
+    elif tail:
+        yield [(tail, len(tail))]
+
+
 class LineCheck:
     """Checks batch request lines as they stream past: what OpenAI's batch validation refuses."""
 
@@ -80,39 +112,23 @@ class LineCheck:
         self.errors: list[dict[str, Any]] = []
         self.error_count = 0
         self._ids: set[str] = set()
-        self._tail = b""
-        self._skipping = False  # inside a line already too long: drop bytes up to its end
         self._number = 0  # 1-based number of the line being read, blank lines included
 
-    def _error(self, code: str, message: str, param: str | None = None, line: int | None = None) -> None:
+    def _error(self, code: str, message: str, param: str | None = None) -> None:
         self.error_count += 1
         if len(self.errors) < MAX_LINE_ERRORS:
-            self.errors.append({"code": code, "message": message, "param": param, "line": line or self._number})
-
-    def feed(self, chunk: bytes) -> None:
-        data = self._tail + chunk
-        start = 0
-        while (end := data.find(b"\n", start)) >= 0:
-            self._number += 1
-            if self._skipping:  # the end of a line already refused as too long
-                self._skipping = False
-            else:
-                self._line(data[start:end])
-            start = end + 1
-        self._tail = b"" if self._skipping else data[start:]
-        if len(self._tail) > self.max_line_bytes:
-            self._error("line_too_long", f"a line holds at most {self.max_line_bytes} bytes", line=self._number + 1)
-            self._skipping, self._tail = True, b""
+            self.errors.append({"code": code, "message": message, "param": param, "line": self._number})
 
     def close(self) -> None:
-        if self._tail and not self._skipping:
-            self._number += 1
-            self._line(self._tail)
-        self._tail = b""
         if self.lines == 0 and not self.error_count:
             self._error("empty_file", "the file holds no request line")
 
-    def _line(self, raw: bytes) -> None:
+    def line(self, raw: bytes | None) -> None:
+        """The next line (None: one longer than the limit, see `lines_of`)."""
+        self._number += 1
+        if raw is None:
+            self._error("line_too_long", f"a line holds at most {self.max_line_bytes} bytes")
+            return
         if not raw.strip():
             return  # blank lines are skipped, not counted
         self.lines += 1
@@ -177,10 +193,16 @@ class Files:
             raise ApiError(400, "invalid_purpose", f"purpose {purpose!r}: vlmq keeps batch input files only "
                            "(purpose 'batch')", field="purpose")
         check = LineCheck(self.services.settings.openai_batch_max_lines, line_limit(self.services))
+
+        async def chunks() -> AsyncIterator[bytes]:
+            while chunk := await upload.read(CHUNK):
+                yield chunk
+
         size = 0
-        while chunk := await upload.read(CHUNK):
-            size += len(chunk)
-            check.feed(chunk)
+        async for lines in lines_of(chunks(), check.max_line_bytes):
+            for raw, line_size in lines:
+                size += line_size
+                check.line(raw)
         check.close()
         await upload.seek(0)
         return await self.store_file(owner, upload.file, upload.filename or "input.jsonl", "batch", size,

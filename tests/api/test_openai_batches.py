@@ -20,6 +20,7 @@ from tests.utils.images import astronaut, cat, coffee, data_uri
 from tests.utils.processes import start_api
 from tests.utils.slow_model import SLOW_MODEL
 from vlmq.api.openai_batches import line_job_id
+from vlmq.api.openai_files import LineCheck, lines_of
 from vlmq.keys import KeyStore
 from vlmq.keyspace import JOB, OAI_BATCH_JOBS, OAI_LEASE
 
@@ -240,3 +241,28 @@ def test_a_batch_whose_api_process_died_is_resumed_by_another_without_a_duplicat
         first.stop()
         if second is not None:
             second.stop()
+
+
+def test_lines_are_split_across_chunks_and_a_too_long_one_is_never_held() -> None:
+    data = b'{"a": 1}\n' + b"x" * 50 + b"\n\n" + b"y" * 7 + b"\n" + b"z" * 40
+
+    async def split(chunk: int) -> list[tuple[bytes | None, int]]:
+        async def stream():
+            for start in range(0, len(data), chunk):
+                yield data[start:start + chunk]
+
+        return [line async for lines in lines_of(stream(), max_line_bytes=20) for line in lines]
+
+    for chunk in (3, 8, 64, 1000):
+        lines = asyncio.run(split(chunk))
+        assert lines == [(b'{"a": 1}', 9), (None, 51), (b"", 1), (b"y" * 7, 8), (None, 40)], chunk
+        assert sum(size for _line, size in lines) == len(data)
+
+
+def test_the_line_check_numbers_each_line_it_refuses() -> None:
+    check = LineCheck(max_lines=10, max_line_bytes=20)
+    for raw in (_line("a", {}).encode(), None, b"", b"not json"):
+        check.line(raw)
+    check.close()
+    assert [(e["line"], e["code"]) for e in check.errors] == [(2, "line_too_long"), (4, "invalid_json_line")]
+    assert check.lines == 2

@@ -116,6 +116,7 @@ class ChatCompletionRequest(_Strict):
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     seed: int | None = Field(None, ge=0, le=2**32 - 1)
+    stop: str | list[str] | None = None
     n: int = Field(1, ge=1, le=1, description="One choice per request.")
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -157,6 +158,12 @@ def job_body(request: ChatCompletionRequest, spec: ModelSpec) -> dict[str, Any]:
     else:
         raise ApiError(400, "model_cannot_chat", f"model {spec.name!r} runs {', '.join(spec.tasks)}: "
                        "give vqa models a question", field="messages")
+    stop = [request.stop] if isinstance(request.stop, str) else request.stop
+    if stop:
+        if body["type"] == "vqa":
+            raise ApiError(400, "stop_not_supported", f"model {spec.name!r} answers a question (vqa), which "
+                           "takes no stop strings", field="stop")
+        body["stop"] = stop
     if tokens is not None:
         body["max_new_tokens"] = tokens
     if request.seed is not None:
@@ -186,9 +193,9 @@ def usage(record: JobRecord) -> dict[str, int] | None:
 
 
 def finish_reason(record: JobRecord) -> str:
-    """`length` when the answer used every token it was allowed, else `stop`."""
-    counted, limit = usage(record), record.params.get("max_new_tokens")
-    return "length" if counted and limit and counted["completion_tokens"] >= limit else "stop"
+    """The adapter's: `length` when the answer used every token it was allowed without ending, else
+    `stop` (also for a model that does not generate: a classifier's answer is whole)."""
+    return (record.output or {}).get("finish_reason") or "stop"
 
 
 def completion(record: JobRecord, model: str) -> dict[str, Any]:

@@ -1,13 +1,15 @@
 """Token streaming and per-item stopping for batched `generate()` calls.
 
 `BatchTextStreamer` turns the token ids that `generate()` emits for a whole batch into each item's
-new text; `CancelledRows` stops the rows whose job was cancelled while the others go on.
+new text; `CancelledRows` stops the rows whose job was cancelled while the others go on;
+`StopStrings` stops a row once its new text holds one of the job's `stop` strings, and `cut_at_stop`
+ends a text before the first one (the streamer never hands on what the cut would drop).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -20,8 +22,9 @@ class BatchTextStreamer(BaseStreamer):
     (a write per token per row would cost more than the token). The prompt is skipped."""
 
     def __init__(self, tokenizer: Any, batch_size: int, on_text: Callable[[int, str], None],
-                 interval_s: float = 0.05) -> None:
+                 interval_s: float = 0.05, stop: Sequence[str] = ()) -> None:
         self.tokenizer = tokenizer
+        self.stop = tuple(stop)
         self.on_text = on_text
         self.interval_s = interval_s
         self.ids: list[list[int]] = [[] for _ in range(batch_size)]
@@ -49,6 +52,10 @@ class BatchTextStreamer(BaseStreamer):
         text = self.tokenizer.decode(self.ids[row], skip_special_tokens=True)
         if not final and text.endswith("\ufffd"):  # half of a multi-byte character: wait
             return
+        if self.stop:
+            text, stopped = cut_at_stop(text, self.stop)
+            if not final and not stopped:  # hold back what may be the start of a stop string
+                text = text[: len(text) - _stop_prefix(text, self.stop)]
         if len(text) > len(self.sent[row]) and text.startswith(self.sent[row]):
             self.on_text(row, text[len(self.sent[row]) :])
             self.sent[row] = text
@@ -69,3 +76,37 @@ class CancelledRows(StoppingCriteria):
         rows = input_ids.shape[0]
         flags = [self.is_cancelled(row * self.batch_size // rows) for row in range(rows)]
         return torch.tensor(flags, dtype=torch.bool, device=input_ids.device)
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """(the text before the first of the `stop` strings in it, whether there was one)."""
+    ends = [i for i in (text.find(s) for s in stop) if i >= 0]
+    return (text[: min(ends)], True) if ends else (text, False)
+
+
+def _stop_prefix(text: str, stop: Sequence[str]) -> int:
+    """How long the end of `text` that is the start of a stop string is (0: none)."""
+    return max((n for s in stop for n in range(min(len(s) - 1, len(text)), 0, -1) if text.endswith(s[:n])), default=0)
+
+
+class StopStrings(StoppingCriteria):
+    """Stops each row once its generated text holds one of the `stop` strings.
+
+    The text is decoded, so any tokenizer works (wordpiece, byte-level BPE, sentencepiece); only the
+    last tokens are decoded at each step, enough to hold the longest stop string however it was cut
+    into tokens. The first call sees the prompt and one new token: what came before is the prompt.
+    """
+
+    def __init__(self, tokenizer: Any, stop: Sequence[str]) -> None:
+        self.tokenizer = tokenizer
+        self.stop = tuple(stop)
+        self.window = 4 * max(len(s) for s in self.stop) + 4  # a character may take several byte tokens
+        self.prompt_length: int | None = None
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        if self.prompt_length is None:
+            self.prompt_length = input_ids.shape[1] - 1
+        start = max(self.prompt_length, input_ids.shape[1] - self.window)
+        tails = self.tokenizer.batch_decode(input_ids[:, start:], skip_special_tokens=True)
+        return torch.tensor([any(s in tail for s in self.stop) for tail in tails], dtype=torch.bool,
+                            device=input_ids.device)

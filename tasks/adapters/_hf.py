@@ -178,22 +178,40 @@ def questions(adapter: Any, items: Sequence[WorkItem], **processor_kwargs: Any) 
 
 def generation(params: GenerativeParams, hooks: GenerationHooks, tokenizer: Any, rows: int) -> dict[str, Any]:
     """Every `generate()` argument of a job: its params' (`generate_kwargs()`: tokens, beams, decoding)
-    and the worker's hooks (text streaming, cancellation) for a batch of `rows`."""
+    and the worker's hooks (text streaming, cancellation, the job's `stop` strings) for a batch of `rows`."""
     kwargs = params.generate_kwargs()
-    return {**kwargs, **hooks.generate_kwargs(tokenizer, rows, kwargs["num_beams"])}
+    return {**kwargs, **hooks.generate_kwargs(tokenizer, rows, kwargs["num_beams"], stop_of(params))}
 
 
-def usage(prompt_tokens: Sequence[int], generated: torch.Tensor, stop_ids: Any) -> list[dict[str, int]]:
-    """Per row, the output's `usage`: its prompt tokens (given: padding not counted), and the tokens it
-    generated up to and including its first stop token (`generated` holds only the new part; what
-    follows a row's stop is padding)."""
-    ids = [stop_ids] if isinstance(stop_ids, int) else [i for i in (stop_ids or []) if i is not None]
-    if ids and generated.shape[1]:
-        stops = torch.isin(generated, torch.tensor(ids, device=generated.device))
-        lengths = torch.where(stops.any(dim=1), stops.int().argmax(dim=1) + 1, generated.shape[1]).tolist()
-    else:
-        lengths = [generated.shape[1]] * generated.shape[0]
-    return [{"prompt_tokens": int(p), "completion_tokens": int(n)} for p, n in zip(prompt_tokens, lengths, strict=True)]
+def stop_of(params: Any) -> tuple[str, ...]:
+    """The job's `stop` strings (a type without them has none)."""
+    return tuple(getattr(params, "stop", None) or ())
+
+
+def texts_and_endings(params: Any, texts: Sequence[str], prompt_tokens: Sequence[int], generated: torch.Tensor,
+                      end_ids: Any, pad_id: int | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """Per row, its text ended before its first `stop` string, and the rest of its output: `usage`
+    (its prompt tokens, given: padding not counted; the tokens it generated up to and including its
+    end token, or the token that completed its stop string) and `finish_reason` (`length` when it
+    used every token it was allowed without ending). `generated` holds only the new part; what
+    follows a row's end is padding (`pad_id`, or an end token)."""
+    from vlmq.tasks.generation import cut_at_stop
+
+    stop = stop_of(params)
+    ends = [end_ids] if isinstance(end_ids, int) else [i for i in (end_ids or []) if i is not None]
+    out = []
+    for text, prompt, tokens in zip(texts, prompt_tokens, generated.tolist(), strict=True):
+        text, stopped = cut_at_stop(text, stop)
+        marks = [*ends, pad_id] if stopped and pad_id is not None else ends
+        at = next((i for i, token in enumerate(tokens) if token in marks), None)
+        if at is None:  # no end token: it ran to its limit, or its stop string ended on the last token
+            length, ended = len(tokens), stopped
+        else:  # a stop string's row ends on the token before its padding; an end token counts
+            length, ended = (at if stopped else at + 1), True
+        reason = "length" if not ended and length >= params.max_new_tokens else "stop"
+        out.append((text, {"usage": {"prompt_tokens": int(prompt), "completion_tokens": length},
+                           "finish_reason": reason}))
+    return out
 
 
 def image_tokens(model: Any) -> int:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -65,17 +65,24 @@ class GenerationHooks:
     is_cancelled: Callable[[int], bool] | None = None
     stream_interval_s: float = 0.05  # how often each item's new text is decoded and handed on
 
-    def generate_kwargs(self, tokenizer: Any, batch_size: int, num_beams: int = 1) -> dict[str, Any]:
-        """`streamer` (greedy or sampled, not beam search) and `stopping_criteria` for generate()."""
-        from vlmq.tasks.generation import BatchTextStreamer, CancelledRows
+    def generate_kwargs(self, tokenizer: Any, batch_size: int, num_beams: int = 1, stop: Sequence[str] = ()
+                        ) -> dict[str, Any]:
+        """`streamer` (greedy or sampled, not beam search) and `stopping_criteria` (cancelled rows, the
+        job's `stop` strings) for generate()."""
+        from transformers import StoppingCriteriaList
+
+        from vlmq.tasks.generation import BatchTextStreamer, CancelledRows, StopStrings
 
         kwargs: dict[str, Any] = {}
         if self.on_text is not None and num_beams == 1:
-            kwargs["streamer"] = BatchTextStreamer(tokenizer, batch_size, self.on_text, self.stream_interval_s)
+            kwargs["streamer"] = BatchTextStreamer(tokenizer, batch_size, self.on_text, self.stream_interval_s, stop)
+        criteria = StoppingCriteriaList()
         if self.is_cancelled is not None:
-            from transformers import StoppingCriteriaList
-
-            kwargs["stopping_criteria"] = StoppingCriteriaList([CancelledRows(self.is_cancelled, batch_size)])
+            criteria.append(CancelledRows(self.is_cancelled, batch_size))
+        if stop:
+            criteria.append(StopStrings(tokenizer, stop))
+        if criteria:
+            kwargs["stopping_criteria"] = criteria
         return kwargs
 
 

@@ -54,13 +54,13 @@ class BlipCaptionAdapter(ModelAdapter):
         results = list(batch.results)
         for rows, (prompt, inputs) in batch.parts:
             texts = self._caption(batch.items[rows[0]].params, prompt, inputs, _hf.subset_hooks(hooks, rows))
-            for row, (text, used) in zip(rows, texts, strict=True):
-                results[row] = {"text": text, "usage": used}
+            for row, (text, ending) in zip(rows, texts, strict=True):
+                results[row] = {"text": text, **ending}
         return results
 
     def _caption(self, params: CaptionParams, prompt: str, inputs: Any, hooks: GenerationHooks
-                 ) -> list[tuple[str, dict[str, int]]]:
-        """Per row, its caption and its usage (the image's tokens, [DEC] and the prompt are its prompt)."""
+                 ) -> list[tuple[str, dict[str, Any]]]:
+        """Per row, its caption and its ending (the image's tokens, [DEC] and the prompt are its prompt)."""
         inputs = _hf.to_model(inputs, self.model)
         rows = inputs["pixel_values"].shape[0]
         generation = _hf.generation(params, hooks, self.tokenizer, rows)
@@ -73,11 +73,12 @@ class BlipCaptionAdapter(ModelAdapter):
         # generate() returns the prompt ids too ([DEC] + prompt): prefix text + the continuation.
         prompt_length = inputs["input_ids"].shape[1] - 1 if prompt else 1
         continuations = out[:, prompt_length:]
-        counts = _hf.usage([prompt_length + _hf.image_tokens(self.model)] * rows, continuations,
-                           self.model.config.text_config.sep_token_id)
         prefix = self._prefix_text(prompt) if prompt else ""
         texts = self.tokenizer.batch_decode(continuations, skip_special_tokens=True)
-        return [((prefix + t).strip(), used) for t, used in zip(texts, counts, strict=True)]
+        text_config = self.model.config.text_config
+        answers = _hf.texts_and_endings(params, texts, [prompt_length + _hf.image_tokens(self.model)] * rows,
+                                        continuations, text_config.sep_token_id, text_config.pad_token_id)
+        return [((prefix + t).strip(), ending) for t, ending in answers]
 
     def _prefix_text(self, prompt: str) -> str:
         ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]

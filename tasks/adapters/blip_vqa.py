@@ -10,7 +10,7 @@ masked) batch, then the answer decoder once per question length, on unpadded que
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
@@ -40,13 +40,13 @@ class BlipVqaAdapter(ModelAdapter):
         results = list(batch.results)
         for rows, inputs in batch.parts:
             answers = self._answer(batch.items[rows[0]].params, inputs, len(rows), _hf.subset_hooks(hooks, rows))
-            for row, (answer, used) in zip(rows, answers, strict=True):
-                results[row] = {"answer": answer, "scores": None, "usage": used}
+            for row, (answer, ending) in zip(rows, answers, strict=True):
+                results[row] = {"answer": answer, "scores": None, **ending}
         return results
 
     def _answer(self, params: VqaParams, inputs, count: int, hooks: GenerationHooks
-                ) -> list[tuple[str, dict[str, int]]]:
-        """Per row, its answer and its usage (the question's tokens and the image's are its prompt)."""
+                ) -> list[tuple[str, dict[str, Any]]]:
+        """Per row, its answer and its ending (the question's tokens and the image's are its prompt)."""
         model = self.model
         inputs = _hf.to_model(inputs, model)
         text_config = model.config.text_config
@@ -61,7 +61,7 @@ class BlipVqaAdapter(ModelAdapter):
                 return_dict=False,
             )[0]
             lengths = inputs["attention_mask"].sum(dim=1).tolist()
-            answers: list[tuple[str, dict[str, int]]] = [("", {})] * count
+            answers: list[tuple[str, dict[str, Any]]] = [("", {})] * count
             for rows in _hf.group_rows(lengths):
                 length = lengths[rows[0]]
                 states = question_embeds[rows, :length]
@@ -79,9 +79,10 @@ class BlipVqaAdapter(ModelAdapter):
                     **_hf.generation(params, _hf.subset_hooks(hooks, rows), self.tokenizer, len(rows)),
                 )
                 texts = self.tokenizer.batch_decode(out, skip_special_tokens=True)
-                counts = _hf.usage([length + _hf.image_tokens(model)] * len(rows), out[:, 1:], text_config.sep_token_id)
-                for row, text, used in zip(rows, texts, counts, strict=True):
-                    answers[row] = (text.strip(), used)
+                ended = _hf.texts_and_endings(params, texts, [length + _hf.image_tokens(model)] * len(rows), out[:, 1:],
+                                              text_config.sep_token_id, text_config.pad_token_id)
+                for row, (text, ending) in zip(rows, ended, strict=True):
+                    answers[row] = (text.strip(), ending)
         return answers
 
 

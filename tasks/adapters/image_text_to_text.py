@@ -114,9 +114,10 @@ class ImageTextToTextAdapter(ModelAdapter):
             out = self.model.generate(**inputs, **generation, pad_token_id=self.tokenizer.pad_token_id)
         generated = _hf.new_tokens(out, prompt_length)
         texts = self.tokenizer.batch_decode(generated, skip_special_tokens=True)
-        counts = _hf.usage(inputs["attention_mask"].sum(dim=1).tolist(), generated, _hf.eos_ids(self.model))
-        for row, text, used in zip(rows, texts, counts, strict=True):
-            results[row] = {"text": text.strip(), "usage": used}  # every type it runs answers text
+        answers = _hf.texts_and_endings(batch.items[rows[0]].params, texts, inputs["attention_mask"].sum(dim=1).tolist(),
+                                        generated, _hf.eos_ids(self.model), self.tokenizer.pad_token_id)
+        for row, (text, ending) in zip(rows, answers, strict=True):
+            results[row] = {"text": text.strip(), **ending}  # every type it runs answers text
         return results
 
 

@@ -129,28 +129,29 @@ class PaliGemmaAdapter(ModelAdapter):
         if batch.parts:
             (rows, inputs), = batch.parts
             items = [batch.items[r] for r in rows]
-            texts, counts = self._generate(items, inputs, _hf.subset_hooks(hooks, rows))
-            for row, item, text, used in zip(rows, items, texts, counts, strict=True):
-                results[row] = self._output(item, text, used)
+            answers = self._generate(items, inputs, _hf.subset_hooks(hooks, rows))
+            for row, item, (text, ending) in zip(rows, items, answers, strict=True):
+                results[row] = self._output(item, text, ending)
         return results
 
     def _generate(self, items: list[WorkItem], inputs, hooks: GenerationHooks
-                  ) -> tuple[list[str], list[dict[str, int]]]:
+                  ) -> list[tuple[str, dict[str, Any]]]:
         inputs = _hf.to_model(inputs, self.model)
         prompt_length = inputs["input_ids"].shape[1]
         with torch.inference_mode():
             out = self.model.generate(**inputs, **_hf.generation(items[0].params, hooks, self.tokenizer, len(items)))
         generated = _hf.new_tokens(out, prompt_length)
-        counts = _hf.usage(inputs["attention_mask"].sum(dim=1).tolist(), generated, _hf.eos_ids(self.model))
         # skip_special_tokens drops <eos>/<pad> but keeps <locNNNN>/<segNNN> (ordinary added tokens).
-        return self.tokenizer.batch_decode(generated, skip_special_tokens=True), counts
+        texts = self.tokenizer.batch_decode(generated, skip_special_tokens=True)
+        return _hf.texts_and_endings(items[0].params, texts, inputs["attention_mask"].sum(dim=1).tolist(), generated,
+                                     _hf.eos_ids(self.model), self.tokenizer.pad_token_id)
 
     @staticmethod
-    def _output(item: WorkItem, text: str, used: dict[str, int]) -> dict:
+    def _output(item: WorkItem, text: str, ending: dict[str, Any]) -> dict:
         read = READ.get(item.params.type)
         output = read(item, text) if read else {"text": text.strip()}
         if "usage" in OUTPUTS[item.params.type].model_fields:
-            output["usage"] = used
+            output.update(ending)
         return output
 
 

@@ -124,13 +124,75 @@ def test_generative_outputs_count_their_tokens(case, make_adapter, photos):
         assert used["prompt_tokens"] > 0 and 1 <= used["completion_tokens"] <= params.max_new_tokens, (case, used)
 
 
-def test_usage_counts_up_to_the_first_stop_token():
+def test_endings_count_up_to_the_first_end_token_or_the_stop_string():
     eos, pad = 2, 0
-    generated = torch.tensor([[5, 6, eos, pad, pad], [5, 6, 7, 8, 9], [eos, pad, pad, pad, pad]])
-    assert _hf.usage([10, 11, 12], generated, [eos]) == [
-        {"prompt_tokens": 10, "completion_tokens": 3}, {"prompt_tokens": 11, "completion_tokens": 5},
-        {"prompt_tokens": 12, "completion_tokens": 1}]
-    assert _hf.usage([1], generated[1:2], None) == [{"prompt_tokens": 1, "completion_tokens": 5}]
+    generated = torch.tensor([[5, 6, eos, pad, pad], [5, 6, 7, 8, 9], [eos, pad, pad, pad, pad], [5, 6, pad, pad, pad]])
+    params = ChatParams(messages=CHATS[2], max_new_tokens=5, stop=["X"])
+    texts = ["ab", "abcde", "", "abXc"]
+    assert _hf.texts_and_endings(params, texts, [10, 11, 12, 13], generated, [eos], pad) == [
+        ("ab", {"usage": {"prompt_tokens": 10, "completion_tokens": 3}, "finish_reason": "stop"}),
+        ("abcde", {"usage": {"prompt_tokens": 11, "completion_tokens": 5}, "finish_reason": "length"}),
+        ("", {"usage": {"prompt_tokens": 12, "completion_tokens": 1}, "finish_reason": "stop"}),
+        # the stop string ended on its second token: padding follows, and the text ends before "X"
+        ("ab", {"usage": {"prompt_tokens": 13, "completion_tokens": 2}, "finish_reason": "stop"}),
+    ]
+    # a stop string completed on the very last allowed token is a stop, not the length
+    assert _hf.texts_and_endings(params, ["abcdX"], [1], generated[1:2], [eos], pad)[0][1]["finish_reason"] == "stop"
+    assert _hf.texts_and_endings(params, ["abcde"], [1], generated[1:2], None)[0][1] == {
+        "usage": {"prompt_tokens": 1, "completion_tokens": 5}, "finish_reason": "length"}
+
+
+STOP_CASES = {
+    "llava chat": ("image_text_to_text", "llava-chat", ["chat"],
+                   lambda stop: ChatParams(messages=CHATS[2], temperature=0, max_new_tokens=24, stop=stop)),
+    "llava caption": ("image_text_to_text", "llava-chat", ["caption"],
+                      lambda stop: CaptionParams(max_new_tokens=24, stop=stop)),
+    "blip caption": ("blip_caption", "blip-base", ["caption"], lambda stop: CaptionParams(max_new_tokens=24, stop=stop)),
+    "blip caption, prompt": ("blip_caption", "blip-large", ["caption"],
+                             lambda stop: CaptionParams(prompt="a picture of", max_new_tokens=24, stop=stop)),
+    "paligemma caption": ("paligemma", "paligemma", ["caption"], lambda stop: CaptionParams(max_new_tokens=24, stop=stop)),
+}
+
+
+@pytest.mark.parametrize("case", list(STOP_CASES))
+def test_a_stop_string_ends_the_text_before_it_and_the_stream_agrees(case, make_adapter, photos):
+    adapter_name, model, tasks, params_of = STOP_CASES[case]
+    adapter = make_adapter(adapter_name, model, tasks)
+    free = adapter.run(items_for(photos[:1], [params_of(None)]), GenerationHooks())[0]
+    text, prompt = free["text"], getattr(params_of(None), "prompt", None) or ""
+    start = len(prompt) if prompt and text.startswith(prompt) else 0  # a stop string ends the generated part
+    assert len(text) - start > 8, text
+    middle = start + (len(text) - start) // 2
+    stop = next(text[i : i + 2] for i in range(middle, len(text) - 1) if not any(c.isspace() for c in text[i : i + 2]))
+    expected = text[: text.find(stop, start)].strip()
+    streamed: list[str] = []
+    hooks = GenerationHooks(on_text=lambda row, piece: streamed.append(piece), stream_interval_s=0)
+    cut = validated(adapter.run(items_for(photos[:1], [params_of([stop, "\u2603never"])]), hooks),
+                    [params_of([stop])])[0]
+    assert cut["text"] == expected and stop not in cut["text"]
+    assert cut["finish_reason"] == "stop" and free["finish_reason"] == "length"
+    assert cut["usage"]["completion_tokens"] < free["usage"]["completion_tokens"]
+    assert cut["usage"]["prompt_tokens"] == free["usage"]["prompt_tokens"]
+    assert stop not in "".join(streamed) and "".join(streamed).strip() == expected  # never a piece of the stop
+
+
+def test_the_stream_holds_back_what_may_start_a_stop_string():
+    from vlmq.tasks.generation import BatchTextStreamer
+
+    class Chars:  # a tokenizer whose token i is chr(i)
+        def decode(self, ids, skip_special_tokens=True):
+            return "".join(map(chr, ids))
+
+    pieces: list[str] = []
+    streamer = BatchTextStreamer(Chars(), 1, lambda row, text: pieces.append(text), interval_s=0, stop=["END"])
+    streamer.put(torch.tensor([0]))  # the prompt
+    for char in "abEcEN":
+        streamer.put(torch.tensor([ord(char)]))
+    assert "".join(pieces) == "abEc"  # "EN" may begin "END": held
+    for char in "Dxyz":
+        streamer.put(torch.tensor([ord(char)]))
+    streamer.end()
+    assert "".join(pieces) == "abEc"
 
 
 def test_caption_depends_on_the_image(make_adapter, photos):

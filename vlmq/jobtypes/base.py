@@ -59,6 +59,19 @@ class Usage(StrictModel):
     completion_tokens: int = Field(..., ge=0)
 
 
+class Generated(StrictModel):
+    """Base of a generative type's output: its token counts and why its generation ended."""
+
+    usage: Usage | None = Field(None, description="Generative models only.")
+    finish_reason: Literal["stop", "length"] | None = Field(
+        None, description="Why generation ended: `stop` (an end token or a `stop` string), `length` (it used "
+        "every token it was allowed). Generative models only.")
+
+
+#: Strings that end generation where the model writes one (OpenAI's `stop`): the text ends before it.
+Stop = Annotated[list[Annotated[str, Field(min_length=1, max_length=64)]], Field(min_length=1, max_length=4)]
+
+
 class Decoding(StrictModel):
     """How tokens are chosen: `greedy`, `nucleus` (needs `top_p`) or `temperature` (needs `temperature`)."""
 

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from vlmq.jobtypes.base import Decoding, GenerativeParams, JobTypeSpec, StrictModel, Text, Usage, beam_kwargs
+from vlmq.jobtypes.base import Decoding, Generated, GenerativeParams, JobTypeSpec, Stop, Text, beam_kwargs
 
 
 class CaptionParams(GenerativeParams):
@@ -18,6 +18,8 @@ class CaptionParams(GenerativeParams):
     num_beams: int = Field(1, ge=1, le=8)
     early_stopping: bool = False
     decoding: Decoding = Decoding()
+    stop: Stop | None = Field(None, description="Up to 4 strings: generation ends where the model writes one, "
+                              "and the text ends before it.")
 
     question_field = "prompt"
 
@@ -30,9 +32,8 @@ class CaptionParams(GenerativeParams):
                 **self.decoding.generate_kwargs()}
 
 
-class CaptionOutput(StrictModel):
+class CaptionOutput(Generated):
     text: str
-    usage: Usage | None = None
 
 
 JOB_TYPE = JobTypeSpec(

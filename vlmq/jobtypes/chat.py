@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from vlmq.jobtypes.base import GenerativeParams, JobTypeSpec, StrictModel, Text, Usage
+from vlmq.jobtypes.base import Generated, GenerativeParams, JobTypeSpec, Stop, StrictModel, Text
 
 
 class ChatMessage(StrictModel):
@@ -21,6 +21,8 @@ class ChatParams(GenerativeParams):
     temperature: float = Field(0.3, ge=0, le=2, description="0 means greedy decoding.")
     top_p: float = Field(0.7, gt=0, le=1)
     repetition_penalty: float = Field(1.0, ge=1, le=2)
+    stop: Stop | None = Field(None, description="Up to 4 strings: generation ends where the model writes one, "
+                              "and the text ends before it.")
 
     @field_validator("messages")
     @classmethod
@@ -58,9 +60,8 @@ class ChatParams(GenerativeParams):
         return kwargs
 
 
-class ChatOutput(StrictModel):
+class ChatOutput(Generated):
     text: str
-    usage: Usage | None = None
 
 
 JOB_TYPE = JobTypeSpec(

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from vlmq.jobtypes.base import GenerativeParams, JobTypeSpec, StrictModel, Usage
+from vlmq.jobtypes.base import Generated, GenerativeParams, JobTypeSpec
 
 
 class OcrParams(GenerativeParams):
@@ -15,9 +15,8 @@ class OcrParams(GenerativeParams):
     max_new_tokens: int = Field(128, ge=1, le=512)
 
 
-class OcrOutput(StrictModel):
+class OcrOutput(Generated):
     text: str = Field(..., description="The text read in the image, as the model wrote it.")
-    usage: Usage | None = None
 
 
 JOB_TYPE = JobTypeSpec(

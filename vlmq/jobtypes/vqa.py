@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from vlmq.jobtypes.base import GenerativeParams, JobTypeSpec, StrictModel, Text, Usage, beam_kwargs
+from vlmq.jobtypes.base import Generated, GenerativeParams, JobTypeSpec, StrictModel, Text, beam_kwargs
 
 
 class VqaParams(GenerativeParams):
@@ -32,10 +32,9 @@ class ScoredAnswer(StrictModel):
     score: float
 
 
-class VqaOutput(StrictModel):
+class VqaOutput(Generated):
     answer: str
     scores: list[ScoredAnswer] | None = None
-    usage: Usage | None = Field(None, description="Generative models only.")
 
 
 JOB_TYPE = JobTypeSpec(

@@ -65,6 +65,9 @@ class ModelSpec(BaseModel):
     queue_limit: int = Field(10_000, ge=1, description="Queued jobs past which submits get 429.")
     description: str = ""
     checkpoint_step: int | None = Field(None, description="Set for models found as checkpoint-<step>.")
+    mask_decoder: str | None = Field(
+        None, description="PaliGemma's segmentation VQ-VAE weights (big_vision's vae-oid.npz), which `segment` "
+        "needs: a path; a relative one is inside the model's own folder.")
 
     @field_validator("name")
     @classmethod
@@ -87,6 +90,8 @@ class ModelSpec(BaseModel):
     def _source_given(self) -> ModelSpec:
         if not self.source:
             raise ValueError("source is empty")
+        if "segment" in self.tasks and not self.mask_decoder:
+            raise ValueError("segment needs mask_decoder (the path of PaliGemma's vae-oid.npz)")
         return self
 
     @property

@@ -10,6 +10,9 @@ back by `READ`:
 * caption: ``caption en`` (or the job's own prompt, e.g. ``caption es``).
 * vqa:     ``answer en <question>``.
 * ocr:     ``ocr``.
+* segment: ``segment cat ; dog`` -> per object its four location tokens, 16 ``<segNNN>`` mask codes
+  and the label; the codes decode to a 64x64 mask through the VQ-VAE decoder whose weights the
+  registry's `mask_decoder` names (`_paligemma_masks`), placed into the box on the whole image.
 
 Prompts of different lengths share one batch: the tokenizer pads on the left, and PaliGemma takes
 its positions from the attention mask, so each row generates what it would alone.
@@ -20,13 +23,14 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 
 from vlmq.jobtypes import OUTPUTS
 from vlmq.jobtypes.detect import Box
-from vlmq.tasks.adapters import _hf
+from vlmq.tasks.adapters import _hf, _paligemma_masks
 from vlmq.tasks.adapters.base import GenerationHooks, ModelAdapter, WorkItem
 
 #: Location tokens are 0..1023 bins of the normalised image side.
@@ -73,6 +77,7 @@ PROMPTS: dict[str, Callable[[Any], str]] = {
     "caption": lambda params: (params.prompt or "").strip() or "caption en",
     "vqa": lambda params: f"answer en {params.question}",
     "ocr": lambda params: "ocr",
+    "segment": lambda params: params.prompt,
 }
 
 
@@ -100,6 +105,10 @@ class PaliGemmaAdapter(ModelAdapter):
         self.tokenizer = self.processor.tokenizer
         self.tokenizer.padding_side = "left"
         self.image_token = getattr(self.processor, "image_token", "<image>")
+        self.mask_decoder = None
+        if "segment" in self.spec.tasks:
+            path = Path(self.source, self.spec.mask_decoder or "")  # an absolute path stays as it is
+            self.mask_decoder = _paligemma_masks.MaskDecoder.from_npz(path).to(self.model.device)
 
     @staticmethod
     def prompt_for(params: Any) -> str:
@@ -146,8 +155,11 @@ class PaliGemmaAdapter(ModelAdapter):
         return _hf.texts_and_endings(items[0].params, texts, inputs["attention_mask"].sum(dim=1).tolist(), generated,
                                      _hf.eos_ids(self.model), self.tokenizer.pad_token_id)
 
-    @staticmethod
-    def _output(item: WorkItem, text: str, ending: dict[str, Any]) -> dict:
+    def _output(self, item: WorkItem, text: str, ending: dict[str, Any]) -> dict:
+        if item.params.type == "segment":
+            width, height = item.image.size
+            objects = _paligemma_masks.read_objects(text, width, height, self.mask_decoder)
+            return {"objects": objects, "width": width, "height": height, "text": text.strip()}
         read = READ.get(item.params.type)
         output = read(item, text) if read else {"text": text.strip()}
         if "usage" in OUTPUTS[item.params.type].model_fields:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 #: Bump when the demo models change: folders built by another version are rebuilt.
-BUILD_VERSION = "2"
+BUILD_VERSION = "3"
 MARKER = ".vlmq-demo"
 
 # --- vocabularies ---------------------------------------------------------------------------
@@ -372,6 +372,9 @@ def _build_paligemma(folder: Path) -> None:
     )
     model = PaliGemmaForConditionalGeneration(config)
     _finish(model, processor, folder, max_new_tokens=32)
+    from vlmq.tasks.adapters._paligemma_masks import write_random
+
+    write_random(folder / "vae-oid.npz", seed=5)  # segmentation's mask decoder: the real layout, random weights
 
 
 def _build_llava(folder: Path) -> None:

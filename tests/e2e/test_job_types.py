@@ -19,7 +19,8 @@ def api(stack) -> httpx.Client:
 
 
 @pytest.mark.parametrize(("model", "job_type"), [("blip-large", "caption"), ("paligemma", "detect"),
-                                                ("blip-vqa", "vqa"), ("llava-chat", "chat"), ("paligemma", "ocr")])
+                                                ("blip-vqa", "vqa"), ("llava-chat", "chat"), ("paligemma", "ocr"),
+                                                ("paligemma", "segment")])
 def test_longest_generation_allowed_runs(api: httpx.Client, model: str, job_type: str) -> None:
     """The largest max_new_tokens the API accepts must fit the model (no position overflow)."""
     from vlmq.jobtypes import PARAMS
@@ -27,9 +28,10 @@ def test_longest_generation_allowed_runs(api: httpx.Client, model: str, job_type
     limit = PARAMS[job_type].model_fields["max_new_tokens"].metadata
     most = next(m.le for m in limit if hasattr(m, "le"))
     body = {"type": job_type, "model": model, "image_url": data_uri(cat()), "max_new_tokens": most,
-            "question": "what is it?", "prompt": "detect cat",
+            "question": "what is it?", "prompt": "detect cat" if job_type == "detect" else "segment cat",
             "messages": [{"role": "user", "content": "Describe it."}]}
-    keep = {"caption": [], "vqa": ["question"], "detect": ["prompt"], "chat": ["messages"], "ocr": []}[job_type]
+    keep = {"caption": [], "vqa": ["question"], "detect": ["prompt"], "chat": ["messages"], "ocr": [],
+            "segment": ["prompt"]}[job_type]
     body = {k: v for k, v in body.items() if k not in {"question", "prompt", "messages"} or k in keep}
     job = run(api, body)
     assert job["status"] == "succeeded", job
@@ -96,6 +98,33 @@ def test_detect_paligemma_prompt(api: httpx.Client) -> None:
     for box in out["boxes"]:  # random weights: maybe none, but any box lies inside the image
         assert 0 <= box["x0"] <= box["x1"] <= out["width"] and 0 <= box["y0"] <= box["y1"] <= out["height"]
     assert api.get(out["artifacts"]["annotated.png"]).status_code == 200
+
+
+def test_segment_paligemma_masks_in_the_original_orientation(api: httpx.Client) -> None:
+    from vlmq import rle
+
+    stored = cat().resize((300, 200))  # stored 300 x 200, shown rotated by 90 degrees: 200 x 300
+    exif = stored.getexif()
+    exif[0x0112] = 6
+    job = run(api, {"type": "segment", "model": "paligemma", "prompt": "segment cat ; ear", "max_new_tokens": 64},
+              image=encode(stored, "JPEG", exif=exif.tobytes()))
+    assert job["status"] == "succeeded", job
+    out = job["output"]
+    assert (out["width"], out["height"]) == (200, 300) and isinstance(out["text"], str)
+    for obj in out["objects"]:  # random weights: maybe none; any object is inside the shown image
+        assert 0 <= obj["x0"] < obj["x1"] <= 200 and 0 <= obj["y0"] < obj["y1"] <= 300
+        if obj["mask"] is not None:
+            assert obj["mask"]["size"] == [300, 200] and rle.area(obj["mask"]) == obj["area"]
+        else:
+            assert obj["warning"]
+    png = Image.open(io.BytesIO(api.get(out["artifacts"]["annotated.png"]).content))
+    assert png.size == (200, 300)
+    refused = api.post("/v1/jobs", json={"type": "segment", "model": "blip-base", "prompt": "segment cat",
+                                         "image_url": data_uri(cat())})
+    assert refused.status_code == 422 and refused.json()["error"]["field"] == "model", refused.text
+    bad = api.post("/v1/jobs", json={"type": "segment", "model": "paligemma", "prompt": "detect cat",
+                                     "image_url": data_uri(cat())})
+    assert bad.status_code == 422 and bad.json()["error"]["field"] == "prompt", bad.text
 
 
 def test_chat_system_and_history(api: httpx.Client) -> None:

@@ -373,7 +373,7 @@ def test_each_adapter_dispatches_every_type_it_declares() -> None:
     """The multi-type adapters' dispatch tables are their `tasks`; every type is a job type."""
     from vlmq.tasks.adapters import image_text_to_text, paligemma
 
-    assert load_adapter_class("paligemma").tasks == frozenset(paligemma.PROMPTS) == {"detect", "caption", "vqa", "ocr"}
+    assert load_adapter_class("paligemma").tasks == frozenset(paligemma.PROMPTS) == {"detect", "segment", "caption", "vqa", "ocr"}
     assert load_adapter_class("image_text_to_text").tasks == frozenset(image_text_to_text.TURNS)
     for name in ("blip_caption", "blip_vqa", "vilt_vqa", "haar_cascade", "paligemma", "image_text_to_text"):
         assert load_adapter_class(name).tasks <= set(JOB_TYPES) - {"compare"}, name
@@ -513,3 +513,23 @@ def test_streamed_pieces_are_coalesced_in_time(make_adapter, photos):
     adapter.run(items_for(photos, [CaptionParams(max_new_tokens=60)]), hooks)
     gaps = [b - a for a, b in itertools.pairwise(stamps[:-1])]  # the last piece comes at the end
     assert all(gap >= 0.045 for gap in gaps), gaps
+
+
+def test_paligemma_segments_a_batch_as_it_would_one_by_one(make_adapter, photos):
+    from vlmq.jobtypes.segment import SegmentParams
+
+    adapter = make_adapter("paligemma", "paligemma", ["segment"], mask_decoder="vae-oid.npz")
+    params_list = [SegmentParams(prompt=p, max_new_tokens=48) for p in ("segment cat", "segment face ; hat",
+                                                                          "segment cup")]
+    items = items_for(photos, params_list)
+    batched = validated(adapter.run(items, GenerationHooks()), params_list)
+    assert batched == [adapter.run([item], GenerationHooks())[0] for item in items]
+    for output, photo in zip(batched, photos, strict=True):
+        assert (output["width"], output["height"]) == photo.size and output["text"]
+
+
+def test_paligemma_without_its_mask_decoder_file_fails_setup(make_adapter, tmp_path):
+    with pytest.raises(SetupError, match="vae-oid"):
+        make_adapter("paligemma", "paligemma", ["segment"], mask_decoder=str(tmp_path / "missing.npz"))
+    with pytest.raises(ValueError, match="mask_decoder"):
+        make_adapter("paligemma", "paligemma", ["segment"])

@@ -24,10 +24,11 @@ from vlmq.jobtypes.base import (
     WithArtifacts,
 )
 
-_LABEL = f"[^;{CONTROL_CHARS}]*[^;{BLANK_CHARS}][^;{CONTROL_CHARS}]*"
+#: A label of a task prompt: visible text, no ";" and no control character.
+LABEL_PATTERN = f"[^;{CONTROL_CHARS}]*[^;{BLANK_CHARS}][^;{CONTROL_CHARS}]*"
 #: "detect <label> [; <label> ...]": labels hold visible text and no control character. In the OpenAPI
 #: schema too, so what the schema allows is what the API accepts.
-DETECT_PATTERN = f"^[ \\t\\n\\r]*[Dd][Ee][Tt][Ee][Cc][Tt][ \\t\\n\\r]+{_LABEL}(;{_LABEL})*$"
+DETECT_PATTERN = f"^[ \\t\\n\\r]*[Dd][Ee][Tt][Ee][Cc][Tt][ \\t\\n\\r]+{LABEL_PATTERN}(;{LABEL_PATTERN})*$"
 _DETECT = re.compile(DETECT_PATTERN)
 
 

@@ -171,7 +171,7 @@ def test_compare_fields_per_task() -> None:
 @pytest.mark.parametrize(
     ("models", "task", "prompt"),
     [(["blip-base", "", None], "caption", ""), (["blip-base", "blip-base"], "caption", ""),
-     (["a", "b"], "vqa", " "), (["a", "b"], "chat", ""), (["a", "b"], "segment", "x")],
+     (["a", "b"], "vqa", " "), (["a", "b"], "chat", ""), (["a", "b"], "mystery", "x")],
 )
 def test_compare_input_errors(models, task, prompt) -> None:
     with pytest.raises(InputError):

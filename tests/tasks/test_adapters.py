@@ -16,7 +16,7 @@ from vlmq.jobtypes.caption import CaptionParams
 from vlmq.jobtypes.chat import ChatParams
 from vlmq.jobtypes.detect import DetectOutput, DetectParams
 from vlmq.jobtypes.vqa import VqaParams
-from vlmq.registry import RegistryError, load_registry
+from vlmq.registry import ModelSpec, RegistryError, load_registry
 from vlmq.settings import Settings
 from vlmq.tasks.adapters import _hf, check_registry, load_adapter_class
 from vlmq.tasks.adapters.base import GenerationHooks, ItemError, ModelAdapter, SetupError, WorkItem
@@ -532,4 +532,4 @@ def test_paligemma_without_its_mask_decoder_file_fails_setup(make_adapter, tmp_p
     with pytest.raises(SetupError, match="vae-oid"):
         make_adapter("paligemma", "paligemma", ["segment"], mask_decoder=str(tmp_path / "missing.npz"))
     with pytest.raises(ValueError, match="mask_decoder"):
-        make_adapter("paligemma", "paligemma", ["segment"])
+        ModelSpec(name="pg", adapter="paligemma", source="demo:paligemma", tasks=["segment"])

@@ -19,9 +19,9 @@ from vlmq.jobtypes.compare import CompareParams
 
 
 def test_every_module_is_a_job_type_and_every_list_is_derived() -> None:
-    assert list(JOB_TYPES) == ["caption", "vqa", "detect", "ocr", "chat", "compare"]  # by `order`
+    assert list(JOB_TYPES) == ["caption", "vqa", "detect", "segment", "ocr", "chat", "compare"]  # by `order`
     assert [t.value for t in JobType] == list(JOB_TYPES)
-    assert MODEL_TYPES == ("caption", "vqa", "detect", "ocr", "chat") and FAN_OUTS == {"compare": "CompareRequest"}
+    assert MODEL_TYPES == ("caption", "vqa", "detect", "segment", "ocr", "chat") and FAN_OUTS == {"compare": "CompareRequest"}
     assert SEMANTIC == SEMANTIC_JOB_TYPES == {"vqa", "chat"}
     assert CLI_CHOICES == tuple(JOB_TYPES)
     assert set(REQUESTS) == set(MODEL_TYPES)

@@ -2,14 +2,15 @@
 the bulk lane, and the output and error files they end in.
 
 A batch is a Redis hash (its object's fields and its ingest progress), a list of its jobs ("<job id>
-<custom_id>" per accepted line, in the file's order), a list of the lines refused at ingest, and a
+<custom_id>" per accepted line, in the file's order), a list of the lines refused at ingest (or left
+unqueued by a cancel or the window's end), and a
 tally of its jobs' final statuses that the store's scripts keep (a job's `batch` field). It moves
 through OpenAI's statuses:
 
 - `validating`: the input file's lines were checked when it was uploaded (api/openai_files.py); a
   file with malformed lines makes the batch `failed` at once, with OpenAI's `errors` list;
-- `in_progress`: the file is read from the blob store a chunk of lines at a time, each line becomes a
-  job through the same path as `POST /chat/completions` (api/openai_shapes.py `job_request_of`, then
+- `in_progress`: the file is read from the blob store a chunk of lines at a time (within a chunk
+  jobs are queued concurrently, so not strictly in the file's order), each line becomes a job through the same path as `POST /chat/completions` (api/openai_shapes.py `job_request_of`, then
   the submit path: same checks, cache, admission), in the bulk lane with the key's fair share
   (vlmq/lanes.py) and the batch's `expires_at` as its deadline. A line the API would refuse (a bad
   image, an unknown model) goes to the error file with the status and body the API would answer. A
@@ -67,9 +68,13 @@ from vlmq.store import aget
 log = logging.getLogger("vlmq.openai_batches")
 WINDOWS = {"24h": 86_400}
 POLL_S = 1.0
-#: Lines read, checked and queued together (their images checked concurrently), then recorded.
+#: Lines read, checked and queued together (their images checked, and their jobs queued, concurrently),
+#: then recorded.
 CHUNK_LINES = 64
 FETCH_CONCURRENCY = 8
+#: A chunk's lines being queued at once: each is a cache lookup and an admission round trip to Redis,
+#: so one at a time would leave the API process waiting on Redis.
+SUBMIT_CONCURRENCY = 16
 PAGE = 500
 FINAL = ("completed", "failed", "expired", "cancelled")
 _STAMPS = ("in_progress_at", "expires_at", "finalizing_at", "completed_at", "failed_at", "expired_at",
@@ -305,32 +310,39 @@ class BatchRunner:
 
     async def _queue(self, batch: Batch, chunk: list[tuple[int, bytes, int]], resumed: bool) -> bool:
         """Check and queue one chunk of lines, then record them; False when the batch was canceled or
-        expired meanwhile (what was queued of the chunk is recorded, the rest left unread)."""
+        expired meanwhile (a line that was not queued then goes to the error file as never run)."""
         lines = await asyncio.gather(*(self._check(batch, n, raw) for n, raw, _end in chunk))
-        jobs, refused, tally = [], [], Counter()
-        progress: tuple[int, int] | None = None  # (offset, line) after the last line handled
-        stopped = False
-        for line, (number, _raw, end) in zip(lines, chunk, strict=True):
-            if line.refusal is None:
+        gate = asyncio.Semaphore(SUBMIT_CONCURRENCY)
+
+        async def queued(line: _Line) -> JobRecord | None:
+            if line.refusal is not None:
+                return None
+            async with gate:
                 try:
-                    record = await self._submit(batch, line, resumed)
+                    return await self._submit(batch, line, resumed)
                 except ApiError as exc:
                     line.refusal = error_body(exc.status, exc.message, exc.code, exc.field)
-                else:
-                    if record is None:
-                        stopped = True
-                        break
-                    if record.status.final and record.cache in (CacheOutcome.hit, CacheOutcome.semantic_hit):
-                        tally[record.status.value] += 1  # answered from the cache: no script counted it
-                    jobs.append(f"{record.id} {line.custom_id}")
+                    return None
+
+        records = await asyncio.gather(*(queued(line) for line in lines))
+        stopped = any(record is None and line.refusal is None for line, record in zip(lines, records, strict=True))
+        never_ran = _never_ran(await self.batches.load(batch.id)) if stopped else None
+        jobs, refused, tally = [], [], Counter()
+        for line, record in zip(lines, records, strict=True):
+            entry: dict[str, Any] = {"line": line.number, "custom_id": line.custom_id}
+            if record is not None:
+                if record.status.final and record.cache in (CacheOutcome.hit, CacheOutcome.semantic_hit):
+                    tally[record.status.value] += 1  # answered from the cache: no script counted it
+                jobs.append(f"{record.id} {line.custom_id}")
+                continue
             if line.refusal is not None:
-                status, body = line.refusal
-                refused.append(json.dumps({"line": line.number, "custom_id": line.custom_id, "status": status,
-                                           "body": body}))
-                tally["refused"] += 1
-            progress = (end, number + 1)
-        if progress is not None:
-            await self._record(batch.id, jobs, refused, tally, *progress)
+                entry["status"], entry["body"] = line.refusal
+            else:  # not queued: the batch was canceled or expired meanwhile
+                entry["error"] = never_ran
+            refused.append(json.dumps(entry))
+            tally["refused"] += 1
+        _number, _raw, end = chunk[-1]
+        await self._record(batch.id, jobs, refused, tally, end, lines[-1].number + 1)
         if stopped:
             return False
         current = await self.batches.load(batch.id)
@@ -459,8 +471,10 @@ class _ResultFiles:
                 out_lines, err_lines = out_lines + ok, err_lines + (not ok)
             for raw in await redis_.lrange(OAI_BATCH_REFUSED.format(batch.id), 0, -1):
                 refused = json.loads(raw)
-                err.write(_line(f"batch_req_{batch.id}_{refused['line']}", refused["custom_id"],
-                                {"status_code": refused["status"], "request_id": None, "body": refused["body"]}))
+                response = None if "error" in refused else {"status_code": refused["status"], "request_id": None,
+                                                            "body": refused["body"]}
+                err.write(_line(f"batch_req_{batch.id}_{refused['line']}", refused["custom_id"], response,
+                                refused.get("error")))
                 err_lines += 1
             if batch.int("line") < batch.int("total"):  # canceled or expired before the file was read
                 err_lines += await _unread_lines(runner, batch, err)
@@ -495,16 +509,22 @@ def _result_line(job_id: str, custom_id: str, record: JobRecord | None) -> tuple
                                                 "body": error_body(status, message, code)[1]})
 
 
+def _never_ran(batch: Batch | None) -> dict[str, str]:
+    """The error of a request line that never became a job: its batch was cancelled, or expired."""
+    if batch is None or batch.status == "cancelling":
+        return {"code": "batch_cancelled", "message": "the batch was cancelled before it ran"}
+    return {"code": "batch_expired", "message": "the batch's completion window ended first"}
+
+
 async def _unread_lines(runner: BatchRunner, batch: Batch, err) -> int:
-    code, message = (("batch_cancelled", "the batch was cancelled before it ran") if batch.status == "cancelling"
-                     else ("batch_expired", "the batch's completion window ended first"))
+    error = _never_ran(batch)
     number, count = batch.int("line"), 0
     stream = runner.services.blobs.astream(file_name(batch.fields["input_file_id"]), batch.int("offset"))
     async for lines in lines_of(stream):
         for raw, _size in lines:
             if raw.strip():
                 custom_id = json.loads(raw)["custom_id"]
-                err.write(_line(f"batch_req_{batch.id}_{number}", custom_id, None, {"code": code, "message": message}))
+                err.write(_line(f"batch_req_{batch.id}_{number}", custom_id, None, error))
                 number, count = number + 1, count + 1
     return count
 

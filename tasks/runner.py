@@ -252,7 +252,7 @@ class ModelRunner:
         try:
             valid = spec.output.model_validate(output).model_dump(mode="json")
             if spec.artifacts is not None:
-                files = spec.artifacts(item.image, valid)
+                files = spec.artifacts(item.image, valid, item.params)
                 for name, data in files.items():
                     self.blobs.put(artifact_name(record.id, name), data)
                 valid["artifacts"] = {name: artifact_url(record.id, name) for name in files}

@@ -126,9 +126,13 @@ class LocalBlobStore:
             path = self._path(name)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
-            if name.count("/") > 1:  # artifacts/<job id>/<file>: the job's folder goes with its last file
-                with contextlib.suppress(OSError):
-                    os.rmdir(os.path.dirname(path))
+            folder = os.path.dirname(path)  # artifacts/<job id>/[<sub>/]<file>: folders go with their last file
+            for _ in range(name.count("/") - 1):
+                try:
+                    os.rmdir(folder)
+                except OSError:
+                    break
+                folder = os.path.dirname(folder)
 
     def sweep(self, prefix: str, older_than_s: float) -> int:
         """Delete the blobs under `prefix` last written more than `older_than_s` ago."""

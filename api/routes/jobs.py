@@ -126,7 +126,7 @@ def get_job(job_id: str, services: ServicesDep, caller: CallerDep) -> JobView:
 
 
 @router.get(
-    "/{job_id}/artifacts/{name}",
+    "/{job_id}/artifacts/{name:path}",
     response_class=Response,
     responses={200: {"content": {"image/png": {}, "application/octet-stream": {}}}, 404: {"model": ErrorBody}},
 )

@@ -162,17 +162,22 @@ def group_rows(keys: Sequence[Any]) -> list[list[int]]:
 
 def questions(adapter: Any, items: Sequence[WorkItem], **processor_kwargs: Any) -> Prepared:
     """One part: every item's image and question through the adapter's processor (padded, truncated),
-    staged for its model (the VQA adapters' `prepare`)."""
-    inputs = local(adapter.processor)(
-        images=[rgb(item.image) for item in items],
-        text=[item.params.question for item in items],
-        padding=True,
-        truncation=True,
-        return_tensors="pt",
-        **processor_kwargs,
-    )
+    staged for its model (the VQA adapters' `prepare`). An item without a question (an `explain`
+    job may have none) fails alone."""
     batch = Prepared(list(items), [None] * len(items))
-    batch.parts.append((list(range(len(items))), staged(inputs, adapter.model)))
+    rows = [row for row, item in enumerate(items) if item.params.question]
+    for row in set(range(len(items))) - set(rows):
+        batch.results[row] = ItemError(f"model {adapter.spec.name} answers questions: give the job a question")
+    if rows:
+        inputs = local(adapter.processor)(
+            images=[rgb(items[r].image) for r in rows],
+            text=[items[r].params.question for r in rows],
+            padding=True,
+            truncation=True,
+            return_tensors="pt",
+            **processor_kwargs,
+        )
+        batch.parts.append((rows, staged(inputs, adapter.model)))
     return batch
 
 
@@ -228,3 +233,33 @@ def eos_ids(model: Any) -> Any:
 def new_tokens(sequences: torch.Tensor, prompt_length: int) -> torch.Tensor:
     """The generated part of decoder-only `generate()` output (prompt, left padding included, cut)."""
     return sequences[:, prompt_length:]
+
+
+#: How many of a model's last layers an `explain` heatmap averages (all of them when it has fewer).
+HEAT_LAYERS = 4
+
+
+def patch_heat(attentions: Sequence[torch.Tensor], skip: int = 1) -> torch.Tensor:
+    """(rows, queries, patches) attention to the image's patches: per query, the mean over heads of
+    the last `HEAT_LAYERS` layers' attention (each (rows, heads, queries, keys)), the first `skip` keys
+    (a [CLS] token) left out, normalised to sum 1."""
+    heat = torch.stack([a.float() for a in attentions[-HEAT_LAYERS:]]).mean(dim=(0, 2))[..., skip:]
+    return heat / heat.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def patch_grid(model: Any) -> list[int]:
+    """[rows, columns] of a BLIP-style vision encoder's patches."""
+    vision = model.config.vision_config
+    side = vision.image_size // vision.patch_size
+    return [side, side]
+
+
+def token_heats(tokenizer: Any, tokens: Sequence[int], heat: torch.Tensor) -> list[dict[str, str]]:
+    """The `explain` output's tokens: each generated token that is text (not an end or padding
+    token), decoded on its own, with its heat (`heat[i]`: the row of the step that chose token i)."""
+    from vlmq.jobtypes.explain import encode_heat
+
+    special = set(tokenizer.all_special_ids)
+    grid_heat = heat.cpu().numpy()
+    return [{"text": tokenizer.decode([token]), "heat": encode_heat(grid_heat[i])}
+            for i, token in enumerate(tokens) if token not in special]

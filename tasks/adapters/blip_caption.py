@@ -4,6 +4,10 @@ Salesforce/blip-image-captioning-base / -large, or the demo models. A `prompt` (
 is the caption's beginning: the model continues it, and the returned caption starts with it, as
 BLIP's own examples read. BLIP's text decoder uses absolute positions, so prompts of different
 lengths cannot share a padded batch: items are batched per prompt (the batch key includes it).
+
+`explain` captions as `caption` does (no prompt), then reads, in one more pass of the text decoder
+over the caption, its cross-attention to the image's patches: per token, the mean over heads of the
+last layers' attention at the step that chose it (`_hf.patch_heat`).
 """
 
 from __future__ import annotations
@@ -16,11 +20,14 @@ import torch
 
 from vlmq.jobtypes.caption import CaptionParams
 from vlmq.tasks.adapters import _hf
-from vlmq.tasks.adapters.base import GenerationHooks, ModelAdapter, WorkItem
+from vlmq.tasks.adapters.base import GenerationHooks, ItemError, ModelAdapter, WorkItem
+
+HEAT_METHOD = (f"text decoder cross-attention to the image patches: mean over heads and the last {_hf.HEAT_LAYERS} "
+               "layers, at the step that chose each token")
 
 
 class BlipCaptionAdapter(ModelAdapter):
-    tasks: ClassVar[frozenset[str]] = frozenset({"caption"})
+    tasks: ClassVar[frozenset[str]] = frozenset({"caption", "explain"})
 
     def setup(self) -> None:
         from transformers import BlipForConditionalGeneration, BlipProcessor
@@ -38,7 +45,11 @@ class BlipCaptionAdapter(ModelAdapter):
 
     def prepare(self, items: list[WorkItem]) -> _hf.Prepared:
         batch = _hf.Prepared(items, [None] * len(items))
-        prompts = [(item.params.prompt or "").strip() for item in items]
+        if items[0].params.type == "explain" and items[0].params.question:  # one batch key: all or none
+            batch.results = [ItemError(f"model {self.spec.name} captions: an explain job for it has no question "
+                                       "(a VQA model answers one)")] * len(items)
+            return batch
+        prompts = [(getattr(item.params, "prompt", None) or "").strip() for item in items]
         processor = _hf.local(self.processor)
         for rows in _hf.group_rows(prompts):
             prompt = prompts[rows[0]]
@@ -53,7 +64,9 @@ class BlipCaptionAdapter(ModelAdapter):
     def predict(self, batch: _hf.Prepared, hooks: GenerationHooks) -> list[dict | Exception]:
         results = list(batch.results)
         for rows, (prompt, inputs) in batch.parts:
-            texts = self._caption(batch.items[rows[0]].params, prompt, inputs, _hf.subset_hooks(hooks, rows))
+            params = batch.items[rows[0]].params
+            run = self._explain if params.type == "explain" else self._caption
+            texts = run(params, prompt, inputs, _hf.subset_hooks(hooks, rows))
             for row, (text, ending) in zip(rows, texts, strict=True):
                 results[row] = {"text": text, **ending}
         return results
@@ -79,6 +92,30 @@ class BlipCaptionAdapter(ModelAdapter):
         answers = _hf.texts_and_endings(params, texts, [prompt_length + _hf.image_tokens(self.model)] * rows,
                                         continuations, text_config.sep_token_id, text_config.pad_token_id)
         return [((prefix + t).strip(), ending) for t, ending in answers]
+
+    def _explain(self, params: Any, prompt: str, inputs: Any, hooks: GenerationHooks
+                 ) -> list[tuple[str, dict[str, Any]]]:
+        """Per row, its caption and the rest of its output: its tokens' heat over the patches too."""
+        model = self.model
+        inputs = _hf.to_model(inputs, model)
+        rows = inputs["pixel_values"].shape[0]
+        with torch.inference_mode():
+            out = model.generate(**inputs, **_hf.generation(params, hooks, self.tokenizer, rows))
+            image_embeds = model.vision_model(pixel_values=inputs["pixel_values"])[0]
+            attention = model.text_decoder(input_ids=out, encoder_hidden_states=image_embeds, output_attentions=True,
+                                           return_dict=True).cross_attentions
+        heat = _hf.patch_heat(attention)  # query i chose out[i + 1], the continuation's token i
+        continuations = out[:, 1:]
+        texts = self.tokenizer.batch_decode(continuations, skip_special_tokens=True)
+        text_config = model.config.text_config
+        answers = _hf.texts_and_endings(params, texts, [1 + _hf.image_tokens(model)] * rows, continuations,
+                                        text_config.sep_token_id, text_config.pad_token_id)
+        results = []
+        for row, (text, ending) in enumerate(answers):
+            tokens = continuations[row, : ending["usage"]["completion_tokens"]].tolist()
+            results.append((text.strip(), {**ending, "grid": _hf.patch_grid(model), "method": HEAT_METHOD,
+                                           "tokens": _hf.token_heats(self.tokenizer, tokens, heat[row])}))
+        return results
 
     def _prefix_text(self, prompt: str) -> str:
         ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]

@@ -6,6 +6,12 @@ BLIP's cross-attention drops whatever mask it is given anyway. A batch of questi
 lengths would then answer differently than each question alone. So this adapter runs the three
 steps itself: the vision encoder and the question encoder once for the whole (right padded,
 masked) batch, then the answer decoder once per question length, on unpadded question states.
+
+`explain` answers as `vqa` does, then follows the attention back to the image through the question:
+the answer decoder attends to the question's tokens, and the question encoder to the image's
+patches, so a token's heat is its attention over the question (mean over heads of the decoder's last
+layers, at the step that chose it) times each question token's attention over the patches (the same
+mean over the encoder's cross-attention).
 """
 
 from __future__ import annotations
@@ -14,13 +20,16 @@ from typing import Any, ClassVar
 
 import torch
 
-from vlmq.jobtypes.vqa import VqaParams
 from vlmq.tasks.adapters import _hf
 from vlmq.tasks.adapters.base import GenerationHooks, ModelAdapter, WorkItem
 
+HEAT_METHOD = (f"answer decoder attention to the question (mean over heads and the last {_hf.HEAT_LAYERS} layers, at "
+               "the step that chose each token) times the question encoder's cross-attention to the image patches "
+               "(the same mean)")
+
 
 class BlipVqaAdapter(ModelAdapter):
-    tasks: ClassVar[frozenset[str]] = frozenset({"vqa"})
+    tasks: ClassVar[frozenset[str]] = frozenset({"vqa", "explain"})
 
     def setup(self) -> None:
         from transformers import BlipForQuestionAnswering, BlipProcessor
@@ -41,10 +50,13 @@ class BlipVqaAdapter(ModelAdapter):
         for rows, inputs in batch.parts:
             answers = self._answer(batch.items[rows[0]].params, inputs, len(rows), _hf.subset_hooks(hooks, rows))
             for row, (answer, ending) in zip(rows, answers, strict=True):
-                results[row] = {"answer": answer, "scores": None, **ending}
+                if "tokens" in ending:  # explain
+                    results[row] = {"text": answer, **ending}
+                else:
+                    results[row] = {"answer": answer, "scores": None, **ending}
         return results
 
-    def _answer(self, params: VqaParams, inputs, count: int, hooks: GenerationHooks
+    def _answer(self, params: Any, inputs, count: int, hooks: GenerationHooks
                 ) -> list[tuple[str, dict[str, Any]]]:
         """Per row, its answer and its ending (the question's tokens and the image's are its prompt)."""
         model = self.model
@@ -81,9 +93,33 @@ class BlipVqaAdapter(ModelAdapter):
                 texts = self.tokenizer.batch_decode(out, skip_special_tokens=True)
                 ended = _hf.texts_and_endings(params, texts, [length + _hf.image_tokens(model)] * len(rows), out[:, 1:],
                                               text_config.sep_token_id, text_config.pad_token_id)
+                if params.type == "explain":
+                    heats = self._heat(inputs["input_ids"][rows, :length], image_embeds[rows], states, out)
+                    for i, (_text, ending) in enumerate(ended):
+                        tokens = out[i, 1 : 1 + ending["usage"]["completion_tokens"]].tolist()
+                        ending.update(grid=_hf.patch_grid(model), method=HEAT_METHOD,
+                                      tokens=_hf.token_heats(self.tokenizer, tokens, heats[i]))
                 for row, (text, ending) in zip(rows, ended, strict=True):
                     answers[row] = (text.strip(), ending)
         return answers
+
+    def _heat(self, question_ids: torch.Tensor, image_embeds: torch.Tensor, states: torch.Tensor,
+              out: torch.Tensor) -> torch.Tensor:
+        """(rows, answer tokens, patches): each answer token's heat over the image, through the question.
+        Row i of the result is the heat of `out[:, i + 1]` (the decoder's query i chose it)."""
+        model = self.model
+        ones = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=image_embeds.device)
+        encoder = model.text_encoder(input_ids=question_ids, attention_mask=torch.ones_like(question_ids),
+                                     encoder_hidden_states=image_embeds, encoder_attention_mask=ones,
+                                     output_attentions=True, return_dict=True)
+        to_image = _hf.patch_heat(encoder.cross_attentions)  # (rows, question, patches)
+        decoder = model.text_decoder(input_ids=out, encoder_hidden_states=states,
+                                     encoder_attention_mask=torch.ones(states.shape[:-1], dtype=torch.long,
+                                                                       device=states.device),
+                                     output_attentions=True, return_dict=True)
+        to_question = _hf.patch_heat(decoder.cross_attentions, skip=0)  # (rows, answer, question)
+        heat = to_question @ to_image
+        return heat / heat.sum(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
 Adapter = BlipVqaAdapter

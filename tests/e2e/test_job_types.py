@@ -127,6 +127,32 @@ def test_segment_paligemma_masks_in_the_original_orientation(api: httpx.Client) 
     assert bad.status_code == 422 and bad.json()["error"]["field"] == "prompt", bad.text
 
 
+def test_explain_caption_and_vqa_with_overlays_in_the_original_orientation(api: httpx.Client) -> None:
+    from vlmq.jobtypes.explain import decode_heat
+
+    stored = coffee().resize((240, 160))  # stored 240 x 160, shown rotated by 90 degrees: 160 x 240
+    exif = stored.getexif()
+    exif[0x0112] = 6
+    image = encode(stored, "JPEG", exif=exif.tobytes())
+    for model, question in (("blip-base", None), ("blip-vqa", "what is in the cup?")):
+        body = {"type": "explain", "model": model, "max_new_tokens": 6, "token_images": True,
+                **({"question": question} if question else {})}
+        job = run(api, body, image=image)
+        assert job["status"] == "succeeded", job
+        out = job["output"]
+        assert out["tokens"] and out["method"]
+        for token in out["tokens"]:
+            assert abs(float(decode_heat(token["heat"], out["grid"]).sum()) - 1) < 1e-2
+        names = set(out["artifacts"])
+        assert names == {"overlay.png"} | {f"token/{i}.png" for i in range(len(out["tokens"]))}
+        for name in ("overlay.png", "token/0.png"):
+            png = api.get(out["artifacts"][name])
+            assert png.status_code == 200 and png.headers["content-type"] == "image/png", name
+            assert Image.open(io.BytesIO(png.content)).size == (160, 240)
+    refused = run(api, {"type": "explain", "model": "blip-base", "question": "what is it?"}, image=image)
+    assert refused["status"] == "failed" and "question" in refused["error"]["message"], refused
+
+
 def test_chat_system_and_history(api: httpx.Client) -> None:
     messages = [
         {"role": "system", "content": "Carefully follow the user's request."},

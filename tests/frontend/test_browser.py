@@ -303,6 +303,17 @@ def test_a_job_type_without_a_tab_module_gets_the_generic_tab(page, photos) -> N
     assert job_of(line)
 
 
+def test_segment_in_the_generic_tab_shows_the_masks_image(page, photos) -> None:
+    """Segment's tab is the generic one: the prompt as its text, the output JSON, and annotated.png."""
+    open_with(page, "segment", photos["chelsea"], "paligemma")
+    page.fill("#segment-text textarea", "segment cat ; ear")
+    page.click("#segment-run")
+    wait_status(page, "segment", "succeeded")
+    page.wait_for_function("() => (document.querySelector('#segment-output')?.innerText || '').includes('objects')")
+    page.locator("#segment-artifacts img").first.wait_for(state="visible")
+    screenshot(page, "segment")
+
+
 def test_compare_models_side_by_side(page, photos) -> None:
     open_with(page, "compare", photos["coffee"])
     page.click("#compare-task label:has-text('caption')")

@@ -24,10 +24,11 @@ from tests.utils.processes import Proc, spawn, start_api
 from vlmq.cli.redis_server import free_port
 
 #: one endpoint per job type (vlmq/jobtypes/; a type without its own endpoint gets the generic one), and /job
-ENDPOINTS = {"/caption", "/vqa", "/detect", "/segment", "/ocr", "/chat", "/compare", "/job"}
+ENDPOINTS = {"/caption", "/vqa", "/detect", "/segment", "/explain", "/ocr", "/chat", "/compare", "/job"}
 OUTPUTS = {
     "/ocr": ["text", "job"],
     "/segment": ["text", "job"],
+    "/explain": ["text", "job"],
     "/caption": ["caption", "job"],
     "/vqa": ["answer", "job"],
     "/detect": ["annotated", "boxes", "job"],

@@ -19,9 +19,9 @@ from vlmq.jobtypes.compare import CompareParams
 
 
 def test_every_module_is_a_job_type_and_every_list_is_derived() -> None:
-    assert list(JOB_TYPES) == ["caption", "vqa", "detect", "segment", "ocr", "chat", "compare"]  # by `order`
+    assert list(JOB_TYPES) == ["caption", "vqa", "explain", "detect", "segment", "ocr", "chat", "compare"]  # by `order`
     assert [t.value for t in JobType] == list(JOB_TYPES)
-    assert MODEL_TYPES == ("caption", "vqa", "detect", "segment", "ocr", "chat") and FAN_OUTS == {"compare": "CompareRequest"}
+    assert MODEL_TYPES == ("caption", "vqa", "explain", "detect", "segment", "ocr", "chat") and FAN_OUTS == {"compare": "CompareRequest"}
     assert SEMANTIC == SEMANTIC_JOB_TYPES == {"vqa", "chat"}
     assert CLI_CHOICES == tuple(JOB_TYPES)
     assert set(REQUESTS) == set(MODEL_TYPES)
@@ -79,6 +79,6 @@ def test_a_module_that_contradicts_itself_is_refused_at_import() -> None:
     with pytest.raises(TypeError, match="question field 'question' is not a field"):
         _check(_spec(params=type("P", (_Params,), {"question_field": "question"})), "thing")
     with pytest.raises(TypeError, match="declares artifacts but its output has no `artifacts` field"):
-        _check(_spec(artifacts=lambda image, output: {}), "thing")
+        _check(_spec(artifacts=lambda image, output, params: {}), "thing")
     with pytest.raises(TypeError, match="fan_out must be declared exactly when its params are FanOutParams"):
         _check(_spec(fan_out=True), "thing")

@@ -151,9 +151,9 @@ def beam_kwargs(num_beams: int, early_stopping: bool = False) -> dict[str, Any]:
     return kwargs
 
 
-#: A job type's artifacts: files made from the job's image and its validated output, by name
-#: (served at `GET /v1/jobs/{id}/artifacts/{name}`).
-Artifacts = Callable[["Image.Image", Any], dict[str, bytes]]
+#: A job type's artifacts: files made from the job's image, its validated output and its params, by name
+#: (served at `GET /v1/jobs/{id}/artifacts/{name}`; a name may hold "/").
+Artifacts = Callable[["Image.Image", Any, "Params"], dict[str, bytes]]
 
 
 @dataclass(frozen=True)

@@ -123,7 +123,7 @@ def render_boxes(image: Image.Image, boxes: Sequence[Box]) -> bytes:
     return buffer.getvalue()
 
 
-def annotate(image: Image.Image, output: Any) -> dict[str, bytes]:
+def annotate(image: Image.Image, output: Any, params: GenerativeParams) -> dict[str, bytes]:
     return {"annotated.png": render_boxes(image, DetectOutput.model_validate(output).boxes)}
 
 

@@ -79,7 +79,7 @@ def render_masks(image: Image.Image, objects: list[SegmentObject]) -> bytes:
     return render_boxes(Image.fromarray(pixels.round().astype(np.uint8)), objects)
 
 
-def annotate(image: Image.Image, output: Any) -> dict[str, bytes]:
+def annotate(image: Image.Image, output: Any, params: GenerativeParams) -> dict[str, bytes]:
     return {"annotated.png": render_masks(image, SegmentOutput.model_validate(output).objects)}
 
 

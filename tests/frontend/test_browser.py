@@ -314,6 +314,17 @@ def test_segment_in_the_generic_tab_shows_the_masks_image(page, photos) -> None:
     screenshot(page, "segment")
 
 
+def test_explain_in_the_generic_tab_shows_the_overlays(page, photos) -> None:
+    """Explain's tab is the generic one for now: the question as its text, the overlays as artifacts."""
+    open_with(page, "explain", photos["coffee"], "blip-vqa")
+    page.fill("#explain-text textarea", "what is in the cup?")
+    page.click("#explain-run")
+    wait_status(page, "explain", "succeeded")
+    page.wait_for_function("() => (document.querySelector('#explain-output')?.innerText || '').includes('heat')")
+    page.locator("#explain-artifacts img").first.wait_for(state="visible")
+    screenshot(page, "explain")
+
+
 def test_compare_models_side_by_side(page, photos) -> None:
     open_with(page, "compare", photos["coffee"])
     page.click("#compare-task label:has-text('caption')")

@@ -99,10 +99,15 @@ class BlipCaptionAdapter(ModelAdapter):
         model = self.model
         inputs = _hf.to_model(inputs, model)
         rows = inputs["pixel_values"].shape[0]
+        seen: list[torch.Tensor] = []  # the image embeddings generate() computes, kept rather than redone
+        hook = model.vision_model.register_forward_hook(lambda _module, _args, output: seen.append(output[0]))
+        try:
+            with torch.inference_mode():
+                out = model.generate(**inputs, **_hf.generation(params, hooks, self.tokenizer, rows))
+        finally:
+            hook.remove()
         with torch.inference_mode():
-            out = model.generate(**inputs, **_hf.generation(params, hooks, self.tokenizer, rows))
-            image_embeds = model.vision_model(pixel_values=inputs["pixel_values"])[0]
-            attention = model.text_decoder(input_ids=out, encoder_hidden_states=image_embeds, output_attentions=True,
+            attention = model.text_decoder(input_ids=out, encoder_hidden_states=seen[-1], output_attentions=True,
                                            return_dict=True).cross_attentions
         heat = _hf.patch_heat(attention)  # query i chose out[i + 1], the continuation's token i
         continuations = out[:, 1:]

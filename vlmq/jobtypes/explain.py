@@ -78,16 +78,16 @@ def _colour(heat: np.ndarray) -> np.ndarray:
 
 
 def overlay(image: Image.Image, heat: np.ndarray, opacity: float = OVERLAY_OPACITY) -> bytes:
-    """`heat` (a patch grid) stretched over `image`, coloured, more opaque where hotter; PNG bytes."""
+    """`heat` (a patch grid) stretched over `image`, coloured, more opaque where hotter; PNG bytes.
+    Coloured at the grid's size, then stretched and composited by Pillow (a full-size photo's
+    overlay costs the PNG's encoding, which is at its fastest level)."""
     top = float(heat.max())
-    scaled = heat / top if top > 0 else heat
-    grid = Image.fromarray(scaled.astype(np.float32)).resize(image.size, Image.BILINEAR)
-    values = np.clip(np.asarray(grid), 0, 1)[..., None]
-    pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
-    alpha = opacity * values
-    blended = pixels * (1 - alpha) + _colour(values[..., 0]) * alpha
+    scaled = np.clip(heat / top if top > 0 else heat, 0, 1)
+    rgba = np.concatenate([_colour(scaled), (opacity * 255 * scaled)[..., None]], axis=-1)
+    layer = Image.fromarray(rgba.round().astype(np.uint8)).resize(image.size, Image.BILINEAR)
+    blended = Image.alpha_composite(image.convert("RGBA"), layer).convert("RGB")
     buffer = io.BytesIO()
-    Image.fromarray(blended.round().astype(np.uint8)).save(buffer, format="PNG")
+    blended.save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
 
 

@@ -151,8 +151,10 @@ class QueueAwareBatches(Batches):
         handler = super().Strategy(task, app, consumer)
         if self._events is None:
             self._events = JobEvents(self, consumer)
-            # celery-batches' handler sends this signal for each message it buffers (not the event)
-            signals.task_received.connect(self._on_received, weak=False)
+            # celery-batches' handler sends this signal for each message it buffers (not the event). Celery
+            # keys a bound method receiver by its function alone: without a uid of its own, a worker's
+            # second job type (a model serving caption and explain) would not be connected at all.
+            signals.task_received.connect(self._on_received, weak=False, dispatch_uid=f"vlmq-received-{self.name}")
         self._events.consumer = consumer
 
         def on_message(message, body, ack, reject, callbacks, **kwargs):

@@ -196,8 +196,8 @@ def test_32_concurrent_streams_through_async_openai_each_get_their_answer(stack,
 def test_a_batch_whose_api_process_died_is_resumed_by_another_without_a_duplicate_job(
         base_env: dict[str, str], log_dir, redis_url: str) -> None:
     """Two API processes of their own, on a database of their own (the stack's API would drive the batch
-    too). The model has no worker and room for 2 queued jobs: the first process queues lines 0 and 1,
-    then waits for room, and is killed before it recorded the chunk. The second takes the lease over,
+    too). The model has no worker and room for 2 queued jobs: the first process queues two of the
+    chunk's lines, then waits for room for the others, and is killed before it recorded the chunk. The second takes the lease over,
     finds those two jobs by their derived ids instead of queuing them again, and, once canceled,
     accounts for every line exactly once."""
     base, _, db = redis_url.rpartition("/")
@@ -213,9 +213,9 @@ def test_a_batch_whose_api_process_died_is_resumed_by_another_without_a_duplicat
         lines = [_line(f"r-{i}", _body(FULL_MODEL, f"photo {i}", PHOTOS[i % 3])) for i in range(10)]
         batch = sdk.batches.create(input_file_id=_upload(sdk, lines), endpoint="/v1/chat/completions",
                                    completion_window="24h")
-        first_jobs = [JOB.format(line_job_id(batch.id, n)) for n in range(FULL_QUEUE_LIMIT)]
+        line_jobs = [JOB.format(line_job_id(batch.id, n)) for n in range(10)]  # queued concurrently: any two
         deadline = time.monotonic() + 30
-        while client.exists(*first_jobs) < FULL_QUEUE_LIMIT:
+        while client.exists(*line_jobs) < FULL_QUEUE_LIMIT:
             assert time.monotonic() < deadline, "the first API process queued nothing"
             time.sleep(0.1)
         first.kill9()
@@ -227,7 +227,7 @@ def test_a_batch_whose_api_process_died_is_resumed_by_another_without_a_duplicat
         while client.get(OAI_LEASE.format(batch.id)) is None:
             assert time.monotonic() < deadline, "the second API process did not take the batch over"
             time.sleep(0.1)
-        time.sleep(1.0)  # it found lines 0 and 1 queued, and waits for room for line 2
+        time.sleep(1.0)  # it found the two queued lines, and waits for room for the others
         sdk.batches.cancel(batch.id)
         done = _wait(sdk, batch.id, ("cancelled",), 60)
         jobs = client.lrange(OAI_BATCH_JOBS.format(batch.id), 0, -1)

@@ -88,6 +88,8 @@ def test_flower_sees_every_job_its_outcome_runtime_and_the_workers(stack, flower
         stopped_after.append(late)
         singles = [
             ({"type": "caption", "model": "blip-base", "image_url": small, "max_new_tokens": 5}, "SUCCESS"),
+            # the same worker's second job type: its own task, with its own events
+            ({"type": "explain", "model": "blip-base", "image_url": small, "max_new_tokens": 3}, "SUCCESS"),
             ({"type": "vqa", "model": "vilt-vqa", "image_url": uri, "question": "how many people?"}, "SUCCESS"),
             ({"type": "detect", "model": "faces", "image_url": uri, "prompt": "detect face"}, "SUCCESS"),
             # accepted by the API, refused by the model (it knows faces and eyes only): failed in vlmq

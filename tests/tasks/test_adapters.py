@@ -354,7 +354,7 @@ def test_the_registry_refuses_an_entry_its_adapter_cannot_serve(tmp_path) -> Non
     with pytest.raises(RegistryError) as refused:
         check_registry(load_registry(Settings(data_dir=tmp_path, models=bad)))
     message = str(refused.value)
-    assert "model 'bad-vqa': adapter 'blip_caption' cannot run vqa (it runs caption)" in message
+    assert "model 'bad-vqa': adapter 'blip_caption' cannot run vqa (it runs caption, explain)" in message
     assert "model 'no-such': unknown adapter 'nope'" in message
     check_registry(load_registry(Settings(data_dir=tmp_path)))  # the shipped registry holds
 

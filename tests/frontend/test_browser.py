@@ -314,15 +314,30 @@ def test_segment_in_the_generic_tab_shows_the_masks_image(page, photos) -> None:
     screenshot(page, "segment")
 
 
-def test_explain_in_the_generic_tab_shows_the_overlays(page, photos) -> None:
-    """Explain's tab is the generic one for now: the question as its text, the overlays as artifacts."""
+def test_explain_words_are_clickable_and_the_opacity_adjustable(page, photos) -> None:
+    """The answer's words are spans; clicking one redraws the heat over the image for that word, and
+    the opacity slider redraws it again."""
     open_with(page, "explain", photos["coffee"], "blip-vqa")
-    page.fill("#explain-text textarea", "what is in the cup?")
+    page.fill("#explain-question textarea, #explain-question input", "what is in the cup?")
     page.click("#explain-run")
     wait_status(page, "explain", "succeeded")
-    page.wait_for_function("() => (document.querySelector('#explain-output')?.innerText || '').includes('heat')")
-    page.locator("#explain-artifacts img").first.wait_for(state="visible")
+    words = page.locator("#explain-words .token-container")
+    words.first.wait_for(state="visible")
+    assert words.count() >= 2, page.inner_text("#explain-words")
+    source = "() => document.querySelector('#explain-heat img')?.src || ''"
+    page.wait_for_function(f"() => ({source})().length > 0")
+    whole = page.evaluate(source)
+    words.nth(1).click()
+    page.wait_for_function(f"(before) => ({source})() !== before && ({source})().length > 0", arg=whole)
+    one_word = page.evaluate(source)
+    word = words.nth(1).inner_text().strip()
+    page.wait_for_function("(w) => document.querySelector('#explain-heat').innerText.includes(w)", arg=word)
     screenshot(page, "explain")
+    slider = page.locator("#explain-opacity input[type=range]")
+    slider.fill("0.1")
+    slider.dispatch_event("pointerup")
+    slider.dispatch_event("mouseup")
+    page.wait_for_function(f"(before) => ({source})() !== before", arg=one_word)
 
 
 def test_compare_models_side_by_side(page, photos) -> None:

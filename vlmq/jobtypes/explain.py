@@ -77,17 +77,21 @@ def _colour(heat: np.ndarray) -> np.ndarray:
     return np.stack([np.interp(heat, stops, ramp[:, c]) for c in range(3)], axis=-1)
 
 
-def overlay(image: Image.Image, heat: np.ndarray, opacity: float = OVERLAY_OPACITY) -> bytes:
-    """`heat` (a patch grid) stretched over `image`, coloured, more opaque where hotter; PNG bytes.
-    Coloured at the grid's size, then stretched and composited by Pillow (a full-size photo's
-    overlay costs the PNG's encoding, which is at its fastest level)."""
+def blend(image: Image.Image, heat: np.ndarray, opacity: float = OVERLAY_OPACITY) -> Image.Image:
+    """`heat` (a patch grid) stretched over `image`, coloured, more opaque where hotter. Coloured at
+    the grid's size, then stretched and composited by Pillow."""
     top = float(heat.max())
     scaled = np.clip(heat / top if top > 0 else heat, 0, 1)
     rgba = np.concatenate([_colour(scaled), (opacity * 255 * scaled)[..., None]], axis=-1)
     layer = Image.fromarray(rgba.round().astype(np.uint8)).resize(image.size, Image.BILINEAR)
-    blended = Image.alpha_composite(image.convert("RGBA"), layer).convert("RGB")
+    return Image.alpha_composite(image.convert("RGBA"), layer).convert("RGB")
+
+
+def overlay(image: Image.Image, heat: np.ndarray, opacity: float = OVERLAY_OPACITY) -> bytes:
+    """`blend` as PNG bytes, at the fastest compression level (a full-size photo's overlay costs
+    mostly its encoding)."""
     buffer = io.BytesIO()
-    blended.save(buffer, format="PNG", compress_level=1)
+    blend(image, heat, opacity).save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
 
 

@@ -7,7 +7,10 @@ first user turn as an ``{"type": "image"}`` content part. A template that refuse
 gets the system text folded into the first user turn instead.
 
 `chat` runs the job's messages; `caption` is a single user turn, "Describe this image." (or the
-job's prompt). Rows of a batch are left padded, and only the new tokens are decoded. `TURNS` maps
+job's prompt); `explain` is the job's question as a single user turn (or the caption's), and then
+one more pass over the answer, with eager attention, reads where each generated token looked: the
+mean over heads of the last layers' attention from the step that chose it to the image's tokens
+(`_heat`; models whose image tokens make a square grid, as Llava's do). Rows of a batch are left padded, and only the new tokens are decoded. `TURNS` maps
 each job type it runs to the conversation of a job: its keys are the adapter's `tasks`.
 """
 
@@ -30,7 +33,10 @@ TURNS: dict[str, Callable[[Any], list[tuple[str, str]]]] = {
     "chat": lambda params: [(m.role, m.content) for m in params.messages],
     "caption": lambda params: [("user", (params.prompt or "").strip() or DEFAULT_CAPTION_PROMPT)],
     "ocr": lambda params: [("user", OCR_PROMPT)],
+    "explain": lambda params: [("user", params.question or DEFAULT_CAPTION_PROMPT)],
 }
+HEAT_METHOD = (f"language model self-attention from each generated token to the image tokens: mean over heads "
+               f"and the last {_hf.HEAT_LAYERS} layers, at the step that chose it")
 
 
 def build_conversation(messages: list[tuple[str, str]], fold_system: bool = False) -> list[dict[str, Any]]:
@@ -114,11 +120,49 @@ class ImageTextToTextAdapter(ModelAdapter):
             out = self.model.generate(**inputs, **generation, pad_token_id=self.tokenizer.pad_token_id)
         generated = _hf.new_tokens(out, prompt_length)
         texts = self.tokenizer.batch_decode(generated, skip_special_tokens=True)
-        answers = _hf.texts_and_endings(batch.items[rows[0]].params, texts, inputs["attention_mask"].sum(dim=1).tolist(),
+        params = batch.items[rows[0]].params
+        answers = _hf.texts_and_endings(params, texts, inputs["attention_mask"].sum(dim=1).tolist(),
                                         generated, _hf.eos_ids(self.model), self.tokenizer.pad_token_id)
+        if params.type == "explain":
+            try:
+                heat, grid = self._heat(inputs, out, prompt_length)
+            except ItemError as exc:
+                return [exc if result is None else result for result in results]
+            for i, (_text, ending) in enumerate(answers):
+                tokens = generated[i, : ending["usage"]["completion_tokens"]].tolist()
+                ending.update(grid=grid, method=HEAT_METHOD, tokens=_hf.token_heats(self.tokenizer, tokens, heat[i]))
         for row, (text, ending) in zip(rows, answers, strict=True):
             results[row] = {"text": text.strip(), **ending}  # every type it runs answers text
         return results
+
+
+    def _heat(self, inputs: Any, out: torch.Tensor, prompt_length: int) -> tuple[torch.Tensor, list[int]]:
+        """(rows, generated, image tokens) attention, and the image tokens' [rows, columns]. Row i of a
+        row's heat is the attention of the query that chose generated token i (at prompt_length - 1 + i)."""
+        model = self.model
+        image_id = getattr(model.config, "image_token_id", None)
+        if image_id is None:
+            image_id = model.config.image_token_index
+        image = out == image_id
+        count = int(image[0].sum())
+        side = int(count**0.5)
+        if count == 0 or side * side != count or not bool((image.sum(dim=1) == count).all()):
+            raise ItemError(f"model {self.spec.name}: explain needs image tokens that make a square grid "
+                            f"(this image has {count})")
+        mask = torch.cat([inputs["attention_mask"], torch.ones_like(out[:, prompt_length:])], dim=1)
+        previous = getattr(model.config, "_attn_implementation", None) or "sdpa"
+        model.set_attn_implementation("eager")  # sdpa computes no attention weights to return
+        try:
+            with torch.inference_mode():
+                attentions = model(input_ids=out, pixel_values=inputs["pixel_values"], attention_mask=mask,
+                                   output_attentions=True, return_dict=True).attentions
+        finally:
+            model.set_attn_implementation(previous)
+        layers = torch.stack([a.float() for a in attentions[-_hf.HEAT_LAYERS:]]).mean(dim=(0, 2))  # (rows, L, L)
+        queries = layers[:, prompt_length - 1 : out.shape[1] - 1]  # (rows, generated, L)
+        columns = image.nonzero()[:, 1].reshape(out.shape[0], count)  # each row's image positions
+        heat = torch.gather(queries, 2, columns.unsqueeze(1).expand(-1, queries.shape[1], -1))
+        return heat / heat.sum(dim=-1, keepdim=True).clamp_min(1e-12), [side, side]
 
 
 Adapter = ImageTextToTextAdapter

@@ -134,7 +134,7 @@ def test_explain_caption_and_vqa_with_overlays_in_the_original_orientation(api: 
     exif = stored.getexif()
     exif[0x0112] = 6
     image = encode(stored, "JPEG", exif=exif.tobytes())
-    for model, question in (("blip-base", None), ("blip-vqa", "what is in the cup?")):
+    for model, question in (("blip-base", None), ("blip-vqa", "what is in the cup?"), ("llava-chat", "What is this?")):
         body = {"type": "explain", "model": model, "max_new_tokens": 6, "token_images": True,
                 **({"question": question} if question else {})}
         job = run(api, body, image=image)

@@ -10,11 +10,22 @@ import pytest
 from PIL import Image
 
 from vlmq.jobtypes.caption import CaptionParams
+from vlmq.jobtypes.chat import ChatParams
 from vlmq.jobtypes.explain import ExplainOutput, ExplainParams, decode_heat, render
 from vlmq.jobtypes.vqa import VqaParams
 from vlmq.tasks.adapters.base import GenerationHooks, ItemError, WorkItem
 
-CASES = {"caption": ("blip_caption", "blip-base", None), "vqa": ("blip_vqa", "blip-vqa", "what is on the table?")}
+CASES = {"caption": ("blip_caption", "blip-base", None), "vqa": ("blip_vqa", "blip-vqa", "what is on the table?"),
+         "llava": ("image_text_to_text", "llava-chat", "describe the picture")}
+
+
+def _base(case: str, question: str | None, tokens: int):
+    """The base type's params that answer as the explain job does."""
+    if case == "caption":
+        return CaptionParams(max_new_tokens=tokens)
+    if case == "vqa":
+        return VqaParams(question=question, max_new_tokens=tokens)
+    return ChatParams(messages=[{"role": "user", "content": question}], temperature=0, max_new_tokens=tokens)
 
 
 def _run(adapter, photos, params_list):
@@ -29,9 +40,8 @@ def test_explain_answers_as_its_base_type_with_a_heat_grid_per_token(case, make_
     adapter = make_adapter(adapter_name, model, ["explain"])
     explained = [ExplainOutput.model_validate(out) for out in
                  _run(adapter, photos, [ExplainParams(question=question, max_new_tokens=10)] * 3)]
-    base = CaptionParams(max_new_tokens=10) if question is None else VqaParams(question=question, max_new_tokens=10)
-    plain = _run(adapter, photos, [base] * 3)
-    grid = [4, 4]  # the demo BLIPs' 32 px input in 8 px patches
+    plain = _run(adapter, photos, [_base(case, question, 10)] * 3)
+    grid = [4, 4]  # the demo models' 32 px input in 8 px patches
     for out, answer in zip(explained, plain, strict=True):
         assert out.text == (answer.get("text") or answer.get("answer"))
         assert out.usage.model_dump() == answer["usage"] and out.grid == grid and out.method

@@ -96,3 +96,22 @@ def test_the_overlays_are_at_the_images_size_one_per_token_on_request(make_adapt
     drawn = np.asarray(Image.open(io.BytesIO(overlay(grey, hot))).convert("RGB")).astype(int)
     change = np.abs(drawn - 128).sum(axis=2)
     assert change[2, 77] > 3 * change[37, 2]
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_explain_takes_the_base_types_decoding(case, make_adapter, photos) -> None:
+    """Beams and sampled decoding as caption takes them; the heat is read from whatever was chosen."""
+    from vlmq.jobtypes.base import Decoding
+
+    adapter_name, model, question = CASES[case]
+    adapter = make_adapter(adapter_name, model, ["explain"])
+    beams = _run(adapter, photos[:1], [ExplainParams(question=question, max_new_tokens=6, num_beams=3)])[0]
+    assert beams["tokens"] and all(abs(float(decode_heat(t["heat"], beams["grid"]).sum()) - 1) < 1e-2
+                                   for t in beams["tokens"])
+    sampled = ExplainParams(question=question, max_new_tokens=6, seed=7,
+                            decoding=Decoding(strategy="temperature", temperature=1.5))
+    assert sampled.sampled
+    first = _run(adapter, photos[:1], [sampled])[0]
+    if case == "caption":
+        assert beams["text"] == _run(adapter, photos[:1], [CaptionParams(max_new_tokens=6, num_beams=3)])[0]["text"]
+    assert first["tokens"]

@@ -22,6 +22,7 @@ from PIL import Image
 from pydantic import Field, field_validator
 
 from vlmq.jobtypes.base import (
+    Decoding,
     Generated,
     GenerativeParams,
     JobTypeSpec,
@@ -29,6 +30,7 @@ from vlmq.jobtypes.base import (
     StrictModel,
     Text,
     WithArtifacts,
+    beam_kwargs,
 )
 
 #: How opaque the heat's colour is where the heat is highest (it fades to clear where it is lowest).
@@ -40,9 +42,18 @@ class ExplainParams(GenerativeParams):
     question: Text | None = Field(None, max_length=1000,
                                   description="A question for a VQA model; none: a captioning model captions.")
     max_new_tokens: int = Field(20, ge=1, le=64)
+    num_beams: int = Field(1, ge=1, le=8)
+    decoding: Decoding = Decoding()
     token_images: bool = Field(False, description="Also render token/<i>.png, one overlay per token.")
 
     question_field = "question"
+
+    @property
+    def sampled(self) -> bool:
+        return self.decoding.sampled
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        return {"max_new_tokens": self.max_new_tokens, **beam_kwargs(self.num_beams), **self.decoding.generate_kwargs()}
 
     @field_validator("question")
     @classmethod

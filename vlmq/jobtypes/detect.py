@@ -26,10 +26,26 @@ from vlmq.jobtypes.base import (
 
 #: A label of a task prompt: visible text, no ";" and no control character.
 LABEL_PATTERN = f"[^;{CONTROL_CHARS}]*[^;{BLANK_CHARS}][^;{CONTROL_CHARS}]*"
-#: "detect <label> [; <label> ...]": labels hold visible text and no control character. In the OpenAPI
-#: schema too, so what the schema allows is what the API accepts.
-DETECT_PATTERN = f"^[ \\t\\n\\r]*[Dd][Ee][Tt][Ee][Cc][Tt][ \\t\\n\\r]+{LABEL_PATTERN}(;{LABEL_PATTERN})*$"
-_DETECT = re.compile(DETECT_PATTERN)
+
+
+def label_prompt_pattern(keyword: str) -> str:
+    """"<keyword> <label> [; <label> ...]" (the keyword in any case; labels hold visible text and no
+    control character) as a regular expression. In the OpenAPI schema too, so what the schema allows
+    is what the API accepts."""
+    letters = "".join(f"[{c.upper()}{c.lower()}]" for c in keyword)
+    return f"^[ \\t\\n\\r]*{letters}[ \\t\\n\\r]+{LABEL_PATTERN}(;{LABEL_PATTERN})*$"
+
+
+def label_prompt(keyword: str, pattern: str, value: str) -> str:
+    """A prompt that matches `pattern` (`label_prompt_pattern(keyword)`), written "<keyword> a ; b";
+    a ValueError naming the form otherwise."""
+    if not re.fullmatch(pattern, value):
+        raise ValueError(f"prompt must read '{keyword} <label> [; <label> ...]' (visible text, no control characters)")
+    labels = [x.strip() for x in value.strip()[len(keyword) :].split(";")]
+    return f"{keyword} " + " ; ".join(labels)
+
+
+DETECT_PATTERN = label_prompt_pattern("detect")
 
 
 class DetectParams(GenerativeParams):
@@ -43,10 +59,7 @@ class DetectParams(GenerativeParams):
     @field_validator("prompt")
     @classmethod
     def _is_detect_prompt(cls, value: str) -> str:
-        if not _DETECT.fullmatch(value):
-            raise ValueError("prompt must read 'detect <label> [; <label> ...]' (visible text, no control characters)")
-        labels = [x.strip() for x in value.strip()[len("detect") :].split(";")]
-        return "detect " + " ; ".join(labels)
+        return label_prompt("detect", DETECT_PATTERN, value)
 
     @property
     def labels(self) -> list[str]:

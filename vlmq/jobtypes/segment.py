@@ -9,7 +9,6 @@ each mask in a translucent colour, boxes and labels on top.
 
 from __future__ import annotations
 
-import re
 from typing import Any, Literal
 
 import numpy as np
@@ -18,11 +17,9 @@ from pydantic import Field, field_validator
 
 from vlmq import rle
 from vlmq.jobtypes.base import GenerativeParams, JobTypeSpec, StrictModel, WithArtifacts
-from vlmq.jobtypes.detect import LABEL_PATTERN, Box, label_colours, render_boxes
+from vlmq.jobtypes.detect import Box, label_colours, label_prompt, label_prompt_pattern, render_boxes
 
-#: "segment <label> [; <label> ...]", in the OpenAPI schema too.
-SEGMENT_PATTERN = f"^[ \\t\\n\\r]*[Ss][Ee][Gg][Mm][Ee][Nn][Tt][ \\t\\n\\r]+{LABEL_PATTERN}(;{LABEL_PATTERN})*$"
-_SEGMENT = re.compile(SEGMENT_PATTERN)
+SEGMENT_PATTERN = label_prompt_pattern("segment")
 #: How opaque a mask's colour is over the image in `annotated.png`.
 MASK_OPACITY = 0.45
 
@@ -38,10 +35,7 @@ class SegmentParams(GenerativeParams):
     @field_validator("prompt")
     @classmethod
     def _is_segment_prompt(cls, value: str) -> str:
-        if not _SEGMENT.fullmatch(value):
-            raise ValueError("prompt must read 'segment <label> [; <label> ...]' (visible text, no control characters)")
-        labels = [x.strip() for x in value.strip()[len("segment") :].split(";")]
-        return "segment " + " ; ".join(labels)
+        return label_prompt("segment", SEGMENT_PATTERN, value)
 
 
 class Rle(StrictModel):

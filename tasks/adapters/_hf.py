@@ -239,12 +239,21 @@ def new_tokens(sequences: torch.Tensor, prompt_length: int) -> torch.Tensor:
 HEAT_LAYERS = 4
 
 
-def patch_heat(attentions: Sequence[torch.Tensor], skip: int = 1) -> torch.Tensor:
-    """(rows, queries, patches) attention to the image's patches: per query, the mean over heads of
-    the last `HEAT_LAYERS` layers' attention (each (rows, heads, queries, keys)), the first `skip` keys
-    (a [CLS] token) left out, normalised to sum 1."""
-    heat = torch.stack([a.float() for a in attentions[-HEAT_LAYERS:]]).mean(dim=(0, 2))[..., skip:]
+def mean_attention(attentions: Sequence[torch.Tensor]) -> torch.Tensor:
+    """(rows, queries, keys): the mean over heads of the last `HEAT_LAYERS` layers' attention (each
+    (rows, heads, queries, keys))."""
+    return torch.stack([a.float() for a in attentions[-HEAT_LAYERS:]]).mean(dim=(0, 2))
+
+
+def normalised(heat: torch.Tensor) -> torch.Tensor:
+    """Each row of the last dimension scaled to sum 1."""
     return heat / heat.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def patch_heat(attentions: Sequence[torch.Tensor], skip: int = 1) -> torch.Tensor:
+    """(rows, queries, patches) attention to the image's patches: `mean_attention`, the first `skip`
+    keys (a [CLS] token) left out, normalised to sum 1."""
+    return normalised(mean_attention(attentions)[..., skip:])
 
 
 def patch_grid(model: Any) -> list[int]:
@@ -254,12 +263,16 @@ def patch_grid(model: Any) -> list[int]:
     return [side, side]
 
 
-def token_heats(tokenizer: Any, tokens: Sequence[int], heat: torch.Tensor) -> list[dict[str, str]]:
-    """The `explain` output's tokens: each generated token that is text (not an end or padding
-    token), decoded on its own, with its heat (`heat[i]`: the row of the step that chose token i)."""
+def add_heats(ending: dict[str, Any], tokenizer: Any, generated: torch.Tensor, heat: torch.Tensor,
+              grid: list[int], method: str) -> None:
+    """An `explain` output's own fields, added to one row's `ending` (`texts_and_endings`): `grid`,
+    `method`, and `tokens`: each token it generated (`generated`, up to its end) that is text (not an
+    end or padding token), decoded on its own, with its heat (`heat[i]`: the row of the step that
+    chose token i)."""
     from vlmq.jobtypes.explain import encode_heat
 
     special = set(tokenizer.all_special_ids)
+    tokens = generated[: ending["usage"]["completion_tokens"]].tolist()
     grid_heat = heat.cpu().numpy()
-    return [{"text": tokenizer.decode([token]), "heat": encode_heat(grid_heat[i])}
-            for i, token in enumerate(tokens) if token not in special]
+    ending.update(grid=grid, method=method, tokens=[{"text": tokenizer.decode([token]), "heat": encode_heat(grid_heat[i])}
+                                                    for i, token in enumerate(tokens) if token not in special])

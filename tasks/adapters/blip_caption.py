@@ -18,7 +18,6 @@ from typing import Any, ClassVar
 
 import torch
 
-from vlmq.jobtypes.caption import CaptionParams
 from vlmq.tasks.adapters import _hf
 from vlmq.tasks.adapters.base import GenerationHooks, ItemError, ModelAdapter, WorkItem
 
@@ -64,63 +63,48 @@ class BlipCaptionAdapter(ModelAdapter):
     def predict(self, batch: _hf.Prepared, hooks: GenerationHooks) -> list[dict | Exception]:
         results = list(batch.results)
         for rows, (prompt, inputs) in batch.parts:
-            params = batch.items[rows[0]].params
-            run = self._explain if params.type == "explain" else self._caption
-            texts = run(params, prompt, inputs, _hf.subset_hooks(hooks, rows))
+            texts = self._caption(batch.items[rows[0]].params, prompt, inputs, _hf.subset_hooks(hooks, rows))
             for row, (text, ending) in zip(rows, texts, strict=True):
                 results[row] = {"text": text, **ending}
         return results
 
-    def _caption(self, params: CaptionParams, prompt: str, inputs: Any, hooks: GenerationHooks
+    def _caption(self, params: Any, prompt: str, inputs: Any, hooks: GenerationHooks
                  ) -> list[tuple[str, dict[str, Any]]]:
-        """Per row, its caption and its ending (the image's tokens, [DEC] and the prompt are its prompt)."""
-        inputs = _hf.to_model(inputs, self.model)
+        """Per row, its caption and the rest of its output (the image's tokens, [DEC] and the prompt are
+        its prompt); for `explain`, its tokens' heat over the patches too."""
+        model = self.model
+        inputs = _hf.to_model(inputs, model)
         rows = inputs["pixel_values"].shape[0]
         generation = _hf.generation(params, hooks, self.tokenizer, rows)
         if prompt and "streamer" in generation and hooks.on_text is not None:
             # The streamer skips the prompt ids; the caption starts with the prompt, so stream it first.
             for row in range(rows):
                 hooks.on_text(row, self._prefix_text(prompt))
-        with torch.inference_mode():
-            out = self.model.generate(**inputs, **generation)
+        explain = params.type == "explain"
+        seen: list[torch.Tensor] = []  # explain: the image embeddings generate() computes, kept rather than redone
+        hook = model.vision_model.register_forward_hook(lambda _m, _a, output: seen.append(output[0])) if explain else None
+        try:
+            with torch.inference_mode():
+                out = model.generate(**inputs, **generation)
+        finally:
+            if hook is not None:
+                hook.remove()
         # generate() returns the prompt ids too ([DEC] + prompt): prefix text + the continuation.
         prompt_length = inputs["input_ids"].shape[1] - 1 if prompt else 1
         continuations = out[:, prompt_length:]
         prefix = self._prefix_text(prompt) if prompt else ""
         texts = self.tokenizer.batch_decode(continuations, skip_special_tokens=True)
-        text_config = self.model.config.text_config
-        answers = _hf.texts_and_endings(params, texts, [prompt_length + _hf.image_tokens(self.model)] * rows,
-                                        continuations, text_config.sep_token_id, text_config.pad_token_id)
-        return [((prefix + t).strip(), ending) for t, ending in answers]
-
-    def _explain(self, params: Any, prompt: str, inputs: Any, hooks: GenerationHooks
-                 ) -> list[tuple[str, dict[str, Any]]]:
-        """Per row, its caption and the rest of its output: its tokens' heat over the patches too."""
-        model = self.model
-        inputs = _hf.to_model(inputs, model)
-        rows = inputs["pixel_values"].shape[0]
-        seen: list[torch.Tensor] = []  # the image embeddings generate() computes, kept rather than redone
-        hook = model.vision_model.register_forward_hook(lambda _module, _args, output: seen.append(output[0]))
-        try:
-            with torch.inference_mode():
-                out = model.generate(**inputs, **_hf.generation(params, hooks, self.tokenizer, rows))
-        finally:
-            hook.remove()
-        with torch.inference_mode():
-            attention = model.text_decoder(input_ids=out, encoder_hidden_states=seen[-1], output_attentions=True,
-                                           return_dict=True).cross_attentions
-        heat = _hf.patch_heat(attention)  # query i chose out[i + 1], the continuation's token i
-        continuations = out[:, 1:]
-        texts = self.tokenizer.batch_decode(continuations, skip_special_tokens=True)
         text_config = model.config.text_config
-        answers = _hf.texts_and_endings(params, texts, [1 + _hf.image_tokens(model)] * rows, continuations,
-                                        text_config.sep_token_id, text_config.pad_token_id)
-        results = []
-        for row, (text, ending) in enumerate(answers):
-            tokens = continuations[row, : ending["usage"]["completion_tokens"]].tolist()
-            results.append((text.strip(), {**ending, "grid": _hf.patch_grid(model), "method": HEAT_METHOD,
-                                           "tokens": _hf.token_heats(self.tokenizer, tokens, heat[row])}))
-        return results
+        answers = _hf.texts_and_endings(params, texts, [prompt_length + _hf.image_tokens(model)] * rows,
+                                        continuations, text_config.sep_token_id, text_config.pad_token_id)
+        if explain:
+            with torch.inference_mode():
+                attention = model.text_decoder(input_ids=out, encoder_hidden_states=seen[-1], output_attentions=True,
+                                               return_dict=True).cross_attentions
+            heat = _hf.patch_heat(attention)[:, prompt_length - 1 :]  # query i chose out[i + 1]
+            for row, (_text, ending) in enumerate(answers):
+                _hf.add_heats(ending, self.tokenizer, continuations[row], heat[row], _hf.patch_grid(model), HEAT_METHOD)
+        return [((prefix + t).strip(), ending) for t, ending in answers]
 
     def _prefix_text(self, prompt: str) -> str:
         ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]

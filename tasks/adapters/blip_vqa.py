@@ -96,9 +96,7 @@ class BlipVqaAdapter(ModelAdapter):
                 if params.type == "explain":
                     heats = self._heat(inputs["input_ids"][rows, :length], image_embeds[rows], states, out)
                     for i, (_text, ending) in enumerate(ended):
-                        tokens = out[i, 1 : 1 + ending["usage"]["completion_tokens"]].tolist()
-                        ending.update(grid=_hf.patch_grid(model), method=HEAT_METHOD,
-                                      tokens=_hf.token_heats(self.tokenizer, tokens, heats[i]))
+                        _hf.add_heats(ending, self.tokenizer, out[i, 1:], heats[i], _hf.patch_grid(model), HEAT_METHOD)
                 for row, (text, ending) in zip(rows, ended, strict=True):
                     answers[row] = (text.strip(), ending)
         return answers
@@ -118,8 +116,7 @@ class BlipVqaAdapter(ModelAdapter):
                                                                        device=states.device),
                                      output_attentions=True, return_dict=True)
         to_question = _hf.patch_heat(decoder.cross_attentions, skip=0)  # (rows, answer, question)
-        heat = to_question @ to_image
-        return heat / heat.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+        return _hf.normalised(to_question @ to_image)
 
 
 Adapter = BlipVqaAdapter

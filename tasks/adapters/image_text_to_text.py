@@ -129,8 +129,7 @@ class ImageTextToTextAdapter(ModelAdapter):
             except ItemError as exc:
                 return [exc if result is None else result for result in results]
             for i, (_text, ending) in enumerate(answers):
-                tokens = generated[i, : ending["usage"]["completion_tokens"]].tolist()
-                ending.update(grid=grid, method=HEAT_METHOD, tokens=_hf.token_heats(self.tokenizer, tokens, heat[i]))
+                _hf.add_heats(ending, self.tokenizer, generated[i], heat[i], grid, HEAT_METHOD)
         for row, (text, ending) in zip(rows, answers, strict=True):
             results[row] = {"text": text.strip(), **ending}  # every type it runs answers text
         return results
@@ -158,11 +157,10 @@ class ImageTextToTextAdapter(ModelAdapter):
                                    output_attentions=True, return_dict=True).attentions
         finally:
             model.set_attn_implementation(previous)
-        layers = torch.stack([a.float() for a in attentions[-_hf.HEAT_LAYERS:]]).mean(dim=(0, 2))  # (rows, L, L)
-        queries = layers[:, prompt_length - 1 : out.shape[1] - 1]  # (rows, generated, L)
+        queries = _hf.mean_attention(attentions)[:, prompt_length - 1 : out.shape[1] - 1]  # (rows, generated, L)
         columns = image.nonzero()[:, 1].reshape(out.shape[0], count)  # each row's image positions
         heat = torch.gather(queries, 2, columns.unsqueeze(1).expand(-1, queries.shape[1], -1))
-        return heat / heat.sum(dim=-1, keepdim=True).clamp_min(1e-12), [side, side]
+        return _hf.normalised(heat), [side, side]
 
 
 Adapter = ImageTextToTextAdapter

@@ -12,32 +12,25 @@ The npz holds the PyTorch state dict of the original: ``_vq_vae._embedding`` (12
 ReLUs: 0, 2, 3, 4, 6, 8, 10, 12; the residual blocks' convolutions at ``.net.0/.2/.4``).
 `write_random` writes a file of the same layout with random weights (the offline demo's).
 
-`read_objects` turns a model's text into objects: the box like `detect`'s, the mask decoded, scaled
-into the box and placed on the whole image.
+`place` scales a decoded mask into its object's box on the whole image (the PaliGemma adapter reads
+the objects from the model's text: `paligemma.read_objects`).
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import nn
 
-from vlmq import rle
 from vlmq.tasks.adapters.base import SetupError
 
 CODES = 16  # codes per mask: a 4 x 4 grid
 CODEBOOK = 128  # <seg000> .. <seg127>
 EMBEDDING = 512
 MASK_SIDE = 64
-LOC_BINS = 1024
-
-_OBJECT = re.compile(r"(?P<locs>(?:<loc\d{4}>){4})\s*(?P<segs>(?:<seg\d{3}>\s*)*)(?P<label>[^<;]*)")
-_NUMBER = re.compile(r"\d+")
 
 
 class _Residual(nn.Module):
@@ -97,15 +90,6 @@ def write_random(path: str | Path, seed: int = 0) -> None:
         np.savez(file, **arrays)
 
 
-def _box(locs: list[int], width: int, height: int) -> tuple[float, float, float, float] | None:
-    """(x0, y0, x1, y1) in pixels from y0 x0 y1 x1 bins, ordered and clamped; None without area."""
-    y0, y1 = sorted((locs[0], locs[2]))
-    x0, x1 = sorted((locs[1], locs[3]))
-    box = (min(x0 / LOC_BINS * width, width), min(y0 / LOC_BINS * height, height),
-           min(x1 / LOC_BINS * width, width), min(y1 / LOC_BINS * height, height))
-    return box if box[2] > box[0] and box[3] > box[1] else None
-
-
 def place(mask64: np.ndarray, box: tuple[float, float, float, float], width: int, height: int) -> np.ndarray:
     """A 64 x 64 mask (values in [0, 1]) scaled into the box and placed on a `width` x `height`
     image: a boolean (height, width) array, in where the scaled value is over 0.5."""
@@ -117,34 +101,3 @@ def place(mask64: np.ndarray, box: tuple[float, float, float, float], width: int
         scaled = Image.fromarray(mask64.astype(np.float32)).resize((x1 - x0, y1 - y0), Image.BILINEAR)
         full[y0:y1, x0:x1] = np.asarray(scaled) > 0.5
     return full
-
-
-def read_objects(text: str, width: int, height: int, decoder: MaskDecoder) -> list[dict[str, Any]]:
-    """The objects of a `segment` answer: label, box, mask (RLE) and area, or a warning for an object
-    whose codes are missing or malformed. Entries without four location values in range, a label or
-    a box with area are skipped (as `detect` skips them)."""
-    found: list[tuple[dict[str, Any], list[int] | None]] = []
-    for match in _OBJECT.finditer(text):
-        locs = [int(v) for v in _NUMBER.findall(match.group("locs"))]
-        label = match.group("label").strip()
-        box = _box(locs, width, height) if all(v < LOC_BINS for v in locs) else None
-        if box is None or not label:
-            continue
-        obj: dict[str, Any] = {"label": label, "x0": round(box[0], 2), "y0": round(box[1], 2),
-                               "x1": round(box[2], 2), "y1": round(box[3], 2)}
-        codes = [int(v) for v in _NUMBER.findall(match.group("segs"))]
-        if len(codes) != CODES or any(c >= CODEBOOK for c in codes):
-            obj["warning"] = (f"the model wrote {len(codes)} of {CODES} mask codes" if len(codes) != CODES
-                              else f"a mask code is out of range (0..{CODEBOOK - 1})")
-            codes = None
-        found.append((obj, codes))
-    decodable = [codes for _obj, codes in found if codes is not None]
-    if decodable:
-        codes = torch.tensor(decodable, dtype=torch.long, device=decoder.embedding.device)
-        masks = iter(decoder(codes).float().cpu().numpy())
-        for obj, codes in found:
-            if codes is not None:
-                full = place(next(masks), (obj["x0"], obj["y0"], obj["x1"], obj["y1"]), width, height)
-                obj["mask"] = rle.encode(full)
-                obj["area"] = int(full.sum())
-    return [obj for obj, _codes in found]

@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from vlmq import rle
 from vlmq.jobtypes import OUTPUTS
 from vlmq.jobtypes.detect import Box
 from vlmq.tasks.adapters import _hf, _paligemma_masks
@@ -42,33 +43,69 @@ _ENTRY = re.compile(
     r"(?P<locs>(?:<loc\d{4}>){4})(?:<seg\d{3}>)*\s*(?P<label>[^<;]*)",
 )
 _LOC = re.compile(r"<loc(\d{4})>")
+# One segmented object: four <locNNNN> tokens, its <segNNN> mask codes, then its label.
+_OBJECT = re.compile(r"(?P<locs>(?:<loc\d{4}>){4})\s*(?P<segs>(?:<seg\d{3}>\s*)*)(?P<label>[^<;]*)")
+_SEG = re.compile(r"<seg(\d{3})>")
+
+
+def loc_box(locs: str, width: int, height: int) -> dict[str, float] | None:
+    """The box of four ``<locNNNN>`` tokens (y0, x0, y1, x1 in 0..1023, normalised to the image side:
+    ``x = v / 1024 * width``) in pixels of a `width` x `height` image, put in order, clamped to the
+    image and rounded to 1/100 pixel; None for a value above 1023 or a box with no area."""
+    values = [int(v) for v in _LOC.findall(locs)]
+    if len(values) != 4 or any(v >= LOC_BINS for v in values):
+        return None
+    y0, y1 = sorted(values[0::2])
+    x0, x1 = sorted(values[1::2])
+    px0, px1 = (min(max(v / LOC_BINS * width, 0.0), float(width)) for v in (x0, x1))
+    py0, py1 = (min(max(v / LOC_BINS * height, 0.0), float(height)) for v in (y0, y1))
+    if px1 <= px0 or py1 <= py0:
+        return None
+    return {"x0": round(px0, 2), "y0": round(py0, 2), "x1": round(px1, 2), "y1": round(py1, 2)}
 
 
 def parse_loc_boxes(text: str, width: int, height: int) -> list[Box]:
     """The boxes of a PaliGemma detection output, in pixels of a `width` x `height` image.
 
-    Each entry is four ``<locNNNN>`` tokens (y0, x0, y1, x1 in 0..1023, normalised to the image side:
-    ``x = v / 1024 * width``), then the label; entries are separated by `` ; ``. Coordinates are
-    put in order and clamped to the image. Malformed entries are skipped: fewer than four location
-    tokens, a value above 1023, an empty label, or a box with no area.
+    Each entry is four ``<locNNNN>`` tokens (`loc_box`), then the label; entries are separated by
+    `` ; ``. Malformed entries are skipped: fewer than four location tokens, a value above 1023, an
+    empty label, or a box with no area.
     """
     boxes: list[Box] = []
     for match in _ENTRY.finditer(text):
-        values = [int(v) for v in _LOC.findall(match.group("locs"))]
-        label = match.group("label").strip()
-        if len(values) != 4 or any(v >= LOC_BINS for v in values) or not label:
-            continue
-        y0, x0, y1, x1 = values
-        y0, y1 = sorted((y0, y1))
-        x0, x1 = sorted((x0, x1))
-        px0 = min(max(x0 / LOC_BINS * width, 0.0), float(width))
-        px1 = min(max(x1 / LOC_BINS * width, 0.0), float(width))
-        py0 = min(max(y0 / LOC_BINS * height, 0.0), float(height))
-        py1 = min(max(y1 / LOC_BINS * height, 0.0), float(height))
-        if px1 <= px0 or py1 <= py0:
-            continue
-        boxes.append(Box(label=label, x0=round(px0, 2), y0=round(py0, 2), x1=round(px1, 2), y1=round(py1, 2)))
+        box, label = loc_box(match.group("locs"), width, height), match.group("label").strip()
+        if box is not None and label:
+            boxes.append(Box(label=label, **box))
     return boxes
+
+
+def read_objects(text: str, width: int, height: int, decoder: _paligemma_masks.MaskDecoder) -> list[dict[str, Any]]:
+    """The objects of a `segment` answer: label, box, mask (RLE over the whole image) and area, or a
+    warning for an object whose codes are missing or malformed. Entries without a box (`loc_box`) or
+    a label are skipped, as `parse_loc_boxes` skips them."""
+    found: list[tuple[dict[str, Any], list[int] | None]] = []
+    for match in _OBJECT.finditer(text):
+        box, label = loc_box(match.group("locs"), width, height), match.group("label").strip()
+        if box is None or not label:
+            continue
+        obj: dict[str, Any] = {"label": label, **box}
+        codes: list[int] | None = [int(v) for v in _SEG.findall(match.group("segs"))]
+        if len(codes) != _paligemma_masks.CODES or any(c >= _paligemma_masks.CODEBOOK for c in codes):
+            obj["warning"] = (f"the model wrote {len(codes)} of {_paligemma_masks.CODES} mask codes"
+                              if len(codes) != _paligemma_masks.CODES
+                              else f"a mask code is out of range (0..{_paligemma_masks.CODEBOOK - 1})")
+            codes = None
+        found.append((obj, codes))
+    decodable = [codes for _obj, codes in found if codes is not None]
+    if decodable:
+        masks = iter(decoder(torch.tensor(decodable, dtype=torch.long, device=decoder.embedding.device))
+                     .float().cpu().numpy())
+        for obj, codes in found:
+            if codes is not None:
+                full = _paligemma_masks.place(next(masks), (obj["x0"], obj["y0"], obj["x1"], obj["y1"]), width, height)
+                obj["mask"] = rle.encode(full)
+                obj["area"] = int(full.sum())
+    return [obj for obj, _codes in found]
 
 
 #: The task prompt of a job, per job type this adapter runs.
@@ -158,7 +195,7 @@ class PaliGemmaAdapter(ModelAdapter):
     def _output(self, item: WorkItem, text: str, ending: dict[str, Any]) -> dict:
         if item.params.type == "segment":
             width, height = item.image.size
-            objects = _paligemma_masks.read_objects(text, width, height, self.mask_decoder)
+            objects = read_objects(text, width, height, self.mask_decoder)
             return {"objects": objects, "width": width, "height": height, "text": text.strip()}
         read = READ.get(item.params.type)
         output = read(item, text) if read else {"text": text.strip()}

@@ -11,8 +11,9 @@ from pycocotools import mask as coco
 
 from vlmq import rle
 from vlmq.jobtypes.segment import SegmentObject, SegmentOutput, render_masks
-from vlmq.tasks.adapters._paligemma_masks import MaskDecoder, place, read_objects, write_random
+from vlmq.tasks.adapters._paligemma_masks import MaskDecoder, place, write_random
 from vlmq.tasks.adapters.base import SetupError
+from vlmq.tasks.adapters.paligemma import read_objects
 
 #: The state dict of big_vision's VQ-VAE as vae-oid.npz holds it: name -> shape.
 REAL_LAYOUT = {

@@ -77,6 +77,9 @@ FETCH_CONCURRENCY = 8
 SUBMIT_CONCURRENCY = 16
 PAGE = 500
 FINAL = ("completed", "failed", "expired", "cancelled")
+#: The error of a request that never ran: its batch was cancelled, or its completion window ended.
+CANCELLED = {"code": "batch_cancelled", "message": "the batch was cancelled before it ran"}
+EXPIRED = {"code": "batch_expired", "message": "the batch's completion window ended first"}
 _STAMPS = ("in_progress_at", "expires_at", "finalizing_at", "completed_at", "failed_at", "expired_at",
            "cancelling_at", "cancelled_at")
 
@@ -499,11 +502,9 @@ def _result_line(job_id: str, custom_id: str, record: JobRecord | None) -> tuple
         body = completion(record, record.model or "")
         return True, _line(request_id, custom_id, {"status_code": 200, "request_id": job_id, "body": body})
     if record.status is JobStatus.canceled:
-        return False, _line(request_id, custom_id, None, {"code": "batch_cancelled",
-                                                          "message": "the batch was cancelled before it ran"})
+        return False, _line(request_id, custom_id, None, CANCELLED)
     if record.status is JobStatus.aborted:
-        return False, _line(request_id, custom_id, None, {"code": "batch_expired",
-                                                          "message": "the batch's completion window ended first"})
+        return False, _line(request_id, custom_id, None, EXPIRED)
     status, message, code = failure(record)
     return False, _line(request_id, custom_id, {"status_code": status, "request_id": job_id,
                                                 "body": error_body(status, message, code)[1]})
@@ -512,8 +513,8 @@ def _result_line(job_id: str, custom_id: str, record: JobRecord | None) -> tuple
 def _never_ran(batch: Batch | None) -> dict[str, str]:
     """The error of a request line that never became a job: its batch was cancelled, or expired."""
     if batch is None or batch.status == "cancelling":
-        return {"code": "batch_cancelled", "message": "the batch was cancelled before it ran"}
-    return {"code": "batch_expired", "message": "the batch's completion window ended first"}
+        return CANCELLED
+    return EXPIRED
 
 
 async def _unread_lines(runner: BatchRunner, batch: Batch, err) -> int:

@@ -186,7 +186,8 @@ def up(
     frontend: Annotated[bool, typer.Option(help="Start the Gradio frontend.")] = True,
     embedded_redis: Annotated[bool, typer.Option(help="Start the embedded Redis even if one is reachable.")] = False,
 ) -> None:
-    """Run everything: Redis (found or embedded), the API, one worker per model, Flower, the frontend."""
+    """Run everything: Redis (found or embedded), the API, one worker per model (group workers for a model
+    group), Flower, the frontend."""
     settings = _settings(find_stack=False)
     running = runstate.read(settings.data_dir)
     if running is not None:
@@ -208,7 +209,12 @@ def up(
         _fail(EXIT_USAGE, str(exc))
     except OSError as exc:
         _fail(EXIT_LOCAL_FILES, f"cannot build the demo models in {settings.demo_models_dir}: {exc}")
-    chosen = registry.names if not models else [m.strip() for m in models.split(",") if m.strip()]
+    if models:
+        chosen, groups = [m.strip() for m in models.split(",") if m.strip()], []
+    else:  # every model not in a group gets its own worker; every group its group workers
+        groups = [g for g in registry.groups.values() if g.members and g.workers]
+        grouped = {member for g in groups for member in g.members}
+        chosen = [name for name in registry.names if name not in grouped]
     unknown = [name for name in chosen if name not in registry]
     if unknown:
         _fail(EXIT_USAGE, f"unknown model {', '.join(map(repr, unknown))}; known: {', '.join(registry.names)}")
@@ -226,6 +232,11 @@ def up(
         Service(f"worker:{name}", python_module("vlmq.cli", "worker", "--model", name), restart=True,
                 log_path=logs / f"worker-{name}.log")
         for name in chosen
+    ]
+    services += [
+        Service(f"group:{g.name}:{i}", python_module("vlmq.cli", "worker", "--group", g.name), restart=True,
+                log_path=logs / f"group-{g.name}-{i}.log")
+        for g in groups for i in range(g.workers)
     ]
     services.append(Service("webhooks", python_module("vlmq.cli", "webhooks"), restart=True,
                             log_path=logs / "webhooks.log"))
@@ -255,6 +266,9 @@ def up(
             redis_row += f"  (embedded, data in {settings.data_dir / 'redis'})"
         table.add_row("Redis", redis_row)
         table.add_row("Workers", ", ".join(chosen))
+        for g in groups:
+            table.add_row(f"Group {g.name}", f"{g.workers} group worker(s), up to {g.max_loaded} of its "
+                                             f"{len(g.members)} models loaded each, on demand")
         table.add_row("Logs", str(logs))
         table.add_row("State", f"{state_file}  (how other vlmq commands find this stack)")
         console.print(table)
@@ -310,8 +324,19 @@ def _prometheus_multiproc(processes: int) -> Iterator[None]:
 
 
 @app.command()
-def worker(model: Annotated[str, typer.Option(help="The registry model this worker serves.")]) -> None:
-    """Run one Celery worker pinned to MODEL: loads its weights once, consumes only its queue."""
+def worker(
+    model: Annotated[str | None, typer.Option(help="The registry model this worker serves.")] = None,
+    group: Annotated[str | None, typer.Option(help="The model group this worker serves, loading members on "
+                                                   "demand.")] = None,
+) -> None:
+    """Run one Celery worker pinned to MODEL (loads its weights once, consumes only its queues), or a
+    group worker for GROUP (holds a few of its members at once, loads the one jobs wait for)."""
+    if (model is None) == (group is None):
+        _fail(EXIT_USAGE, "give exactly one of --model or --group")
+    if group is not None:
+        from vlmq.tasks.group_worker import run_group_worker
+
+        raise typer.Exit(run_group_worker(group, _settings()))
     from vlmq.tasks.worker import run_worker
 
     raise typer.Exit(run_worker(model, _settings()))
@@ -357,10 +382,36 @@ def list_models() -> None:
     settings = _settings()
     with _api_errors(settings), _client(settings) as client:
         rows = client.models()
+        groups = client.groups()
     console.print(models_table(rows, console.width))
     for m in rows:
         if m.get("setup_error"):
             console.print(Text(f"{m['name']}: setup error: {m['setup_error']}", style="red"))
+    for group in groups:
+        console.print(groups_table(group))
+
+
+def groups_table(group: dict) -> Table:
+    """One model group: per group worker, the members it holds and its memory."""
+    limit = f"max {group['max_loaded']} loaded" + (f", {group['max_memory_gb']} GB" if group["max_memory_gb"] else "")
+    table = Table(title=f"group {group['name']}: {len(group['members'])} models, {limit}", box=box.SIMPLE_HEAD,
+                  show_edge=False, pad_edge=False, title_justify="left")
+    table.add_column("group worker", overflow="fold")
+    table.add_column("holds", overflow="fold")
+    table.add_column("weights", justify="right", no_wrap=True)
+    table.add_column("memory", justify="right", no_wrap=True)
+    table.add_column("loads", justify="right", no_wrap=True)
+    for worker in group["workers"]:
+        holds = ", ".join(h["model"] + ("" if h["state"] == "ready" else f" ({h['state']})") for h in worker["holds"])
+        table.add_row(worker["name"], holds or "-", _mib(worker["weights_bytes"]), _mib(worker["rss_bytes"]),
+                      str(worker["loads"]))
+    if not group["workers"]:
+        table.add_row("(none online)", "-", "-", "-", "-")
+    return table
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
 
 
 def models_table(rows: list[dict], width: int = 80) -> Table:

@@ -159,6 +159,10 @@ class Client(_Base):
     def models(self) -> list[dict]:
         return self._call("GET", "/v1/models").json()["models"]
 
+    def groups(self) -> list[dict]:
+        """Model groups, with what each group worker holds."""
+        return self._call("GET", "/v1/models").json()["groups"]
+
     def jobs(self, limit: int = 50) -> list[dict]:
         """The latest jobs, newest first."""
         return self._call("GET", "/v1/jobs", params={"limit": limit}).json()["jobs"]

@@ -64,10 +64,10 @@ def _message_ids(raw_messages: list[bytes]) -> set[str]:
 
 
 class Reconciler(threading.Thread):
-    def __init__(self, model: str, client: redis.Redis, store: JobStore, lanes: Lanes,
+    def __init__(self, models: list[str], client: redis.Redis, store: JobStore, lanes: Lanes,
                  republish: Callable[[JobRecord], None], visibility_timeout_s: int) -> None:
         super().__init__(daemon=True, name="vlmq-reconcile")
-        self.model = model
+        self.models = models
         self.redis = client
         self.store = store
         self.lanes = lanes
@@ -77,21 +77,22 @@ class Reconciler(threading.Thread):
 
     def run(self) -> None:
         while not self.stopped.wait(max(1.0, self.visibility_timeout_s / 2)):
-            try:
-                self.sweep()
-            except redis.RedisError as exc:
-                log.warning("reconcile skipped: %s", exc)
+            for model in self.models:
+                try:
+                    self.sweep(model)
+                except redis.RedisError as exc:
+                    log.warning("reconcile of %s skipped: %s", model, exc)
 
-    def sweep(self) -> list[str]:
+    def sweep(self, model: str) -> list[str]:
         """Republish the model's lost jobs; their ids."""
-        if not self.redis.set(RECONCILE_LOCK.format(self.model), "1", nx=True,
+        if not self.redis.set(RECONCILE_LOCK.format(model), "1", nx=True,
                               ex=max(5, self.visibility_timeout_s)):
             return []
         try:
             cutoff = time.time() - self.visibility_timeout_s
             pipe = self.redis.pipeline(transaction=False)
             for lane in Lane:
-                pipe.zrangebyscore(PENDING.format(self.model, lane.value), 0, cutoff)
+                pipe.zrangebyscore(PENDING.format(model, lane.value), 0, cutoff)
             candidates = [c.decode() for reply in pipe.execute() for c in reply]
             if not candidates:
                 return []
@@ -103,12 +104,12 @@ class Reconciler(threading.Thread):
             expired = set(candidates) - {r.id for r in records}
             if expired:
                 for lane in Lane:
-                    self.redis.zrem(PENDING.format(self.model, lane.value), *expired)
+                    self.redis.zrem(PENDING.format(model, lane.value), *expired)
             if not queued:
                 return []
             pipe = self.redis.pipeline(transaction=False)
             for lane in Lane:
-                for key in queue_keys(self.model, lane):
+                for key in queue_keys(model, lane):
                     pipe.lrange(key, 0, -1)
             pipe.hvals(UNACKED)
             present = set()
@@ -119,7 +120,7 @@ class Reconciler(threading.Thread):
                 log.warning("job %s was queued with no message left on the broker: publishing it again", record.id,
                             extra={"job_id": record.id})
                 self.republish(record)
-                self.redis.zadd(PENDING.format(self.model, record.lane.value), {record.id: time.time()}, xx=True)
+                self.redis.zadd(PENDING.format(model, record.lane.value), {record.id: time.time()}, xx=True)
             return [r.id for r in lost]
         finally:
-            self.redis.delete(RECONCILE_LOCK.format(self.model))
+            self.redis.delete(RECONCILE_LOCK.format(model))

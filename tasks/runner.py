@@ -86,6 +86,8 @@ class ModelRunner:
         notifier: Notifier | None = None,
         lanes: Lanes | None = None,
         live: LiveJobs | None = None,
+        gate: ModelGate | None = None,
+        loaded: tuple[float, float] | None = None,
     ) -> None:
         self.adapter = adapter
         self.model = adapter.spec.name
@@ -97,7 +99,8 @@ class ModelRunner:
         self.notifier = notifier
         self.lanes = lanes
         self.live = live or LiveJobs(store, worker_name)
-        self.gate = ModelGate()  # one forward pass at a time; everything else overlaps
+        self.gate = gate or ModelGate()  # one forward pass at a time; everything else overlaps
+        self.loaded = loaded  # (began, ended): when this worker loaded the weights (wall clock)
         self._input_size = adapter.input_size()  # after setup: the processor says
 
     # --- entry point ------------------------------------------------------------------------
@@ -156,6 +159,7 @@ class ModelRunner:
                 for claim in claimed.values():
                     if self.notifier:
                         self.notifier.job_event(claim.record, "start")
+                self.store.note_load_waits(self._load_waits(claimed.values()))
                 self.live.watch({c.job_id: c.record.deadline for c in claimed.values()})
                 try:
                     for items, batch in prepared:
@@ -194,6 +198,14 @@ class ModelRunner:
         except (ImageError, ValidationError, KeyError, ValueError) as exc:
             return error_of(exc)
         return WorkItem(job_id=record.id, image=image, params=params)
+
+    def _load_waits(self, claims) -> dict[str, float]:
+        """Jobs that arrived before the weights were loaded: how long each waited for the load."""
+        if self.loaded is None:
+            return {}
+        began, ended = self.loaded
+        return {c.job_id: ended - max(began, c.record.created_at) for c in claims
+                if c.record.created_at < ended and c.record.attempts <= 1}
 
     def _prepare(self, items: list[WorkItem]) -> object:
         """The adapter's `prepare`, or the exception it raised (the group then runs job by job)."""

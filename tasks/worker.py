@@ -41,12 +41,12 @@ from vlmq.settings import Settings
 from vlmq.store import JobStore
 from vlmq.tasks.adapters import check_registry, load_adapter_class
 from vlmq.tasks.app import make_celery, publish
-from vlmq.tasks.batching import TICK_S, QueueAwareBatches
+from vlmq.tasks.batching import TICK_S, ModelGate, QueueAwareBatches
 from vlmq.tasks.flower import Revocations, batch_failed, outcome_of
 from vlmq.tasks.live import LiveJobs
 from vlmq.tasks.metrics import WorkerMetrics
 from vlmq.tasks.reconcile import Reconciler, sweep_blobs
-from vlmq.tasks.runner import ModelRunner
+from vlmq.tasks.runner import JobReport, ModelRunner
 
 log = logging.getLogger("vlmq.worker")
 #: Batches a worker has in hand at once: one in the model's forward pass, the next one preparing.
@@ -54,9 +54,9 @@ PIPELINE = 2
 
 
 class Heartbeat(threading.Thread):
-    """The worker's heartbeat every `HEARTBEAT_S`, and what else runs at that pace (`on_beat`)."""
+    """The worker's heartbeat every `HEARTBEAT_S` (with `info`), and what else runs at that pace (`on_beat`)."""
 
-    def __init__(self, fleet: Fleet, info: WorkerInfo) -> None:
+    def __init__(self, fleet: Fleet, info: WorkerInfo | None) -> None:
         super().__init__(daemon=True, name="vlmq-heartbeat")
         self.fleet = fleet
         self.info = info
@@ -65,7 +65,8 @@ class Heartbeat(threading.Thread):
 
     def run(self) -> None:
         while not self.stopped.is_set():
-            for beat in (lambda: self.fleet.heartbeat(self.info), *self.on_beat):
+            own = [lambda: self.fleet.heartbeat(self.info)] if self.info is not None else []
+            for beat in (*own, *self.on_beat):
                 try:
                     beat()
                 except Exception as exc:  # noqa: BLE001 - Redis away: try again at the next beat
@@ -73,10 +74,11 @@ class Heartbeat(threading.Thread):
             self.stopped.wait(HEARTBEAT_S)
 
 
-def register_tasks(app, spec: ModelSpec, runner: ModelRunner) -> list[str]:
-    """One batch task per job type of the model, named `vlmq.<type>.<model>`."""
+def register_tasks(app, spec: ModelSpec, run_batch: Callable[[list[str]], list[JobReport]], gate: ModelGate,
+                   client: redis.Redis) -> list[str]:
+    """One batch task per job type of the model, named `vlmq.<type>.<model>`, running `run_batch` (a
+    runner's, or a group worker's that finds the member's runner)."""
     keys = [key for lane in Lane for key in queue_keys(spec.name, lane)]
-    client = runner.store.redis
 
     def backlog() -> bool:
         try:
@@ -93,7 +95,7 @@ def register_tasks(app, spec: ModelSpec, runner: ModelRunner) -> list[str]:
             job_ids = [request.args[0] for request in requests]
             began = time.monotonic()
             try:
-                reports = runner.run_batch(job_ids)
+                reports = run_batch(job_ids)
             except Exception as exc:  # acknowledged anyway, as before; Flower shows the error on its jobs
                 log.exception("batch of %d jobs raised", len(job_ids))
                 return batch_failed(exc, len(job_ids))
@@ -110,7 +112,7 @@ def register_tasks(app, spec: ModelSpec, runner: ModelRunner) -> list[str]:
             max_wait=cap,
             idle_wait=cap,
             backlog=staticmethod(backlog),
-            gate=runner.gate,
+            gate=gate,
             acks_late=True,
             reject_on_worker_lost=True,
         )(run)
@@ -132,7 +134,7 @@ def run_worker(model: str, settings: Settings, hostname: str | None = None) -> i
     heartbeat = Heartbeat(fleet, WorkerInfo(name=name, model=model, state=WorkerState.loading, pid=os.getpid()))
     heartbeat.start()
 
-    began = time.perf_counter()
+    began, began_at = time.perf_counter(), time.time()
     try:
         check_registry(registry)  # an entry its adapter cannot serve is refused now, not at its first job
         adapter = load_adapter_class(spec.adapter)(spec, spec.resolved_source(settings))
@@ -158,8 +160,9 @@ def run_worker(model: str, settings: Settings, hostname: str | None = None) -> i
     live = LiveJobs(store, name)
     blobs = blob_store(settings)
     runner = ModelRunner(adapter, store, blobs, settings, name, metrics,
-                         Notifier(app.send_task), Lanes(client, settings.job_ttl_s), live)
-    register_tasks(app, spec, runner)
+                         Notifier(app.send_task), Lanes(client, settings.job_ttl_s), live,
+                         loaded=(began_at, began_at + load_s))
+    register_tasks(app, spec, runner.run_batch, runner.gate, client)
     heartbeat.on_beat.append(Revocations(runner.cancel).apply)
     heartbeat.on_beat.append(lambda: sweep_blobs(client, blobs, settings.job_ttl_s, settings.openai_file_ttl_s))
     live.start()
@@ -174,7 +177,7 @@ def run_worker(model: str, settings: Settings, hostname: str | None = None) -> i
         without_gossip=True,
         task_events=True,
     )
-    reconciler = Reconciler(model, client, runner.store, runner.lanes, lambda record: publish(app, record),
+    reconciler = Reconciler([model], client, runner.store, runner.lanes, lambda record: publish(app, record),
                             settings.visibility_timeout_s)
     reconciler.start()
     try:

@@ -19,7 +19,16 @@ import pytest
 import redis
 import torch
 
-from tests.utils.processes import Proc, spawn, start_api, start_worker, stop_all, wait_ready
+from tests.utils.processes import (
+    Proc,
+    group_worker_name,
+    spawn,
+    start_api,
+    start_group_worker,
+    start_worker,
+    stop_all,
+    wait_ready,
+)
 from tests.utils.slow_model import SLOW_MODEL, build_slow_blip
 from vlmq.cli.redis_server import answers, start_embedded
 from vlmq.registry import load_registry
@@ -39,7 +48,14 @@ LANES_MODEL = "blip-lanes"
 LANES_SMALL_MODEL = "blip-lanes-small"
 #: Its weights are a copy the cache tests change, to see cached answers dropped.
 REVISION_MODEL = "blip-rev"
-UNSERVED = {UNSERVED_MODEL, FULL_MODEL, CRASH_MODEL, QUANTIZED_MODEL, LANES_MODEL, LANES_SMALL_MODEL, REVISION_MODEL}
+#: A model group the group tests start their own group workers for (tests/e2e/test_groups.py): three
+#: captioners, a slow one (its load takes a while) and one whose load fails.
+TEST_GROUP = "grp-test"
+GROUP_MEMBERS = ("grp-a", "grp-b", "grp-c")
+GROUP_SLOW, GROUP_BAD = "grp-slow", "grp-bad"
+GROUP_MAX_LOADED = 2
+UNSERVED = {UNSERVED_MODEL, FULL_MODEL, CRASH_MODEL, QUANTIZED_MODEL, LANES_MODEL, LANES_SMALL_MODEL, REVISION_MODEL,
+            *GROUP_MEMBERS, GROUP_SLOW, GROUP_BAD}
 TEST_REDIS_URL = os.environ.get("VLMQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 _XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
 if _XDIST_WORKER != "gw0":  # pytest -n: each xdist worker its own database (13, 12, ...) and its own stack
@@ -91,11 +107,20 @@ def extra_models(data_dir: Path) -> dict[str, dict]:
         LANES_SMALL_MODEL: {**caption, "queue_limit": 3, "description": "lane tests, 3 jobs per lane"},
         REVISION_MODEL: {"adapter": "blip_vqa", "source": str(revision_copy), "tasks": ["vqa"],
                          "description": "cache invalidation tests"},
+        **{member: {**caption, "max_batch_size": 2, "description": "group tests"} for member in GROUP_MEMBERS},
+        GROUP_SLOW: {**caption, "source": str(slow), "max_batch_size": 2, "description": "group tests: slow to load"},
+        GROUP_BAD: {**caption, "source": str(data_dir / "no-such-model"), "description": "group tests: cannot load"},
     }
 
 
 @pytest.fixture(scope="session")
-def base_env(redis_url: str, data_dir: Path, extra_models: dict[str, dict]) -> dict[str, str]:
+def extra_groups() -> dict[str, dict]:
+    return {TEST_GROUP: {"models": [*GROUP_MEMBERS, GROUP_SLOW, GROUP_BAD], "max_loaded": GROUP_MAX_LOADED}}
+
+
+@pytest.fixture(scope="session")
+def base_env(redis_url: str, data_dir: Path, extra_models: dict[str, dict], extra_groups: dict[str, dict]
+             ) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VLMQ_")}
     env.update(
         VLMQ_REDIS_URL=redis_url,
@@ -104,6 +129,7 @@ def base_env(redis_url: str, data_dir: Path, extra_models: dict[str, dict]) -> d
         VLMQ_URL_ALLOW_HOSTS="localhost",  # test image servers run on loopback, reached by this name only
         VLMQ_LOG_FORMAT="json",
         VLMQ_MODELS=json.dumps(extra_models),
+        VLMQ_GROUPS=json.dumps(extra_groups),
         VLMQ_WEBHOOK_BACKOFF_S="0.2",
         PYTHONUNBUFFERED="1",
     )
@@ -111,9 +137,10 @@ def base_env(redis_url: str, data_dir: Path, extra_models: dict[str, dict]) -> d
 
 
 @pytest.fixture(scope="session")
-def settings(redis_url: str, data_dir: Path, extra_models: dict[str, dict]) -> Settings:
+def settings(redis_url: str, data_dir: Path, extra_models: dict[str, dict], extra_groups: dict[str, dict]
+             ) -> Settings:
     return Settings(redis_url=redis_url, data_dir=data_dir, url_allow_hosts=["localhost"], models=extra_models,
-                    webhook_backoff_s=0.2, blob_url=(data_dir / "blobs").as_uri())
+                    groups=extra_groups, webhook_backoff_s=0.2, blob_url=(data_dir / "blobs").as_uri())
 
 
 @pytest.fixture(scope="session")
@@ -135,16 +162,22 @@ class Stack:
 
 @pytest.fixture(scope="session")
 def stack(base_env: dict[str, str], settings: Settings, log_dir: Path) -> Stack:
-    """The API and one worker per registry model, as real processes, for the whole session."""
-    models = [name for name in load_registry(settings).names if name not in UNSERVED]
+    """The API, one worker per registry model and a group worker per model group (as `vlmq up` starts
+    them), as real processes, for the whole session."""
+    registry = load_registry(settings)
+    groups = [name for name in registry.groups if name != TEST_GROUP]
+    models = [name for name in registry.names if name not in UNSERVED and registry.group_of(name) not in groups]
     workers = {model: start_worker(model, base_env, log_dir) for model in models}
+    group_workers = {group: start_group_worker(group, base_env, log_dir) for group in groups}
     webhooks = spawn("webhooks", [sys.executable, "-m", "vlmq.cli", "webhooks"], base_env, log_dir)
     api, url = start_api(base_env, log_dir)
-    procs = [api, webhooks, *workers.values()]
+    procs = [api, webhooks, *workers.values(), *group_workers.values()]
     try:
         wait_ready(settings.redis_url, list(workers.values()), models)
+        for group, proc in group_workers.items():
+            group_worker_name(settings.redis_url, proc, group)
     except RuntimeError:
         stop_all(procs)
         raise
-    yield Stack(url, settings.redis_url, api, workers, webhooks)
+    yield Stack(url, settings.redis_url, api, {**workers, **group_workers}, webhooks)
     stop_all(procs)

@@ -9,6 +9,11 @@ Each worker writes a heartbeat every few seconds:
 
 A worker is online while its heartbeat is younger than `ONLINE_S`. The API reads these for
 ``GET /v1/models`` and the cache reads the revision to scope its keys.
+
+A group worker (tasks/group_worker.py) writes the same for each member it holds, under the name
+``<worker>/<member>`` (so a member's workers, readiness and revision read as a pinned model's do),
+and for itself ``vlmq:group-workers:{group}`` (name -> heartbeat) and its hash: the members it holds
+(state, load seconds, weights bytes), its limits and its memory.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from enum import StrEnum
 import redis
 
 from vlmq.jobs import Lane
-from vlmq.keyspace import REVISION, SETUP_ERROR, WORKER, WORKERS
+from vlmq.keyspace import GROUP_WORKERS, REVISION, SETUP_ERROR, WORKER, WORKERS
 from vlmq.queues import queue_keys
 
 #: A worker whose model failed to load exits with this status (a supervisor must not restart it).
@@ -64,6 +69,37 @@ class ModelFleet:
         return sum(1 for w in self.workers if w.state is WorkerState.ready)
 
 
+@dataclass(frozen=True)
+class HeldModel:
+    """A member a group worker holds (loading, ready, or `error`: its load failed, its jobs fail)."""
+
+    model: str
+    state: WorkerState
+    load_s: float | None = None
+    weights_bytes: int = 0
+    revision: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class GroupWorkerInfo:
+    name: str
+    group: str
+    pid: int
+    held: tuple[HeldModel, ...] = ()
+    max_loaded: int = 0
+    max_memory_bytes: int | None = None
+    rss_bytes: int = 0
+    peak_rss_bytes: int = 0
+    loads: int = 0
+    evictions: int = 0
+    last_seen: float = 0.0
+
+    def member_worker(self, model: str) -> str:
+        """The name it serves `model` under: `<worker>/<model>`."""
+        return f"{self.name}/{model}"
+
+
 def _text(value: bytes | str | None) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -91,6 +127,34 @@ class Fleet:
             pipe.delete(SETUP_ERROR.format(info.model))
         pipe.execute()
 
+    def group_heartbeat(self, info: GroupWorkerInfo) -> None:
+        """The group worker's own entry, and one per member it holds (as a pinned worker's)."""
+        for held in info.held:
+            self.heartbeat(WorkerInfo(name=info.member_worker(held.model), model=held.model,
+                                      state=held.state, revision=held.revision, load_s=held.load_s, pid=info.pid))
+        stamp = time.time()
+        holds = [{"model": h.model, "state": h.state.value, "load_s": h.load_s, "weights_bytes": h.weights_bytes,
+                  **({"error": h.error} if h.error else {})} for h in info.held]
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zadd(GROUP_WORKERS.format(info.group), {info.name: stamp})
+        pipe.zremrangebyscore(GROUP_WORKERS.format(info.group), 0, stamp - 10 * ONLINE_S)
+        pipe.hset(WORKER.format(info.name), mapping={
+            "group": info.group, "state": WorkerState.ready.value, "pid": str(info.pid), "seen": repr(stamp),
+            "holds": json.dumps(holds), "max_loaded": str(info.max_loaded),
+            "max_memory_bytes": str(info.max_memory_bytes or 0), "rss_bytes": str(info.rss_bytes),
+            "peak_rss_bytes": str(info.peak_rss_bytes), "loads": str(info.loads), "evictions": str(info.evictions),
+        })
+        pipe.expire(WORKER.format(info.name), int(ONLINE_S * 2))
+        pipe.execute()
+
+    def leave_group(self, info: GroupWorkerInfo) -> None:
+        for held in info.held:
+            self.leave(held.model, info.member_worker(held.model))
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrem(GROUP_WORKERS.format(info.group), info.name)
+        pipe.delete(WORKER.format(info.name))
+        pipe.execute()
+
     def leave(self, model: str, name: str) -> None:
         pipe = self.redis.pipeline(transaction=False)
         pipe.zrem(WORKERS.format(model), name)
@@ -116,6 +180,44 @@ class Fleet:
             for key in queue_keys(model, each):
                 pipe.llen(key)
         return sum(pipe.execute())
+
+    def holders(self, models: list[str]) -> dict[str, list[str]]:
+        """The online workers of each model (pinned, or a group worker's `<worker>/<model>`)."""
+        since = time.time() - ONLINE_S
+        pipe = self.redis.pipeline(transaction=False)
+        for model in models:
+            pipe.zrangebyscore(WORKERS.format(model), since, "+inf")
+        return {model: [_text(n) for n in names] for model, names in zip(models, pipe.execute(), strict=True)}
+
+    def describe_groups(self, groups: list[str]) -> dict[str, list[GroupWorkerInfo]]:
+        """The online group workers of each group, with what each holds."""
+        since = time.time() - ONLINE_S
+        pipe = self.redis.pipeline(transaction=False)
+        for group in groups:
+            pipe.zrangebyscore(GROUP_WORKERS.format(group), since, "+inf")
+        names = {group: [_text(n) for n in found] for group, found in zip(groups, pipe.execute(), strict=True)}
+        pipe = self.redis.pipeline(transaction=False)
+        for group in groups:
+            for name in names[group]:
+                pipe.hgetall(WORKER.format(name))
+        raw_workers = iter(pipe.execute())
+        described: dict[str, list[GroupWorkerInfo]] = {}
+        for group in groups:
+            described[group] = []
+            for name in names[group]:
+                raw = {_text(k): _text(v) for k, v in next(raw_workers).items()}
+                if not raw:
+                    continue
+                held = tuple(HeldModel(model=h["model"], state=WorkerState(h["state"]), load_s=h.get("load_s"),
+                                       weights_bytes=h.get("weights_bytes", 0), error=h.get("error"))
+                             for h in json.loads(raw.get("holds") or "[]"))
+                described[group].append(GroupWorkerInfo(
+                    name=name, group=group, pid=int(raw.get("pid", 0)), held=held,
+                    max_loaded=int(raw.get("max_loaded", 0)), max_memory_bytes=int(raw.get("max_memory_bytes", 0)) or None,
+                    rss_bytes=int(raw.get("rss_bytes", 0)), peak_rss_bytes=int(raw.get("peak_rss_bytes", 0)),
+                    loads=int(raw.get("loads", 0)), evictions=int(raw.get("evictions", 0)),
+                    last_seen=float(raw.get("seen", 0))))
+        return described
 
     def describe(self, models: list[str]) -> dict[str, ModelFleet]:
         """Workers, queue depth and setup error of each model, in two round trips."""

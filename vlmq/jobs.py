@@ -145,6 +145,7 @@ class JobRecord:
     worker: str | None = None
     cancel_reason: str | None = None
     batch: str | None = None  # an OpenAI-style batch's id: its final status is counted there
+    load_wait_ms: float | None = None  # queued while its model's weights loaded: for how long
 
     @property
     def queue_ms(self) -> float | None:
@@ -218,4 +219,5 @@ class JobRecord:
             worker=raw.get("worker"),
             cancel_reason=raw.get("cancel_reason"),
             batch=raw.get("batch"),
+            load_wait_ms=num("load_wait_ms"),
         )

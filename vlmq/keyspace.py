@@ -8,7 +8,8 @@ Groups:
 
 - jobs (vlmq/store.py, vlmq/admission.py): records, event streams, joiners, recent jobs per owner;
 - lanes (vlmq/lanes.py): pending jobs per lane, bulk backlog per key, batch pace;
-- fleet (vlmq/fleet.py): worker heartbeats, worker state, setup errors, weights revisions;
+- fleet (vlmq/fleet.py): worker heartbeats, worker state, setup errors, weights revisions, group
+  workers and their load locks;
 - API keys (vlmq/keys.py): key records, ids, token buckets;
 - webhooks (vlmq/notify.py, tasks/webhooks.py, vlmq/webhook_secrets.py): delivery logs, the
   anonymous signing secret;
@@ -43,6 +44,8 @@ WORKERS = "vlmq:workers:{}"  # sorted set per model: worker name -> time of its 
 WORKER = "vlmq:worker:{}"  # hash per worker name: model, state, revision, load seconds, pid, busy_since
 SETUP_ERROR = "vlmq:setup-error:{}"  # string (JSON) per model: its workers' last setup failure (an hour)
 REVISION = "vlmq:revision:{}"  # string per model: the weights revision its workers report
+GROUP_WORKERS = "vlmq:group-workers:{}"  # sorted set per model group: group worker name -> last heartbeat
+LOAD_LOCK = "vlmq:load-lock:{}"  # string per model: the group worker about to load it (NX, expires)
 
 # --- API keys (vlmq/keys.py)
 KEY = "vlmq:key:{}"  # hash per sha256(key): id, name, rate, burst, webhook_secret, created_at

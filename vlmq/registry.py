@@ -18,13 +18,21 @@ Example entry::
     dir = "demo:llava-ft"
     adapter = "image_text_to_text"
     tasks = ["chat", "caption"]
+
+    [groups.llava-ft]                 # served by group workers that load members on demand
+    checkpoints = "llava-ft"          # every model of [checkpoints.llava-ft]; or models = ["a", "b"]
+    max_loaded = 4                    # members one group worker holds at once (least recently used goes)
+    max_memory_gb = 12                # and/or a budget for their weights
+    workers = 1                       # group workers `vlmq up` starts
+
+Per-model JSON overrides come from `VLMQ_MODELS`, per-group ones from `VLMQ_GROUPS`.
 """
 
 from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -105,9 +113,34 @@ class ModelSpec(BaseModel):
         return self.source
 
 
+class GroupSpec(BaseModel):
+    """A model group: members that group workers load on demand (tasks/group_worker.py), at most
+    `max_loaded` of them at once per worker and, with `max_memory_gb`, weights within that budget."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    members: tuple[str, ...] = Field(..., description="Registry models, from `checkpoints` or `models`.")
+    max_loaded: int = Field(4, ge=1, le=1024, description="Members one group worker holds at once.")
+    max_memory_gb: float | None = Field(None, gt=0, description="Budget for one group worker's weights.")
+    workers: int = Field(1, ge=0, le=64, description="Group workers `vlmq up` starts.")
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        if not _NAME.match(value) or "@" in value:
+            raise ValueError(f"group name {value!r}: lowercase letters, digits, '.', '_', '-'")
+        return value
+
+    @property
+    def max_memory_bytes(self) -> int | None:
+        return int(self.max_memory_gb * 1024**3) if self.max_memory_gb else None
+
+
 @dataclass(frozen=True)
 class Registry:
     models: dict[str, ModelSpec]
+    groups: dict[str, GroupSpec] = field(default_factory=dict)
 
     def __iter__(self):
         return iter(self.models.values())
@@ -127,6 +160,10 @@ class Registry:
     @property
     def names(self) -> list[str]:
         return list(self.models)
+
+    def group_of(self, model: str) -> str | None:
+        """The first group that has `model` as a member."""
+        return next((g.name for g in self.groups.values() if model in g.members), None)
 
 
 def _deep_merge(base: dict, override: dict) -> dict:
@@ -162,16 +199,19 @@ def load_registry(settings: Settings) -> Registry:
         raw = tomllib.loads(Path(path).read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise RegistryError(f"cannot read model registry {path}: {exc}") from exc
-    unknown = set(raw) - {"models", "checkpoints"}
+    unknown = set(raw) - {"models", "checkpoints", "groups"}
     if unknown:
         raise RegistryError(f"{path}: unknown sections {sorted(unknown)}")
 
     entries: dict[str, dict] = {name: dict(body) for name, body in raw.get("models", {}).items()}
+    checkpoints: dict[str, list[str]] = {}
     for group, body in raw.get("checkpoints", {}).items():
         body = dict(body)
         folder = _resolve_dir(str(body.pop("dir", "")), settings)
+        checkpoints[group] = []
         for step, ckpt in discover_checkpoints(folder):
             entries[f"{group}@{step}"] = {**body, "source": str(ckpt), "checkpoint_step": step}
+            checkpoints[group].append(f"{group}@{step}")
     for name, override in settings.models.items():
         entries[name] = _deep_merge(entries.get(name, {}), override)
 
@@ -181,4 +221,30 @@ def load_registry(settings: Settings) -> Registry:
             models[name] = ModelSpec(name=name, **body)
         except (ValidationError, TypeError) as exc:
             raise RegistryError(f"model {name!r} in {path}: {exc}") from exc
-    return Registry(models)
+    groups = {name: dict(body) for name, body in raw.get("groups", {}).items()}
+    for name, override in settings.groups.items():
+        groups[name] = _deep_merge(groups.get(name, {}), override)
+    return Registry(models, {name: _group(name, body, checkpoints, models, path) for name, body in groups.items()})
+
+
+def _group(name: str, body: dict, checkpoints: dict[str, list[str]], models: dict[str, ModelSpec],
+           path: Path | str) -> GroupSpec:
+    """A `[groups.<name>]` entry: exactly one of `checkpoints` (a `[checkpoints.*]` name) or `models`."""
+    body = dict(body)
+    folder, listed = body.pop("checkpoints", None), body.pop("models", None)
+    if (folder is None) == (listed is None):
+        raise RegistryError(f"group {name!r} in {path}: give exactly one of checkpoints or models")
+    if folder is not None:
+        if folder not in checkpoints:
+            raise RegistryError(f"group {name!r} in {path}: no [checkpoints.{folder}] section")
+        members = checkpoints[folder]
+    else:
+        members = list(listed) if isinstance(listed, list) else []
+        unknown = [m for m in members if m not in models]
+        if not members or unknown:
+            raise RegistryError(f"group {name!r} in {path}: models must name registry models "
+                                f"(unknown: {', '.join(map(repr, unknown)) or 'none given'})")
+    try:
+        return GroupSpec(name=name, members=tuple(members), **body)
+    except (ValidationError, TypeError) as exc:
+        raise RegistryError(f"group {name!r} in {path}: {exc}") from exc

@@ -36,6 +36,10 @@ class Settings(BaseSettings):
         description="JSON merged over the registry file, per model: "
         '`{"blip-base": {"source": "Salesforce/blip-image-captioning-base"}}`.',
     )
+    groups: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description='JSON merged over the registry file, per model group: `{"llava-ft": {"max_loaded": 8}}`.',
+    )
 
     blob_url: str = Field(
         "", description="Where images and artifacts live: `file:///folder` (default: `data_dir/blobs`) or "

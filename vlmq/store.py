@@ -369,6 +369,14 @@ class JobStore:
     def set_fields(self, job_id: str, **fields: str) -> None:
         self.redis.hset(JOB.format(job_id), mapping=fields)
 
+    def note_load_waits(self, waits: dict[str, float]) -> None:
+        """How long each of these jobs waited for its model's weights to load (seconds)."""
+        if waits:
+            pipe = self.redis.pipeline(transaction=False)
+            for job_id, seconds in waits.items():
+                pipe.hset(JOB.format(job_id), "load_wait_ms", f"{seconds * 1000:.1f}")
+            pipe.execute()
+
     # --- transitions ----------------------------------------------------------------------
 
     def claim(self, job_ids: list[str], worker: str, max_attempts: int) -> list[Claim]:

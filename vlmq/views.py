@@ -50,6 +50,9 @@ class JobView(BaseModel):
     completed_at: str | None = None
     queue_ms: float | None = Field(None, description="From accepted to started (last attempt).")
     run_ms: float | None = Field(None, description="From started to finished.")
+    load_wait_ms: float | None = Field(
+        None, description="Of queue_ms, the time it waited for its model's weights to load (a group worker "
+        "loading the model on demand, or a worker starting); null: the model was loaded when it arrived.")
     attempts: int = 0
     output: dict[str, Any] | None = None
     error: ErrorInfo | None = None
@@ -84,6 +87,7 @@ class JobView(BaseModel):
             completed_at=iso(record.completed_at),
             queue_ms=record.queue_ms,
             run_ms=record.run_ms,
+            load_wait_ms=record.load_wait_ms,
             attempts=record.attempts,
             output=output,
             error=error,

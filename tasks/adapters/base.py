@@ -126,6 +126,21 @@ class ModelAdapter(ABC):
             data.pop(free_text, None)
         return json.dumps(data, sort_keys=True)
 
+    def weights_bytes(self) -> int:
+        """Bytes of the loaded weights: parameters and buffers of every torch module the adapter holds
+        (a group worker's memory budget counts these)."""
+        import torch
+
+        seen: set[int] = set()
+        total = 0
+        for value in vars(self).values():
+            if isinstance(value, torch.nn.Module):
+                for tensor in (*value.parameters(), *value.buffers()):
+                    if tensor.data_ptr() not in seen:
+                        seen.add(tensor.data_ptr())
+                        total += tensor.numel() * tensor.element_size()
+        return total
+
     def revision(self) -> str:
         """What identifies these weights (cache scoping): a commit hash or a fingerprint of files."""
         from vlmq.tasks.fingerprint import weights_fingerprint

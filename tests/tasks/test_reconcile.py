@@ -45,10 +45,10 @@ def test_lost_messages_are_published_again(redis_url: str) -> None:
     client.zadd(PENDING.format(MODEL, Lane.bulk.value), {lost.id: old, waiting.id: old})
 
     republished: list[str] = []
-    reconciler = Reconciler(MODEL, client, store, lanes, lambda record: (republished.append(record.id), publish(app, record)),
+    reconciler = Reconciler([MODEL], client, store, lanes, lambda record: (republished.append(record.id), publish(app, record)),
                             visibility_timeout_s=30)
-    assert reconciler.sweep() == ["lost-1"]
+    assert reconciler.sweep(MODEL) == ["lost-1"]
     assert republished == ["lost-1"]
     assert client.llen(queue_name(MODEL, Lane.bulk)) == 2  # waiting's message and lost's new one
-    assert reconciler.sweep() == []  # lost-1 is pending again, recently: not swept twice
+    assert reconciler.sweep(MODEL) == []  # lost-1 is pending again, recently: not swept twice
     assert client.zscore(PENDING.format(MODEL, Lane.bulk.value), started.id) is None

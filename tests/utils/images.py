@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 
+import numpy as np
 from PIL import Image
 from skimage import data
 
@@ -19,6 +20,11 @@ def cat() -> Image.Image:
 
 def coffee() -> Image.Image:
     return Image.fromarray(data.coffee())
+
+
+def noise(seed: int, size: int = 64) -> Image.Image:
+    """A random image: a different one per seed (so no cache tier ever answers it)."""
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8))
 
 
 def encode(image: Image.Image, fmt: str = "PNG", **save: object) -> bytes:

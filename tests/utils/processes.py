@@ -94,6 +94,25 @@ def start_worker(model: str, env: dict[str, str], log_dir: Path) -> Proc:
     return spawn(f"worker-{model}", argv, env, log_dir)
 
 
+def start_group_worker(group: str, env: dict[str, str], log_dir: Path) -> Proc:
+    argv = [sys.executable, "-m", "vlmq.cli", "worker", "--group", group]
+    return spawn(f"group-{group}", argv, env, log_dir)
+
+
+def group_worker_name(redis_url: str, proc: Proc, group: str, timeout: float = 120) -> str:
+    """Once the group worker `proc` has announced itself: its name."""
+    fleet = Fleet(redis.Redis.from_url(redis_url))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise RuntimeError(f"{proc.name} exited ({proc.process.returncode}):\n{proc.tail()}")
+        for worker in fleet.describe_groups([group])[group]:
+            if worker.pid == proc.pid:
+                return worker.name
+        time.sleep(0.25)
+    raise RuntimeError(f"group worker not up in time:\n{proc.tail(15)}")
+
+
 def wait_ready(redis_url: str, procs: list[Proc], models: list[str], timeout: float = 120) -> None:
     """Until each model has as many ready workers as were started for it here."""
     fleet = Fleet(redis.Redis.from_url(redis_url))

@@ -27,7 +27,7 @@ MODELS = Path(__file__).with_name("fuzz-models.toml")
 def fuzz_api(base_env: dict[str, str], log_dir: Path):
     """An API of its own, on the tests' Redis, whose registry is tests/api/fuzz-models.toml: the schema
     lists those models, so schemathesis queues valid jobs for them, away from every other test's."""
-    env = {**base_env, "VLMQ_MODELS_FILE": str(MODELS), "VLMQ_MODELS": "{}"}
+    env = {**base_env, "VLMQ_MODELS_FILE": str(MODELS), "VLMQ_MODELS": "{}", "VLMQ_GROUPS": "{}"}
     proc, url = start_api(env, log_dir)
     yield url
     proc.stop()

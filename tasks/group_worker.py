@@ -8,16 +8,20 @@ Routing. A group worker consumes the queues of the members it holds, and only th
 go to the worker that holds it, with no broker hop of their own. A member nobody holds has its jobs
 waiting in its queues; every `LOAD_TICK_S` each group worker reads the members' waiting jobs (their
 lanes' pending sets, vlmq/lanes.py) and who holds which (vlmq/fleet.py), and takes the member whose
-oldest job has waited longest among those nobody holds: it makes room (tasks/holdings.py: least
-recently used first, sparing members with jobs queued), takes the member's load lock (one loader per
+oldest job has waited longest among those nobody holds: it makes room (tasks/holdings.py: the least
+used first, sparing members with jobs queued), takes the member's load lock (one loader per
 member across the fleet), announces it (`loading`), loads it in this thread while its other members
 keep serving, then starts consuming its queues (interactive lanes of every member before any bulk
 lane, as a pinned worker's). Batching, lanes and fair share are a pinned worker's: one batch task per
 (job type, member), each member's own `ModelGate`. A job that waited for its member's load says so
 (`load_wait_ms`).
 
-Eviction: stop consuming the member's queues, let the batches it already took finish, drop the
-weights (garbage collected, CUDA cache emptied, freed heap given back to the system).
+Eviction: stop consuming the member's queues, let the batches it already took finish, stop their
+flush timers, drop the weights (freed as their last reference goes; CUDA cache emptied, freed heap
+given back to the system).
+
+At start, before it announces itself, a group worker loads its group's first member once and drops
+it: the seconds of imports a first load pays are paid there, as a pinned worker pays them at start.
 
 A member whose load fails is reported on the member (`GET /v1/models` shows the setup error) and held
 without weights for `FAILED_HOLD_S`: its jobs are taken and failed with that error (code
@@ -35,8 +39,10 @@ import logging
 import os
 import resource
 import socket
+import statistics
 import threading
 import time
+import weakref
 from functools import partial
 
 import redis
@@ -106,8 +112,11 @@ def _rss_bytes() -> tuple[int, int]:
     return resident, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def _release_memory() -> None:
-    gc.collect()
+def _release_memory(adapter: weakref.ref) -> None:
+    """Once the last reference to an adapter is dropped: its weights are freed by reference counting;
+    a full collection (a quarter second with transformers loaded) only if a cycle still holds it."""
+    if adapter() is not None:
+        gc.collect()
     with contextlib.suppress(Exception):
         import torch
 
@@ -168,7 +177,7 @@ class GroupWorker:
                 if record is not None and record.status is JobStatus.queued:
                     publish(self.app, record)
             return [JobReport(None, "not run: its model left this worker; queued again") for _ in job_ids]
-        self.holdings.touch(member)
+        self.holdings.touch(member, len(job_ids))
         return held.runner.run_batch(job_ids)
 
     # --- the queues consumed, changed in the consumer's event loop ------------------------------
@@ -208,6 +217,19 @@ class GroupWorker:
 
         self._in_loop(cancel)
 
+    def stop_flushing(self, member: str) -> None:
+        """Cancel the member's batch tasks' flush timers (celery-batches starts one at a task's first
+        message and runs it every 0.5 ms for good: 40 members' would take a core); the next message
+        starts it again."""
+        def cancel(_consumer) -> None:
+            for name in self.task_names[member]:
+                task = self.app.tasks[name]
+                if task._tref is not None and not task._buffer.qsize() and not task._pending.qsize():
+                    task._tref.cancel()
+                    task._tref = None
+
+        self._in_loop(cancel)
+
     def _drained(self, member: str) -> bool:
         """No message of the member buffered or pending in its batch tasks, no batch of it running."""
         for name in self.task_names[member]:
@@ -218,15 +240,35 @@ class GroupWorker:
 
     # --- loading and evicting (the loader thread) ---------------------------------------------
 
+    def warm_up(self) -> None:
+        """Load the group's first member once and drop it, before announcing this worker: the imports
+        and lazy modules a first load pays (seconds) are paid at start, as a pinned worker's are."""
+        spec = self.registry.get(self.spec.members[0])
+        began = time.perf_counter()
+        try:
+            adapter = load_adapter_class(spec.adapter)(spec, spec.resolved_source(self.settings))
+            adapter.setup()
+        except Exception as exc:  # noqa: BLE001 - its jobs will say so; the others are served
+            log.warning("group %s: warm-up load of %s failed: %s", self.spec.name, spec.name, exc)
+            return
+        ref = weakref.ref(adapter)
+        del adapter
+        _release_memory(ref)
+        log.info("group %s: warmed up in %.2fs (%s loaded and dropped)", self.spec.name,
+                 time.perf_counter() - began, spec.name)
+
     def loader(self) -> None:
         self.ready.wait()
-        while not self.stopped.wait(LOAD_TICK_S):
+        while not self.stopped.is_set():
+            loaded = False
             try:
-                self.step()
+                loaded = self.step()
             except redis.RedisError as exc:
                 log.warning("group %s: Redis unavailable (%s); trying again", self.spec.name, exc)
             except Exception:
                 log.exception("group %s: load step failed", self.spec.name)
+            if not loaded:  # after a load, look again at once: more members may be waiting
+                self.stopped.wait(LOAD_TICK_S)
 
     def waiting(self) -> dict[str, float]:
         """Members with jobs waiting: member -> when its oldest waiting job was admitted."""
@@ -242,15 +284,16 @@ class GroupWorker:
                 oldest[member] = min(firsts)
         return oldest
 
-    def step(self) -> None:
-        """One look at the group: drop failed members whose hold ended, load the member waiting longest."""
+    def step(self) -> bool:
+        """One look at the group: drop failed members whose hold ended, load the member waiting longest;
+        whether it loaded one."""
         now = time.monotonic()
         for member in [m for m in self.holdings.members.values() if not m.counted and m.failed_until <= now]:
             self.evict(member.name)
         waiting = self.waiting()
         unheld = [m for m in waiting if m not in self.holdings]
         if not unheld:
-            return
+            return False
         holders = self.fleet.holders(unheld)
         for member in sorted((m for m in unheld if not holders[m]), key=waiting.get):
             starving = time.time() - waiting[member] >= STARVE_S
@@ -258,7 +301,7 @@ class GroupWorker:
             victims = self.holdings.victims(self.holdings.estimate(member, spec.resolved_source(self.settings)),
                                             set(waiting), starving)
             if victims is None:
-                return
+                return False
             if not self.client.set(LOAD_LOCK.format(member), self.name, nx=True, px=int(HEARTBEAT_S * 4000)):
                 continue  # another group worker is taking it
             try:
@@ -269,7 +312,8 @@ class GroupWorker:
                 self.load(spec)
             finally:
                 self.client.delete(LOAD_LOCK.format(member))
-            return  # one load per step: the next step sees what changed meanwhile
+            return True  # one load per step: the next step sees what changed meanwhile
+        return False
 
     def load(self, spec: ModelSpec) -> None:
         member = spec.name
@@ -290,6 +334,7 @@ class GroupWorker:
             self.consume(member)
             return
         load_s = time.perf_counter() - began
+        self._seed_batch_times(member)
         runner = self._runner(adapter, (began_at, began_at + load_s))
         self.holdings.loaded(member, runner, adapter.weights_bytes(), load_s, revision)
         self.metrics.model_loaded(member, load_s)
@@ -299,6 +344,20 @@ class GroupWorker:
                  len(self.holdings.counted()))
         for victim in self.holdings.over_budget(keep=member):
             self.evict(victim)
+
+    def _seed_batch_times(self, member: str) -> None:
+        """A member's first batches wait for more jobs as long as its batch time says (tasks/batching.py);
+        never run, it has none and would wait the cap: it starts from the batch time of a member of the
+        same job type that has run (a group's members are alike: checkpoints of one model)."""
+        for name in self.task_names[member]:
+            task = self.app.tasks[name]
+            if task._batch_s is not None:
+                continue
+            job_type = name.split(".")[1]
+            known = [t._batch_s for m, names in self.task_names.items() if m != member for n in names
+                     if n.split(".")[1] == job_type and (t := self.app.tasks[n])._batch_s is not None]
+            if known:
+                task.batch_took(statistics.median(known))
 
     def _runner(self, adapter: ModelAdapter, loaded: tuple[float, float] | None) -> ModelRunner:
         name = adapter.spec.name
@@ -312,14 +371,16 @@ class GroupWorker:
         held.leaving = True
         self.stop_consuming(member)
         settled = 0
-        while settled < 3:  # a fetch in flight as the queues were cancelled may still deliver one
+        while settled < 2:  # a fetch in flight as the queues were cancelled may still deliver one
             settled = settled + 1 if self._drained(member) else 0
-            time.sleep(0.02)
+            time.sleep(0.005)
+        self.stop_flushing(member)
         self.holdings.remove(member)
         self.fleet.leave(member, f"{self.name}/{member}")
+        adapter = weakref.ref(held.runner.adapter)
         held.runner = None
         del held
-        _release_memory()
+        _release_memory(adapter)
         log.info("group %s: %s evicted", self.spec.name, member)
 
     def cancel(self, job_id: str, reason: str) -> None:
@@ -351,6 +412,7 @@ def run_group_worker(group: str, settings: Settings, hostname: str | None = None
         worker.consumer = sender
         worker.ready.set()
 
+    worker.warm_up()
     signals.worker_ready.connect(on_ready, weak=False)
     heartbeat = Heartbeat(worker.fleet, None)
     heartbeat.on_beat = [worker.announce, Revocations(worker.cancel).apply,

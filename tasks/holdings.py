@@ -4,9 +4,13 @@ A group worker holds at most `max_loaded` members (loading or ready) and, with a
 most that many bytes of weights. A member that failed to load is held too, without weights and
 without counting, while its jobs are failed (tasks/group_worker.py).
 
-Eviction is least recently used first (a member's use: its last batch, or its load), sparing members
-that still have jobs queued; those go too, least recently used first, once the newcomer has been
-starved (its oldest job waited `STARVE_S`). A newcomer's weights are estimated from its last load
+Eviction takes the least used member: each member counts the jobs it ran here, halved every
+`HALF_LIFE_JOBS` jobs the worker runs (a recency-weighted frequency; a member counts one job at its
+load), ties going to the least recently used (its last batch, or its load). On a Zipf-skewed stream
+this keeps the popular members and cycles the rare ones through the remaining slots (plain LRU
+evicts a popular member whenever a few rare ones pass by: benchmarks/groups.py simulates both).
+Members that still have jobs queued are spared; they go too, in the same order, once the newcomer
+has been starved (its oldest job waited `STARVE_S`). A newcomer's weights are estimated from its last load
 here, else from its files on disk, else as the mean of what is held. With a budget, one member
 larger than the budget still loads alone.
 """
@@ -22,6 +26,7 @@ from typing import Any
 from vlmq.fleet import HeldModel, WorkerState
 
 WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.npz")
+HALF_LIFE_JOBS = 64
 
 
 @dataclass
@@ -34,6 +39,7 @@ class Member:
     revision: str | None = None
     error: str | None = None
     last_used: float = field(default_factory=time.monotonic)
+    uses: float = 1.0  # jobs run here, decayed (the one it was loaded for counts)
     leaving: bool = False  # being evicted: no longer consuming, its last batches finishing
     failed_until: float = 0.0  # state error: monotonic time until which its new jobs are failed
 
@@ -61,10 +67,16 @@ class Holdings:
     def get(self, name: str) -> Member | None:
         return self.members.get(name)
 
-    def touch(self, name: str) -> None:
-        member = self.members.get(name)
-        if member is not None:
-            member.last_used = time.monotonic()
+    def touch(self, name: str, jobs: int = 1) -> None:
+        """`name` ran a batch of `jobs`: every member's count decays by that many jobs, its own grows."""
+        factor = 0.5 ** (jobs / HALF_LIFE_JOBS)
+        with self.lock:
+            for member in self.members.values():
+                member.uses *= factor
+            member = self.members.get(name)
+            if member is not None:
+                member.uses += jobs
+                member.last_used = time.monotonic()
 
     def counted(self) -> list[Member]:
         return [m for m in self.members.values() if m.counted]
@@ -118,13 +130,13 @@ class Holdings:
         return sum(held) // len(held) if held else 0
 
     def victims(self, incoming_bytes: int, backlogged: set[str], starving: bool) -> list[str] | None:
-        """Members to evict, least recently used first, so that one more of `incoming_bytes` fits;
+        """Members to evict, least used first, so that one more of `incoming_bytes` fits;
         None: no room can be made now (members still loading, or all busy and nobody starving)."""
         with self.lock:
             counted = self.counted()
             count, used = len(counted), sum(m.weights_bytes for m in counted)
             ready = sorted((m for m in counted if m.state is WorkerState.ready and not m.leaving),
-                           key=lambda m: m.last_used)
+                           key=lambda m: (m.uses, m.last_used))
             candidates = [m for m in ready if m.name not in backlogged]
             if starving:
                 candidates += [m for m in ready if m.name in backlogged]
@@ -143,14 +155,14 @@ class Holdings:
         return chosen if fits() else None
 
     def over_budget(self, keep: str) -> list[str]:
-        """After a load measured more than estimated: members to evict (LRU first, never `keep`)
+        """After a load measured more than estimated: members to evict (least used first, never `keep`)
         until the weights held are within the budget again."""
         if self.max_memory_bytes is None:
             return []
         with self.lock:
             used = self.used_bytes()
             ready = sorted((m for m in self.counted() if m.state is WorkerState.ready and not m.leaving
-                            and m.name != keep), key=lambda m: m.last_used)
+                            and m.name != keep), key=lambda m: (m.uses, m.last_used))
         chosen = []
         for member in ready:
             if used <= self.max_memory_bytes:

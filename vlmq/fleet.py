@@ -110,9 +110,11 @@ class Fleet:
 
     # --- written by workers ---------------------------------------------------------------
 
-    def heartbeat(self, info: WorkerInfo) -> None:
+    def heartbeat(self, info: WorkerInfo, pipe: redis.client.Pipeline | None = None) -> None:
+        """A worker's heartbeat (sent now, or added to `pipe`)."""
         stamp = time.time()
-        pipe = self.redis.pipeline(transaction=False)
+        own = pipe is None
+        pipe = self.redis.pipeline(transaction=False) if pipe is None else pipe
         pipe.zadd(WORKERS.format(info.model), {info.name: stamp})
         pipe.zremrangebyscore(WORKERS.format(info.model), 0, stamp - 10 * ONLINE_S)
         mapping = {"model": info.model, "state": info.state.value, "pid": str(info.pid or 0), "seen": repr(stamp)}
@@ -125,17 +127,18 @@ class Fleet:
         pipe.expire(WORKER.format(info.name), int(ONLINE_S * 2))
         if info.state is WorkerState.ready:
             pipe.delete(SETUP_ERROR.format(info.model))
-        pipe.execute()
+        if own:
+            pipe.execute()
 
     def group_heartbeat(self, info: GroupWorkerInfo) -> None:
-        """The group worker's own entry, and one per member it holds (as a pinned worker's)."""
+        """The group worker's own entry, and one per member it holds (as a pinned worker's), at once."""
+        pipe = self.redis.pipeline(transaction=False)
         for held in info.held:
-            self.heartbeat(WorkerInfo(name=info.member_worker(held.model), model=held.model,
-                                      state=held.state, revision=held.revision, load_s=held.load_s, pid=info.pid))
+            self.heartbeat(WorkerInfo(name=info.member_worker(held.model), model=held.model, state=held.state,
+                                      revision=held.revision, load_s=held.load_s, pid=info.pid), pipe)
         stamp = time.time()
         holds = [{"model": h.model, "state": h.state.value, "load_s": h.load_s, "weights_bytes": h.weights_bytes,
                   **({"error": h.error} if h.error else {})} for h in info.held]
-        pipe = self.redis.pipeline(transaction=False)
         pipe.zadd(GROUP_WORKERS.format(info.group), {info.name: stamp})
         pipe.zremrangebyscore(GROUP_WORKERS.format(info.group), 0, stamp - 10 * ONLINE_S)
         pipe.hset(WORKER.format(info.name), mapping={

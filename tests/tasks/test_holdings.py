@@ -26,6 +26,18 @@ def test_room_is_made_least_recently_used_first() -> None:
     assert holding("a", "b").victims(100, set(), False) == []  # a free slot: nobody leaves
 
 
+def test_a_popular_member_outlasts_rare_ones_used_after_it() -> None:
+    held = holding("a", "b", "c")
+    held.touch("a", jobs=10)  # popular
+    held.touch("b")
+    held.touch("c")  # b and c are used more recently than a, each once: LRU would evict a
+    assert held.victims(100, set(), False) == ["b"]
+    for _ in range(12):  # a is not used for many jobs: its count fades below the others'
+        held.touch("b", jobs=16)
+        held.touch("c", jobs=16)
+    assert held.victims(100, set(), False) == ["a"]
+
+
 def test_members_with_jobs_queued_stay_until_the_newcomer_starves() -> None:
     held = holding("a", "b", "c")
     assert held.victims(100, backlogged={"a"}, starving=False) == ["b"]

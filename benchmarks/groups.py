@@ -7,15 +7,17 @@ Models: 40 checkpoints of the tiny demo Llava (`checkpoint-100` ... `checkpoint-
 weights), a group of them with `max_loaded = 4`; for memory, 8 checkpoints of a wider BLIP (~50 MB of
 weights each, so that weights, not libraries, are what grows) in a group with `max_loaded = 2`.
 
-1. Pinned baseline: 4 pinned workers on the 4 most popular checkpoints, `--jobs` caption jobs drawn
-   Zipf over those 4, submitted at once: jobs per second from the first submit to the last result.
+1. Pinned baseline: 4 pinned workers on the 4 most popular checkpoints, warmed with 8 jobs each, then
+   `--jobs` caption jobs drawn Zipf over those 4, submitted at once: jobs per second from the first
+   submit to the last result.
 2. Loads: 2 group workers, `--jobs` jobs drawn Zipf over the 40, arriving at half the pinned
    throughput (open loop, Poisson): the loads both workers made (their counters) against Belady's
    (the optimal offline policy: on a miss, evict the member used farthest in the future) on the same
    sequence with one cache of 8 (both workers' slots: a lower bound for two caches of 4), and LRU and
    vlmq's least-used rule (tasks/holdings.py) simulated the same way. vlmq serves what is queued, not one job at a time in arrival order, so it
    can need fewer loads than a policy that does.
-3. Throughput: the same 2 group workers, `--jobs` Zipf jobs over the 40 submitted at once, against 1.
+3. Throughput: the same 2 group workers (warm from 2.), `--jobs` Zipf jobs over the 40 submitted at
+   once (a new draw), against 1.
 4. Cold compare: a fresh group worker holding nothing, a `compare` of 3 checkpoints: answer time; the
    same compare again on a new image (warm).
 5. Memory: one group worker (`max_loaded = 2`) over the 8 wide checkpoints, 24 jobs one after another
@@ -255,6 +257,7 @@ def main() -> None:
 
     top4 = members[:4]
     with Stack(models=top4, redis_db=args.redis_db, env=env) as stack:
+        wait_all(stack, submit_all(stack.url, [caption(m, image) for m in top4 * 8]))  # warm, as the group is
         rows = wait_all(stack, submit_all(stack.url, [caption(m, image) for m in
                                                       zipf_stream(top4, args.jobs, args.zipf, args.seed)]))
         pinned = throughput(rows)

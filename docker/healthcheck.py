@@ -8,6 +8,8 @@ Installed in both images as ``vlmq-healthcheck``:
     vlmq-healthcheck worker MODEL    a worker for MODEL in *this* container (Celery node name
                                      ``MODEL@<hostname>-<pid>``) heartbeats into Redis as ``ready``
                                      (vlmq/fleet.py); ``loading`` while weights load is not healthy yet
+    vlmq-healthcheck group GROUP     a group worker of GROUP in *this* container (``GROUP@<hostname>-<pid>``)
+                                     heartbeats into Redis (it announces itself once warmed up)
     vlmq-healthcheck celery NAME     the Celery node ``NAME@<hostname>`` (the webhook worker:
                                      ``webhooks``) answers a broadcast ping
 
@@ -60,6 +62,20 @@ def check_worker(model: str, hostname: str | None = None) -> tuple[bool, str]:
     return False, ", ".join(f"{name}: {state or 'gone'}" for name, state in states.items())
 
 
+def check_group(group: str, hostname: str | None = None) -> tuple[bool, str]:
+    from vlmq.fleet import Fleet
+    from vlmq.redis_conn import sync_client
+    from vlmq.settings import Settings
+
+    prefix = f"{group}@{hostname or socket.gethostname()}-"
+    workers = Fleet(sync_client(Settings())).describe_groups([group])[group]
+    mine = [w for w in workers if w.name.startswith(prefix)]
+    if not mine:
+        return False, f"no recent heartbeat from a {group} group worker named {prefix}*"
+    held = ", ".join(h.model for h in mine[0].held) or "nothing yet"
+    return True, f"{mine[0].name}: up, holds {held}"
+
+
 def check_celery(node_prefix: str, hostname: str | None = None) -> tuple[bool, str]:
     from vlmq.settings import Settings
     from vlmq.tasks.app import make_celery
@@ -74,7 +90,7 @@ def check_celery(node_prefix: str, hostname: str | None = None) -> tuple[bool, s
     return ok, f"{node}: {'pong' if ok else 'no reply'}"
 
 
-CHECKS = {"http": check_http, "worker": check_worker, "celery": check_celery}
+CHECKS = {"http": check_http, "worker": check_worker, "group": check_group, "celery": check_celery}
 
 
 def main(argv: list[str]) -> int:

@@ -22,7 +22,7 @@ import pytest
 import redis
 
 from tests.utils.http_server import Routes, serve
-from vlmq.fleet import Fleet, WorkerInfo, WorkerState
+from vlmq.fleet import Fleet, GroupWorkerInfo, WorkerInfo, WorkerState
 from vlmq.registry import load_registry
 from vlmq.settings import Settings
 
@@ -36,6 +36,7 @@ PROFILES = ("gpu", "cpu")
 #: Models whose adapter never uses a GPU: one worker on the CPU image in every profile.
 CPU_ONLY_ADAPTERS = {"haar_cascade"}
 WORKER_PREFIX = ["vlmq", "worker", "--model"]
+GROUP_PREFIX = ["vlmq", "worker", "--group"]
 #: Services that talk to Redis and must wait for it to be healthy.
 REDIS_CLIENTS = ("api", "webhooks", "flower")
 
@@ -114,15 +115,31 @@ def registry_models(data_dir: Path) -> dict[str, str]:
     return models
 
 
-def workers_of(config: dict) -> dict[str, list[str]]:
-    """model -> the services whose command is `vlmq worker --model <model>`."""
+@pytest.fixture(scope="module")
+def registry_groups(data_dir: Path) -> dict[str, tuple[str, ...]]:
+    """Every model group of the shipped registry: name -> members."""
+    registry = load_registry(Settings(data_dir=data_dir, models={}, groups={}, models_file=None))
+    return {name: group.members for name, group in registry.groups.items()}
+
+
+def workers_of(config: dict, groups: dict[str, tuple[str, ...]]) -> dict[str, list[str]]:
+    """model -> the services that serve it: `vlmq worker --model <model>`, or `vlmq worker --group
+    <group>` for each member of the group."""
     found: dict[str, list[str]] = {}
     for name, service in config["services"].items():
         command = service.get("command") or []
-        if command[:3] == WORKER_PREFIX:
+        if command[:3] in (WORKER_PREFIX, GROUP_PREFIX):
             assert len(command) == 4, f"{name}: {command}"
-            found.setdefault(command[3], []).append(name)
+            served = groups[command[3]] if command[:3] == GROUP_PREFIX else [command[3]]
+            for model in served:
+                found.setdefault(model, []).append(name)
     return found
+
+
+def health_test(service: dict) -> list[str]:
+    """The health check a worker service must have: its model's worker heartbeat, or its group's."""
+    kind = "group" if service["command"][:3] == GROUP_PREFIX else "worker"
+    return ["CMD", "vlmq-healthcheck", kind, service["command"][3]]
 
 
 def gpu_devices(service: dict) -> list[dict]:
@@ -176,8 +193,10 @@ def test_the_validator_rejects_a_broken_file(compose, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("profile", PROFILES)
-def test_every_registry_model_has_one_worker_per_profile(rendered, registry_models, profile: str) -> None:
-    workers = workers_of(rendered[profile])
+def test_every_registry_model_has_one_worker_per_profile(rendered, registry_models, registry_groups,
+                                                         profile: str) -> None:
+    assert registry_groups, "the shipped registry's checkpoints are a group"
+    workers = workers_of(rendered[profile], registry_groups)
     missing = sorted(set(registry_models) - set(workers))
     assert not missing, f"profile {profile}: no `vlmq worker --model NAME` service for {missing}"
     unknown = sorted(set(workers) - set(registry_models))
@@ -186,9 +205,9 @@ def test_every_registry_model_has_one_worker_per_profile(rendered, registry_mode
     assert not doubled, f"profile {profile}: one model, several services: {doubled}"
 
 
-def test_gpu_profile_reserves_one_gpu_per_model_worker(rendered, registry_models) -> None:
+def test_gpu_profile_reserves_one_gpu_per_model_worker(rendered, registry_models, registry_groups) -> None:
     config = rendered["gpu"]
-    for model, (name,) in workers_of(config).items():
+    for model, (name,) in workers_of(config, registry_groups).items():
         service = config["services"][name]
         devices = gpu_devices(service)
         if registry_models[model] in CPU_ONLY_ADAPTERS:
@@ -216,21 +235,22 @@ def test_cpu_profile_and_no_profile_reserve_no_gpu(rendered, profile: str | None
             assert dockerfile_of(service) == "docker/Dockerfile", name
 
 
-def test_no_profile_starts_the_service_without_model_workers_but_faces(rendered, registry_models) -> None:
+def test_no_profile_starts_the_service_without_model_workers_but_faces(rendered, registry_models,
+                                                                      registry_groups) -> None:
     config = rendered[None]
     assert {"redis", "demo-models", "api", "webhooks", "flower", "frontend"} <= set(config["services"])
-    assert {registry_models[m] for m in workers_of(config)} <= CPU_ONLY_ADAPTERS
+    assert {registry_models[m] for m in workers_of(config, registry_groups)} <= CPU_ONLY_ADAPTERS
 
 
 @pytest.mark.parametrize("profile", PROFILES)
-def test_workers_wait_for_redis_and_demo_models_and_report_health(rendered, profile: str) -> None:
+def test_workers_wait_for_redis_and_demo_models_and_report_health(rendered, registry_groups, profile: str) -> None:
     config = rendered[profile]
-    for model, (name,) in workers_of(config).items():
+    for name in {n for names in workers_of(config, registry_groups).values() for n in names}:
         service = config["services"][name]
         depends = service.get("depends_on") or {}
         assert depends.get("redis", {}).get("condition") == "service_healthy", name
         assert depends.get("demo-models", {}).get("condition") == "service_completed_successfully", name
-        assert service["healthcheck"]["test"] == ["CMD", "vlmq-healthcheck", "worker", model], name
+        assert service["healthcheck"]["test"] == health_test(service), name
         assert service.get("restart") == "on-failure", (
             f"{name}: restart a crash, not a model that cannot load"
         )
@@ -278,7 +298,7 @@ def test_frontend_talks_to_the_api_only(rendered) -> None:
     assert frontend["depends_on"]["api"]["condition"] == "service_healthy"
 
 
-def test_demo_models_fill_the_volume_the_api_and_workers_read(rendered) -> None:
+def test_demo_models_fill_the_volume_the_api_and_workers_read(rendered, registry_groups) -> None:
     for profile in PROFILES:
         config = rendered[profile]
         demo = config["services"]["demo-models"]
@@ -287,18 +307,18 @@ def test_demo_models_fill_the_volume_the_api_and_workers_read(rendered) -> None:
         data_dir = demo["environment"]["VLMQ_DATA_DIR"]
         demo_volumes = {(v["source"], v["target"]) for v in demo["volumes"] if v["type"] == "volume"}
         assert any(target == data_dir for _, target in demo_volumes)
-        for name in ["api", *(n for names in workers_of(config).values() for n in names)]:
+        for name in ["api", *(n for names in workers_of(config, registry_groups).values() for n in names)]:
             service = config["services"][name]
             assert service["environment"]["VLMQ_DATA_DIR"] == data_dir, name
             assert demo_volumes & {(v.get("source"), v["target"]) for v in service["volumes"]}, name
 
 
-def test_the_api_and_every_worker_share_the_blob_store(rendered) -> None:
+def test_the_api_and_every_worker_share_the_blob_store(rendered, registry_groups) -> None:
     """Images go from the API to a worker through the blob store: the data volume's blobs/ folder
     (the default, VLMQ_BLOB_URL unset), or the S3 bucket VLMQ_BLOB_URL names: the same for all."""
     for profile in PROFILES:
         config = rendered[profile]
-        names = ["api", *(n for names in workers_of(config).values() for n in names)]
+        names = ["api", *(n for names in workers_of(config, registry_groups).values() for n in names)]
         mounts = set()
         for name in names:
             env = config["services"][name]["environment"]
@@ -523,6 +543,26 @@ def test_healthcheck_worker_follows_this_hosts_heartbeat(redis_url: str) -> None
     finally:
         fleet.leave(model, here)
         fleet.leave(model, elsewhere)
+
+
+def test_healthcheck_group_follows_this_hosts_group_worker(redis_url: str) -> None:
+    group = "ops-healthcheck-group"
+    env = {"VLMQ_REDIS_URL": redis_url}
+    fleet = Fleet(redis.Redis.from_url(redis_url))
+    here = GroupWorkerInfo(name=f"{group}@{socket.gethostname()}-4242", group=group, pid=4242)
+    elsewhere = GroupWorkerInfo(name=f"{group}@another-host-{os.getpid()}-1", group=group, pid=1)
+    try:
+        assert healthcheck(["group", group], env).returncode == 1  # no group worker at all
+        fleet.group_heartbeat(elsewhere)
+        assert healthcheck(["group", group], env).returncode == 1  # up, but in another container
+        fleet.group_heartbeat(here)
+        healthy = healthcheck(["group", group], env)
+        assert healthy.returncode == 0 and "holds nothing yet" in healthy.stdout, healthy.stdout
+        fleet.leave_group(here)
+        assert healthcheck(["group", group], env).returncode == 1
+    finally:
+        fleet.leave_group(here)
+        fleet.leave_group(elsewhere)
 
 
 def test_healthcheck_worker_is_unhealthy_without_redis() -> None:

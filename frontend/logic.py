@@ -345,6 +345,8 @@ def model_choices(models: Iterable[Mapping[str, Any]], task: str) -> list[tuple[
         label = m["name"]
         if m.get("setup_error") and not m.get("ready"):
             label += " (its workers cannot load it)"
+        elif m.get("group") and not m.get("workers_online"):
+            label += " (loaded on first use)"  # a group worker loads it for its first job
         elif not m.get("workers_online"):
             label += " (no worker yet: jobs wait)"
         elif not m.get("ready"):

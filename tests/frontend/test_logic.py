@@ -187,19 +187,21 @@ MODELS = [
     {"name": "faces", "tasks": ["detect"], "workers_online": 1, "ready": True},
     {"name": "blip-8bit", "tasks": ["caption"], "workers_online": 0, "ready": False,
      "setup_error": "quantization needs a GPU"},
+    {"name": "ft@100", "tasks": ["caption"], "workers_online": 0, "ready": False, "group": "ft"},
 ]
 
 
 def test_models_for_a_task_and_their_labels() -> None:
-    assert logic.models_for(MODELS, "caption") == ["blip-base", "paligemma", "blip-spare", "blip-8bit"]
+    assert logic.models_for(MODELS, "caption") == ["blip-base", "paligemma", "blip-spare", "blip-8bit", "ft@100"]
     assert logic.models_for(MODELS, "chat") == []
     choices = logic.model_choices(MODELS, "caption")
-    assert [value for _, value in choices] == ["blip-base", "paligemma", "blip-spare", "blip-8bit"]
+    assert [value for _, value in choices] == ["blip-base", "paligemma", "blip-spare", "blip-8bit", "ft@100"]
     labels = {value: label for label, value in choices}
     assert labels["blip-base"] == "blip-base"
     assert "loading" in labels["paligemma"]
     assert "no worker" in labels["blip-spare"]
     assert "cannot load" in labels["blip-8bit"]
+    assert labels["ft@100"] == "ft@100 (loaded on first use)"  # a group member nobody holds yet
 
 
 def test_pick_default() -> None:

@@ -419,7 +419,8 @@ def models_table(rows: list[dict], width: int = 80) -> Table:
     and is as wide as the longest name; tasks wrap between words and long sources fold. Names too long
     to leave room for the other columns get one block per model instead of a row."""
     longest = max((len(m["name"]) for m in rows), default=5)
-    readiness = ["yes" if m["ready"] else "error" if m.get("setup_error") else "no" for m in rows]
+    readiness = ["yes" if m["ready"] else "error" if m.get("setup_error") else "on use" if m.get("group") else "no"
+                 for m in rows]
     if longest > width - 50:  # 33 for ready, workers, queued and the gaps; tasks and source need the rest
         table = Table(box=None, show_header=False, show_edge=False, pad_edge=False)
         table.add_column(overflow="fold")

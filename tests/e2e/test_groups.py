@@ -110,6 +110,8 @@ def test_members_load_on_first_use_and_the_least_recently_used_leaves(stack, fir
                            env={**stack_env(stack), "COLUMNS": "200"})
     assert shown.returncode == 0, shown.stderr
     assert f"group {TEST_GROUP}" in shown.stdout and f"{A}, {C}" in shown.stdout, shown.stdout
+    rows = {line.split()[0]: line for line in shown.stdout.splitlines() if line.strip()}
+    assert " yes " in rows[A] and " on use " in rows[B], shown.stdout  # B left: loaded again on its next job
 
 
 def stack_env(stack) -> dict[str, str]:

@@ -26,12 +26,9 @@ def test_exact_hit_computes_no_embedding(make_cache, scope, embedder):
     cache = make_cache()
     remembered(cache, scope, "What color is the dog?", "job-1")
     calls = embedder.calls
-    started = time.perf_counter()
     match = cache.lookup(scope, "  what COLOR is the dog ")
-    elapsed = time.perf_counter() - started
     assert match == CacheMatch("hit", "job-1", "what color is the dog", None)
     assert embedder.calls == calls
-    assert elapsed < 0.05
 
 
 def test_semantic_hit_on_a_paraphrase(make_cache, scope):

@@ -53,14 +53,11 @@ def test_exact_hit_answers_at_the_api_without_a_worker(api: httpx.Client, stack)
     image = data_uri(cat())
     first = run(api, _vqa(image, "What is the man holding?"))
     worker_runs = _finished(stack, "vilt-vqa")
-    began = time.perf_counter()
     again = api.post("/v1/jobs", json=_vqa(image, "  what is the man   holding "))
-    elapsed = time.perf_counter() - began
     assert again.status_code == 200, again.text
     hit = again.json()
     assert hit["status"] == "succeeded" and hit["cache"] == "hit" and hit["cached_from"] == first["id"]
     assert hit["id"] != first["id"] and hit["output"] == first["output"]
-    assert elapsed < 0.5
     time.sleep(0.5)
     assert _finished(stack, "vilt-vqa") == worker_runs  # no worker touched
     assert api.get(f"/v1/jobs/{hit['id']}").json()["cache"] == "hit"

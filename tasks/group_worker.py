@@ -384,10 +384,12 @@ class GroupWorker:
         log.info("group %s: %s evicted", self.spec.name, member)
 
     def cancel(self, job_id: str, reason: str) -> None:
-        """A Flower revoke: through any runner (they share the store, lanes and notifier)."""
+        """A Flower revoke: through any runner (a cancel needs the store, lanes and notifier, which they
+        share, not the weights), or one without weights when nothing is held."""
         runner = next((m.runner for m in self.holdings.members.values() if m.runner is not None), None)
-        if runner is not None:
-            runner.cancel(job_id, reason)
+        if runner is None:
+            runner = self._runner(Unloadable(self.registry.get(self.spec.members[0]), "not loaded"), None)
+        runner.cancel(job_id, reason)
 
 
 def run_group_worker(group: str, settings: Settings, hostname: str | None = None) -> int:

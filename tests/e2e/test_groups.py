@@ -210,3 +210,21 @@ def test_a_compare_of_three_members_runs_on_one_group_worker(stack, workers) -> 
         results = job["output"]["results"]
         assert list(results) == list(GROUP_MEMBERS) and all(r["status"] == "succeeded" for r in results.values())
         assert sorted(held(api, name)) == sorted(GROUP_MEMBERS)  # and nothing else of the group
+
+
+def test_a_memory_budget_holds_only_what_fits(stack, workers) -> None:
+    with stack.client() as api:
+        weights = {h["model"]: h["weights_bytes"] for w in group_view(api).values() for h in w["holds"]}
+    one = weights[A]  # measured by the compare's worker
+    assert one > 0
+    for proc in workers.procs:
+        if proc.alive():
+            proc.stop()
+    _, name = workers.start(max_loaded=3, max_memory_gb=1.5 * one / 2**30)  # room for one member, not two
+    with stack.client() as api:
+        assert run(api, caption(A, 90))["status"] == "succeeded"
+        assert held(api, name) == [A]
+        assert run(api, caption(B, 91))["status"] == "succeeded"  # A goes: both would not fit
+        assert held(api, name) == [B]
+        view = group_view(api)[name]
+        assert view["weights_bytes"] <= 1.5 * one and view["evictions"] == 1

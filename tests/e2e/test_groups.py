@@ -1,6 +1,7 @@
-"""Model groups: group workers (real processes) load members on first use, evict the least recently used,
-take the jobs of what they hold, fail the jobs of a member that cannot load, leave a member's jobs to
-another worker when killed while loading it, keep lanes across members, and run a compare alone."""
+"""Model groups: group workers (real processes) load members on first use, evict the least used, take
+the jobs of what they hold, fail the jobs of a member that cannot load, leave a member's jobs to another
+worker when killed while loading it, keep lanes across members, run a compare alone, and keep to a
+memory budget."""
 
 from __future__ import annotations
 
@@ -85,7 +86,7 @@ def first(workers) -> tuple[Proc, str]:
     return workers.start()
 
 
-def test_members_load_on_first_use_and_the_least_recently_used_leaves(stack, first) -> None:
+def test_members_load_on_first_use_and_the_least_used_leaves(stack, first) -> None:
     _proc, name = first
     with stack.client() as api:
         assert held(api, name) == []
@@ -96,7 +97,7 @@ def test_members_load_on_first_use_and_the_least_recently_used_leaves(stack, fir
         again = run(api, caption(A, 3))  # A is loaded: no wait for a load, and A is now the most recent
         assert again["status"] == "succeeded" and again["load_wait_ms"] is None
         assert held(api, name) == [A, B]
-        assert run(api, caption(C, 4))["status"] == "succeeded"  # no room: B, the least recently used, goes
+        assert run(api, caption(C, 4))["status"] == "succeeded"  # no room: B, the least used (and least recent), goes
         assert held(api, name) == [A, C]
         view = group_view(api)[name]
         assert (view["loads"], view["evictions"]) == (3, 1)

@@ -5,7 +5,9 @@ by a few group workers, each holding at most `max_loaded` members (and, with `ma
 within that budget). Jobs for a member are submitted as for any model, to the member's own queues.
 
 Routing. A group worker consumes the queues of the members it holds, and only those: a member's jobs
-go to the worker that holds it, with no broker hop of their own. A member nobody holds has its jobs
+go to the worker that holds it, with no broker hop of their own. A member whose holders do not keep up
+(its oldest job waited `HELP_S` while they are all ready) is loaded by another group worker too, if
+that one has a free slot (or only members without jobs to evict). A member nobody holds has its jobs
 waiting in its queues; every `LOAD_TICK_S` each group worker reads the members' waiting jobs (their
 lanes' pending sets, vlmq/lanes.py) and who holds which (vlmq/fleet.py), and takes the member whose
 oldest job has waited longest among those nobody holds: it makes room (tasks/holdings.py: the least
@@ -49,9 +51,9 @@ import redis
 from celery import signals
 
 from vlmq.blobs import blob_store
-from vlmq.fleet import HEARTBEAT_S, Fleet, GroupWorkerInfo
+from vlmq.fleet import HEARTBEAT_S, Fleet, GroupWorkerInfo, WorkerState
 from vlmq.jobs import JobStatus, Lane
-from vlmq.keyspace import LOAD_LOCK, PENDING
+from vlmq.keyspace import LOAD_LOCK, PENDING, WORKER
 from vlmq.lanes import Lanes
 from vlmq.logs import setup_logging
 from vlmq.metrics_store import MetricsStore
@@ -78,6 +80,10 @@ LOAD_TICK_S = 0.1
 POLL_S = 0.1
 #: A member whose oldest job waited this long may evict members that still have jobs queued.
 STARVE_S = 2.0
+#: A member whose oldest job waited this long while its holders are all ready is behind: a group
+#: worker with a free slot loads it too (after `HELP_CONFIRM_S` of seeing it so).
+HELP_S = 5.0
+HELP_CONFIRM_S = 1.0
 #: How long a member that failed to load has its new jobs failed before a load is tried again.
 FAILED_HOLD_S = 30.0
 
@@ -153,6 +159,7 @@ class GroupWorker:
             self.task_names[member] = register_tasks(self.app, registry.get(member), partial(self.run_batch, member),
                                                      self.gates[member], client)
         self.consumer = None
+        self._behind_since: dict[str, float] = {}
         self.ready = threading.Event()
         self.stopped = threading.Event()
 
@@ -295,18 +302,26 @@ class GroupWorker:
         if not unheld:
             return False
         holders = self.fleet.holders(unheld)
-        for member in sorted((m for m in unheld if not holders[m]), key=waiting.get):
-            starving = time.time() - waiting[member] >= STARVE_S
+        stamp = time.time()
+        orphans = sorted((m for m in unheld if not holders[m]), key=waiting.get)
+        behind = self._behind([m for m in unheld if holders[m]], holders, waiting, stamp)
+        room_elsewhere = bool(orphans) and self._room_elsewhere()
+        for member, helping in [*((m, False) for m in orphans), *((m, True) for m in behind)]:
+            starving = not helping and stamp - waiting[member] >= STARVE_S
             spec = self.registry.get(member)
             victims = self.holdings.victims(self.holdings.estimate(member, spec.resolved_source(self.settings)),
                                             set(waiting), starving)
             if victims is None:
+                if helping:
+                    continue  # help only with room to spare: no member with jobs queued leaves for it
                 return False
+            if victims and room_elsewhere and not starving and not helping:
+                return False  # a group worker with a free slot takes it without evicting anything
             if not self.client.set(LOAD_LOCK.format(member), self.name, nx=True, px=int(HEARTBEAT_S * 4000)):
                 continue  # another group worker is taking it
             try:
-                if self.fleet.holders([member])[member]:
-                    continue  # taken meanwhile
+                if set(self.fleet.holders([member])[member]) != set(holders[member]):
+                    continue  # taken (or helped) meanwhile
                 for victim in victims:
                     self.evict(victim)
                 self.load(spec)
@@ -314,6 +329,40 @@ class GroupWorker:
                 self.client.delete(LOAD_LOCK.format(member))
             return True  # one load per step: the next step sees what changed meanwhile
         return False
+
+    def _room_elsewhere(self) -> bool:
+        """Another online group worker of the group holds fewer members than its `max_loaded`."""
+        for worker in self.fleet.describe_groups([self.spec.name])[self.spec.name]:
+            counted = [h for h in worker.held if h.state is not WorkerState.error]
+            if worker.name != self.name and len(counted) < worker.max_loaded:
+                return True
+        return False
+
+    def _behind(self, held_elsewhere: list[str], holders: dict[str, list[str]], waiting: dict[str, float],
+                stamp: float) -> list[str]:
+        """Members whose holders do not keep up: every holder ready, and the oldest job waiting
+        `HELP_S` or more on two looks `HELP_CONFIRM_S` apart (not a backlog that a load just left)."""
+        late = sorted((m for m in held_elsewhere if stamp - waiting[m] >= HELP_S), key=waiting.get)
+        for member in list(self._behind_since):
+            if member not in late:
+                del self._behind_since[member]
+        if not late:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for member in late:
+            for name in holders[member]:
+                pipe.hget(WORKER.format(name), "state")
+        states = iter(pipe.execute())
+        found = []
+        for member in late:
+            mine = [next(states) for _ in holders[member]]  # each member's holders' states, in order
+            if all(state in (b"ready", "ready") for state in mine):
+                since = self._behind_since.setdefault(member, stamp)
+                if stamp - since >= HELP_CONFIRM_S:
+                    found.append(member)
+            else:
+                self._behind_since.pop(member, None)
+        return found
 
     def load(self, spec: ModelSpec) -> None:
         member = spec.name
@@ -377,6 +426,7 @@ class GroupWorker:
         self.stop_flushing(member)
         self.holdings.remove(member)
         self.fleet.leave(member, f"{self.name}/{member}")
+        self.announce()
         adapter = weakref.ref(held.runner.adapter)
         held.runner = None
         del held

@@ -229,3 +229,20 @@ def test_a_memory_budget_holds_only_what_fits(stack, workers) -> None:
         assert held(api, name) == [B]
         view = group_view(api)[name]
         assert view["weights_bytes"] <= 1.5 * one and view["evictions"] == 1
+
+
+def test_a_member_whose_holder_falls_behind_is_loaded_by_a_worker_with_room(stack, workers) -> None:
+    for proc in workers.procs:
+        if proc.alive():
+            proc.stop()
+    _, busy = workers.start()
+    store = JobStore(redis.Redis.from_url(stack.redis_url), 3600)
+    with stack.client() as api:
+        assert run(api, caption(GROUP_SLOW, 100))["status"] == "succeeded"  # the slow member is held by `busy`
+        _, idle = workers.start()  # nothing held: free slots
+        ids = [submit(api, caption(GROUP_SLOW, 110 + i, max_new_tokens=64)).json()["id"] for i in range(24)]
+        jobs = [wait(api, job_id, timeout=180) for job_id in ids]
+        assert all(job["status"] == "succeeded" for job in jobs)
+    ran_on = {record.worker for record in store.get_many(ids)}
+    # the backlog outlasted HELP_S while `busy` was ready: `idle` loaded the member too and took a share
+    assert ran_on == {f"{busy}/{GROUP_SLOW}", f"{idle}/{GROUP_SLOW}"}, ran_on

@@ -51,7 +51,7 @@ import redis
 from celery import signals
 
 from vlmq.blobs import blob_store
-from vlmq.fleet import HEARTBEAT_S, Fleet, GroupWorkerInfo, WorkerState
+from vlmq.fleet import HEARTBEAT_S, Fleet, GroupWorkerInfo, WorkerState, member_worker
 from vlmq.jobs import JobStatus, Lane
 from vlmq.keyspace import LOAD_LOCK, PENDING, WORKER
 from vlmq.lanes import Lanes
@@ -63,17 +63,16 @@ from vlmq.redis_conn import sync_client
 from vlmq.registry import GroupSpec, ModelSpec, Registry, load_registry
 from vlmq.settings import Settings
 from vlmq.store import JobStore
-from vlmq.tasks.adapters import check_registry, load_adapter_class
+from vlmq.tasks.adapters import check_registry, load_adapter
 from vlmq.tasks.adapters.base import ItemError, ModelAdapter
 from vlmq.tasks.app import make_celery, publish
 from vlmq.tasks.batching import ModelGate
-from vlmq.tasks.flower import Revocations
 from vlmq.tasks.holdings import Holdings
 from vlmq.tasks.live import LiveJobs
 from vlmq.tasks.metrics import WorkerMetrics
-from vlmq.tasks.reconcile import Reconciler, sweep_blobs
+from vlmq.tasks.reconcile import Reconciler
 from vlmq.tasks.runner import JobReport, ModelRunner
-from vlmq.tasks.worker import PIPELINE, Heartbeat, register_tasks
+from vlmq.tasks.worker import Heartbeat, celery_worker, register_tasks, upkeep
 
 log = logging.getLogger("vlmq.worker")
 LOAD_TICK_S = 0.1
@@ -253,8 +252,7 @@ class GroupWorker:
         spec = self.registry.get(self.spec.members[0])
         began = time.perf_counter()
         try:
-            adapter = load_adapter_class(spec.adapter)(spec, spec.resolved_source(self.settings))
-            adapter.setup()
+            adapter = load_adapter(spec, self.settings)
         except Exception as exc:  # noqa: BLE001 - its jobs will say so; the others are served
             log.warning("group %s: warm-up load of %s failed: %s", self.spec.name, spec.name, exc)
             return
@@ -371,13 +369,12 @@ class GroupWorker:
         log.info("group %s: loading %s", self.spec.name, member)
         began, began_at = time.perf_counter(), time.time()
         try:
-            adapter = load_adapter_class(spec.adapter)(spec, spec.resolved_source(self.settings))
-            adapter.setup()
+            adapter = load_adapter(spec, self.settings)
             revision = adapter.revision()
         except Exception as exc:  # noqa: BLE001 - the member fails its jobs; the worker goes on
             message = f"{exc.__class__.__name__}: {exc}"
             log.error("group %s: %s failed to load: %s", self.spec.name, member, message)
-            self.fleet.report_setup_error(member, f"{self.name}/{member}", message)
+            self.fleet.report_setup_error(member, member_worker(self.name, member), message)
             self.holdings.failed(member, self._runner(Unloadable(spec, message), None), message, FAILED_HOLD_S)
             self.announce()
             self.consume(member)
@@ -410,7 +407,7 @@ class GroupWorker:
 
     def _runner(self, adapter: ModelAdapter, loaded: tuple[float, float] | None) -> ModelRunner:
         name = adapter.spec.name
-        return ModelRunner(adapter, self.store, self.blobs, self.settings, f"{self.name}/{name}", self.metrics,
+        return ModelRunner(adapter, self.store, self.blobs, self.settings, member_worker(self.name, name), self.metrics,
                            self.notifier, self.lanes, self.live, gate=self.gates[name], loaded=loaded)
 
     def evict(self, member: str) -> None:
@@ -425,7 +422,7 @@ class GroupWorker:
             time.sleep(0.005)
         self.stop_flushing(member)
         self.holdings.remove(member)
-        self.fleet.leave(member, f"{self.name}/{member}")
+        self.fleet.leave(member, member_worker(self.name, member))
         self.announce()
         adapter = weakref.ref(held.runner.adapter)
         held.runner = None
@@ -467,8 +464,7 @@ def run_group_worker(group: str, settings: Settings, hostname: str | None = None
     worker.warm_up()
     signals.worker_ready.connect(on_ready, weak=False)
     heartbeat = Heartbeat(worker.fleet, None)
-    heartbeat.on_beat = [worker.announce, Revocations(worker.cancel).apply,
-                         lambda: sweep_blobs(client, worker.blobs, settings.job_ttl_s, settings.openai_file_ttl_s)]
+    heartbeat.on_beat = [worker.announce, *upkeep(worker.cancel, client, worker.blobs, settings)]
     worker.announce()
     heartbeat.start()
     worker.live.start()
@@ -477,19 +473,10 @@ def run_group_worker(group: str, settings: Settings, hostname: str | None = None
     reconciler = Reconciler(list(spec.members), client, worker.store, worker.lanes,
                             lambda record: publish(worker.app, record), settings.visibility_timeout_s)
     reconciler.start()
-    celery_worker = worker.app.Worker(
-        hostname=name,
-        queues=[f"vlmq.{group}.group"],  # nothing is sent here: member queues are added as members load
-        pool="threads",
-        concurrency=PIPELINE,
-        prefetch_multiplier=worker.app.conf.worker_prefetch_multiplier,
-        loglevel="INFO",
-        without_mingle=True,
-        without_gossip=True,
-        task_events=True,
-    )
+    # nothing is sent to its first queue: member queues are added as members load
+    consumer = celery_worker(worker.app, name, [f"vlmq.{group}.group"])
     try:
-        celery_worker.start()
+        consumer.start()
     finally:
         worker.stopped.set()
         reconciler.stopped.set()
@@ -497,5 +484,5 @@ def run_group_worker(group: str, settings: Settings, hostname: str | None = None
         worker.live.stopped.set()
         with contextlib.suppress(Exception):  # Redis may be gone at shutdown
             worker.fleet.leave_group(worker.info())
-    return celery_worker.exitcode or 0
+    return consumer.exitcode or 0
 

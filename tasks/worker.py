@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 import redis
 
-from vlmq.blobs import blob_store
+from vlmq.blobs import BlobStore, blob_store
 from vlmq.fleet import EXIT_SETUP_FAILED, HEARTBEAT_S, Fleet, WorkerInfo, WorkerState
 from vlmq.jobs import Lane
 from vlmq.lanes import Lanes
@@ -39,7 +39,7 @@ from vlmq.redis_conn import sync_client
 from vlmq.registry import ModelSpec, load_registry
 from vlmq.settings import Settings
 from vlmq.store import JobStore
-from vlmq.tasks.adapters import check_registry, load_adapter_class
+from vlmq.tasks.adapters import check_registry, load_adapter
 from vlmq.tasks.app import make_celery, publish
 from vlmq.tasks.batching import TICK_S, ModelGate, QueueAwareBatches
 from vlmq.tasks.flower import Revocations, batch_failed, outcome_of
@@ -72,6 +72,23 @@ class Heartbeat(threading.Thread):
                 except Exception as exc:  # noqa: BLE001 - Redis away: try again at the next beat
                     log.warning("heartbeat failed: %s", exc)
             self.stopped.wait(HEARTBEAT_S)
+
+
+def upkeep(cancel: Callable[[str, str], None], client: redis.Redis, blobs: BlobStore, settings: Settings
+           ) -> list[Callable[[], None]]:
+    """What a model worker (pinned or group) runs at its heartbeat's pace besides the heartbeat:
+    Flower's revokes applied through `cancel`, the blob store swept."""
+    return [Revocations(cancel).apply,
+            lambda: sweep_blobs(client, blobs, settings.job_ttl_s, settings.openai_file_ttl_s)]
+
+
+def celery_worker(app, hostname: str, queues: list[str]):
+    """The Celery worker of a model worker (pinned or group): a pool of `PIPELINE` threads (one batch in
+    the model, the next one preparing, tasks/runner.py), prefetching the app's multiplier per thread,
+    with task events (Flower)."""
+    return app.Worker(hostname=hostname, queues=queues, pool="threads", concurrency=PIPELINE,
+                      prefetch_multiplier=app.conf.worker_prefetch_multiplier, loglevel="INFO",
+                      without_mingle=True, without_gossip=True, task_events=True)
 
 
 def register_tasks(app, spec: ModelSpec, run_batch: Callable[[list[str]], list[JobReport]], gate: ModelGate,
@@ -137,8 +154,7 @@ def run_worker(model: str, settings: Settings, hostname: str | None = None) -> i
     began, began_at = time.perf_counter(), time.time()
     try:
         check_registry(registry)  # an entry its adapter cannot serve is refused now, not at its first job
-        adapter = load_adapter_class(spec.adapter)(spec, spec.resolved_source(settings))
-        adapter.setup()
+        adapter = load_adapter(spec, settings)
         revision = adapter.revision()
     except Exception as exc:  # noqa: BLE001 - any setup failure is reported, then we exit
         heartbeat.stopped.set()
@@ -163,20 +179,9 @@ def run_worker(model: str, settings: Settings, hostname: str | None = None) -> i
                          Notifier(app.send_task), Lanes(client, settings.job_ttl_s), live,
                          loaded=(began_at, began_at + load_s))
     register_tasks(app, spec, runner.run_batch, runner.gate, client)
-    heartbeat.on_beat.append(Revocations(runner.cancel).apply)
-    heartbeat.on_beat.append(lambda: sweep_blobs(client, blobs, settings.job_ttl_s, settings.openai_file_ttl_s))
+    heartbeat.on_beat += upkeep(runner.cancel, client, blobs, settings)
     live.start()
-    worker = app.Worker(
-        hostname=name,
-        queues=worker_queues(model),
-        pool="threads",
-        concurrency=PIPELINE,  # one batch in the model, the next one preparing (tasks/runner.py)
-        prefetch_multiplier=spec.max_batch_size,
-        loglevel="INFO",
-        without_mingle=True,
-        without_gossip=True,
-        task_events=True,
-    )
+    worker = celery_worker(app, name, worker_queues(model))
     reconciler = Reconciler([model], client, runner.store, runner.lanes, lambda record: publish(app, record),
                             settings.visibility_timeout_s)
     reconciler.start()

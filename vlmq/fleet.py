@@ -69,6 +69,11 @@ class ModelFleet:
         return sum(1 for w in self.workers if w.state is WorkerState.ready)
 
 
+def member_worker(worker: str, model: str) -> str:
+    """The name a group worker serves a member under: `<worker>/<model>`."""
+    return f"{worker}/{model}"
+
+
 @dataclass(frozen=True)
 class HeldModel:
     """A member a group worker holds (loading, ready, or `error`: its load failed, its jobs fail)."""
@@ -96,8 +101,7 @@ class GroupWorkerInfo:
     last_seen: float = 0.0
 
     def member_worker(self, model: str) -> str:
-        """The name it serves `model` under: `<worker>/<model>`."""
-        return f"{self.name}/{model}"
+        return member_worker(self.name, model)
 
 
 def _text(value: bytes | str | None) -> str | None:

@@ -1,6 +1,7 @@
 """Model adapters: one module per model family, named by the registry's `adapter` field.
 
-Each module exposes its `ModelAdapter` subclass as `Adapter`; `load_adapter_class(name)` finds it.
+Each module exposes its `ModelAdapter` subclass as `Adapter`; `load_adapter_class(name)` finds it,
+`load_adapter(spec, settings)` makes one and loads its weights.
 `check_registry` holds every registry entry to its adapter's contract when a worker starts.
 """
 
@@ -10,7 +11,8 @@ import importlib
 import re
 from typing import TYPE_CHECKING
 
-from vlmq.registry import Registry, RegistryError
+from vlmq.registry import ModelSpec, Registry, RegistryError
+from vlmq.settings import Settings
 
 if TYPE_CHECKING:
     from vlmq.tasks.adapters.base import ModelAdapter
@@ -34,6 +36,13 @@ def load_adapter_class(name: str) -> type[ModelAdapter]:
     adapter = getattr(module, "Adapter", None)
     if not (isinstance(adapter, type) and issubclass(adapter, ModelAdapter)):
         raise SetupError(f"adapter {name!r}: {module_name} has no `Adapter` (a ModelAdapter subclass)")
+    return adapter
+
+
+def load_adapter(spec: ModelSpec, settings: Settings) -> ModelAdapter:
+    """The spec's adapter with its weights loaded (`setup()`), from the source the settings resolve."""
+    adapter = load_adapter_class(spec.adapter)(spec, spec.resolved_source(settings))
+    adapter.setup()
     return adapter
 
 

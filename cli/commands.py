@@ -331,15 +331,29 @@ def worker(
 ) -> None:
     """Run one Celery worker pinned to MODEL (loads its weights once, consumes only its queues), or a
     group worker for GROUP (holds a few of its members at once, loads the one jobs wait for)."""
+    from vlmq.registry import RegistryError, load_registry
+
     if (model is None) == (group is None):
         _fail(EXIT_USAGE, "give exactly one of --model or --group")
+    settings = _settings()
+    try:
+        registry = load_registry(settings)
+    except RegistryError as exc:
+        _fail(EXIT_USAGE, str(exc))
     if group is not None:
+        if group not in registry.groups:
+            _fail(EXIT_USAGE, f"unknown model group {group!r}; known: {', '.join(registry.groups) or 'none'}")
+        if not registry.groups[group].members:
+            _fail(EXIT_USAGE, f"model group {group!r} has no members (no checkpoint folders found: "
+                              f"`vlmq demo build` writes the demo's)")
         from vlmq.tasks.group_worker import run_group_worker
 
-        raise typer.Exit(run_group_worker(group, _settings()))
+        raise typer.Exit(run_group_worker(group, settings))
+    if model not in registry:
+        _fail(EXIT_USAGE, f"unknown model {model!r}; known: {', '.join(registry.names)}")
     from vlmq.tasks.worker import run_worker
 
-    raise typer.Exit(run_worker(model, _settings()))
+    raise typer.Exit(run_worker(model, settings))
 
 
 @app.command()

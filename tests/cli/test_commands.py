@@ -99,6 +99,15 @@ def test_bad_params_and_an_unknown_type_are_bad_input(tmp_path: Path, image: Pat
     assert "'poem'" in line and "caption" in line, line
     line = error_line(run_cli("models", env={**env, "VLMQ_API_PORT": "eighty"}, cwd=tmp_path), cli.EXIT_USAGE)
     assert "VLMQ_API_PORT" in line, line
+    for args in (["worker"], ["worker", "--model", "blip-base", "--group", "llava-ft"]):
+        line = error_line(run_cli(*args, env=env, cwd=tmp_path), cli.EXIT_USAGE)
+        assert "exactly one of --model or --group" in line, line
+    line = error_line(run_cli("worker", "--model", "nope", env=env, cwd=tmp_path), cli.EXIT_USAGE)
+    assert "unknown model 'nope'" in line and "blip-base" in line, line
+    line = error_line(run_cli("worker", "--group", "nope", env=env, cwd=tmp_path), cli.EXIT_USAGE)
+    assert "unknown model group 'nope'" in line and "llava-ft" in line, line
+    line = error_line(run_cli("worker", "--group", "llava-ft", env=env, cwd=tmp_path), cli.EXIT_USAGE)
+    assert "no members" in line, line  # this data dir has no demo checkpoints
 
 
 # --- the API away, or refusing ---------------------------------------------------------------------

@@ -125,22 +125,23 @@ def belady_loads(sequence: list[str], capacity: int) -> int:
 
 
 def least_used_loads(sequence: list[str], capacity: int) -> int:
-    """Loads of tasks/holdings.py's rule, one job at a time: evict the lowest decayed job count."""
-    from vlmq.tasks.holdings import HALF_LIFE_JOBS
+    """Loads of tasks/holdings.py's rule, one job at a time: evict the lowest use score (vlmq/fleet.py:
+    the decayed job count, kept when a member leaves), ties to the least recently used."""
+    from vlmq.fleet import HALF_LIFE_JOBS
 
-    uses: dict[str, float] = {}
+    uses: dict[str, float] = {}  # every member's, held or not
     last: dict[str, int] = {}
+    held: set[str] = set()
     loads = 0
     for t, member in enumerate(sequence):
         for other in uses:
             uses[other] *= 0.5 ** (1 / HALF_LIFE_JOBS)
-        if member not in uses:
+        if member not in held:
             loads += 1
-            if len(uses) >= capacity:
-                victim = min(uses, key=lambda m: (uses[m], last[m]))
-                del uses[victim]
-            uses[member] = 0.0
-        uses[member] += 1
+            if len(held) >= capacity:
+                held.remove(min(held, key=lambda m: (uses[m], last[m])))
+            held.add(member)
+        uses[member] = uses.get(member, 0.0) + 1
         last[member] = t
     return loads
 

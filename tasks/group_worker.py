@@ -10,8 +10,11 @@ go to the worker that holds it, with no broker hop of their own. A member whose 
 that one has a free slot (or only members without jobs to evict). A member nobody holds has its jobs
 waiting in its queues; every `LOAD_TICK_S` each group worker reads the members' waiting jobs (their
 lanes' pending sets, vlmq/lanes.py) and who holds which (vlmq/fleet.py), and takes the member whose
-oldest job has waited longest among those nobody holds: it makes room (tasks/holdings.py: the least
-used first, sparing members with jobs queued), takes the member's load lock (one loader per
+oldest job has waited longest among those nobody holds. The worker whose room for it costs least
+loads it (tasks/holdings.py: a free slot costs nothing, else the use score of the member it would
+evict, members with jobs queued spared; the others' costs are read from what they announce, and one
+busy loading does not count), as one cache of all the workers' slots would; once the job has waited
+`STARVE_S`, any worker does. It makes room, takes the member's load lock (one loader per
 member across the fleet), announces it (`loading`), loads it in this thread while its other members
 keep serving, then starts consuming its queues (interactive lanes of every member before any bulk
 lane, as a pinned worker's). Batching, lanes and fair share are a pinned worker's: one batch task per
@@ -67,7 +70,7 @@ from vlmq.tasks.adapters import check_registry, load_adapter
 from vlmq.tasks.adapters.base import ItemError, ModelAdapter
 from vlmq.tasks.app import make_celery, publish
 from vlmq.tasks.batching import ModelGate
-from vlmq.tasks.holdings import Holdings
+from vlmq.tasks.holdings import Holdings, cheaper_elsewhere, room_cost
 from vlmq.tasks.live import LiveJobs
 from vlmq.tasks.metrics import WorkerMetrics
 from vlmq.tasks.reconcile import Reconciler
@@ -183,7 +186,9 @@ class GroupWorker:
                 if record is not None and record.status is JobStatus.queued:
                     publish(self.app, record)
             return [JobReport(None, "not run: its model left this worker; queued again") for _ in job_ids]
-        self.holdings.touch(member, len(job_ids))
+        self.holdings.touch(member)
+        with contextlib.suppress(redis.RedisError):  # a lost count must not fail the batch
+            self.fleet.note_uses(self.spec.name, member, len(job_ids))
         return held.runner.run_batch(job_ids)
 
     # --- the queues consumed, changed in the consumer's event loop ------------------------------
@@ -303,18 +308,22 @@ class GroupWorker:
         stamp = time.time()
         orphans = sorted((m for m in unheld if not holders[m]), key=waiting.get)
         behind = self._behind([m for m in unheld if holders[m]], holders, waiting, stamp)
-        room_elsewhere = bool(orphans) and self._room_elsewhere()
+        if not orphans and not behind:
+            return False
+        scores = self.fleet.uses(self.spec.name)
+        others = self._others() if orphans else []
         for member, helping in [*((m, False) for m in orphans), *((m, True) for m in behind)]:
             starving = not helping and stamp - waiting[member] >= STARVE_S
             spec = self.registry.get(member)
-            victims = self.holdings.victims(self.holdings.estimate(member, spec.resolved_source(self.settings)),
-                                            set(waiting), starving)
+            incoming = self.holdings.estimate(member, spec.resolved_source(self.settings))
+            victims = self.holdings.victims(incoming, set(waiting), starving, scores)
             if victims is None:
                 if helping:
                     continue  # help only with room to spare: no member with jobs queued leaves for it
                 return False
-            if victims and room_elsewhere and not starving and not helping:
-                return False  # a group worker with a free slot takes it without evicting anything
+            cost = room_cost([self.holdings.get(v).slot() for v in victims], scores)
+            if not helping and not starving and cheaper_elsewhere(others, incoming, set(waiting), scores, cost):
+                continue  # the worker whose room costs least takes it, as one cache of all their slots would
             if not self.client.set(LOAD_LOCK.format(member), self.name, nx=True, px=int(HEARTBEAT_S * 4000)):
                 continue  # another group worker is taking it
             try:
@@ -328,13 +337,10 @@ class GroupWorker:
             return True  # one load per step: the next step sees what changed meanwhile
         return False
 
-    def _room_elsewhere(self) -> bool:
-        """Another online group worker of the group holds fewer members than its `max_loaded`."""
-        for worker in self.fleet.describe_groups([self.spec.name])[self.spec.name]:
-            counted = [h for h in worker.held if h.state is not WorkerState.error]
-            if worker.name != self.name and len(counted) < worker.max_loaded:
-                return True
-        return False
+    def _others(self) -> list[GroupWorkerInfo]:
+        """The group's other online workers that are not loading a member (so can load one now)."""
+        return [worker for worker in self.fleet.describe_groups([self.spec.name])[self.spec.name]
+                if worker.name != self.name and all(h.state is not WorkerState.loading for h in worker.held)]
 
     def _behind(self, held_elsewhere: list[str], holders: dict[str, list[str]], waiting: dict[str, float],
                 stamp: float) -> list[str]:
@@ -388,7 +394,7 @@ class GroupWorker:
         self.consume(member)
         log.info("group %s: %s loaded in %.2fs (%d held)", self.spec.name, member, load_s,
                  len(self.holdings.counted()))
-        for victim in self.holdings.over_budget(keep=member):
+        for victim in self.holdings.over_budget(keep=member, scores=self.fleet.uses(self.spec.name)):
             self.evict(victim)
 
     def _seed_batch_times(self, member: str) -> None:

@@ -14,6 +14,12 @@ A group worker (tasks/group_worker.py) writes the same for each member it holds,
 ``<worker>/<member>`` (so a member's workers, readiness and revision read as a pinned model's do),
 and for itself ``vlmq:group-workers:{group}`` (name -> heartbeat) and its hash: the members it holds
 (state, load seconds, weights bytes), its limits and its memory.
+
+A group's workers also keep one use score per member (``vlmq:group-uses:{group}``), across workers
+and evictions: the member's job count, each job weighted 2^(t / `HALF_LIFE_JOBS`) where t counts the
+group's jobs (``vlmq:group-clock:{group}``), stored as log2. That is forward decay: a recency-weighted
+count in which a job's weight halves every `HALF_LIFE_JOBS` jobs the group runs, compared between
+members without rescaling anyone's score as time passes. tasks/holdings.py evicts the lowest.
 """
 
 from __future__ import annotations
@@ -26,13 +32,33 @@ from enum import StrEnum
 import redis
 
 from vlmq.jobs import Lane
-from vlmq.keyspace import GROUP_WORKERS, REVISION, SETUP_ERROR, WORKER, WORKERS
+from vlmq.keyspace import GROUP_CLOCK, GROUP_USES, GROUP_WORKERS, REVISION, SETUP_ERROR, WORKER, WORKERS
 from vlmq.queues import queue_keys
 
 #: A worker whose model failed to load exits with this status (a supervisor must not restart it).
 EXIT_SETUP_FAILED = 3
 HEARTBEAT_S = 3.0
 ONLINE_S = 12.0
+#: A group member's use score counts a job half as much after the group ran this many more jobs.
+HALF_LIFE_JOBS = 256
+#: Use scores are forgotten after a week without a job in their group.
+USES_TTL_S = 7 * 86400
+
+# KEYS: GROUP_USES, GROUP_CLOCK; ARGV: member, jobs, half-life, ttl. log2(2^old + jobs * 2^(clock / half-life)).
+_NOTE_USES = """
+local jobs = tonumber(ARGV[2])
+local clock = redis.call('INCRBY', KEYS[2], jobs)
+local score = clock / tonumber(ARGV[3]) + math.log(jobs) / math.log(2)
+local old = tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1]))
+if old then
+  local high, low = math.max(old, score), math.min(old, score)
+  score = high + math.log(1 + 2 ^ (low - high)) / math.log(2)
+end
+redis.call('ZADD', KEYS[1], score, ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+return tostring(score)
+"""
 
 
 class WorkerState(StrEnum):
@@ -111,6 +137,7 @@ def _text(value: bytes | str | None) -> str | None:
 class Fleet:
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
+        self._note_uses = client.register_script(_NOTE_USES)
 
     # --- written by workers ---------------------------------------------------------------
 
@@ -153,6 +180,16 @@ class Fleet:
         })
         pipe.expire(WORKER.format(info.name), int(ONLINE_S * 2))
         pipe.execute()
+
+    def note_uses(self, group: str, member: str, jobs: int) -> float:
+        """`member` of `group` ran `jobs` jobs: its new use score."""
+        return float(self._note_uses(keys=[GROUP_USES.format(group), GROUP_CLOCK.format(group)],
+                                     args=[member, jobs, HALF_LIFE_JOBS, USES_TTL_S]))
+
+    def uses(self, group: str) -> dict[str, float]:
+        """Each member's use score (a member that never ran a job has none)."""
+        return {_text(member): score for member, score in
+                self.redis.zrange(GROUP_USES.format(group), 0, -1, withscores=True)}
 
     def leave_group(self, info: GroupWorkerInfo) -> None:
         for held in info.held:

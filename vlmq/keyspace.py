@@ -9,7 +9,7 @@ Groups:
 - jobs (vlmq/store.py, vlmq/admission.py): records, event streams, joiners, recent jobs per owner;
 - lanes (vlmq/lanes.py): pending jobs per lane, bulk backlog per key, batch pace;
 - fleet (vlmq/fleet.py): worker heartbeats, worker state, setup errors, weights revisions, group
-  workers and their load locks;
+  workers, their load locks, and the use scores of group members;
 - API keys (vlmq/keys.py): key records, ids, token buckets;
 - webhooks (vlmq/notify.py, tasks/webhooks.py, vlmq/webhook_secrets.py): delivery logs, the
   anonymous signing secret;
@@ -46,6 +46,8 @@ SETUP_ERROR = "vlmq:setup-error:{}"  # string (JSON) per model: its workers' las
 REVISION = "vlmq:revision:{}"  # string per model: the weights revision its workers report
 GROUP_WORKERS = "vlmq:group-workers:{}"  # sorted set per model group: group worker name -> last heartbeat
 LOAD_LOCK = "vlmq:load-lock:{}"  # string per model: the group worker about to load it (NX, expires)
+GROUP_USES = "vlmq:group-uses:{}"  # sorted set per model group: member -> its use score (fleet.py)
+GROUP_CLOCK = "vlmq:group-clock:{}"  # string (counter) per model group: jobs its workers ran
 
 # --- API keys (vlmq/keys.py)
 KEY = "vlmq:key:{}"  # hash per sha256(key): id, name, rate, burst, webhook_secret, created_at

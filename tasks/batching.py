@@ -9,9 +9,13 @@ worker waited anything up to the interval. `QueueAwareBatches` ticks every half 
 2. more jobs of this model still queued in Redis (one EXISTS over its lane lists): keep reading
    them, up to `max_wait_ms` (the registry's value, a cap) after the batch's first job arrived;
 3. nothing else queued: run once no job has arrived for the *idle wait*, 2% of the model's recent
-   batch time (an average of this worker's own batches; at least 0.25 ms, at most the cap), or once
-   the first job has waited the cap. A tiny model runs a lone job after ~1 ms; a burst of uploads
-   to a model whose batch takes seconds fills its batch instead of starting one of two jobs.
+   batch time (an average of this worker's own batches; at most the cap), or once the first job has
+   waited the cap. A burst of uploads to a model whose batch takes seconds fills its batch instead of
+   starting one of two jobs. An idle wait under `LOOP_RESOLUTION_S` (a model whose batch takes under
+   50 ms) is no wait: the event loop's timers fire on epoll's millisecond, so such a wait would cost
+   one or two milliseconds where it meant a fraction of one; a job that reaches an idle model is
+   flushed as it arrives (after the check for jobs queued behind it), and a burst's later jobs fill
+   the next batch, prepared while the first runs.
 
 The worker runs two batches at once (a two-thread pool, tasks/runner.py): one in the model
 (`predict`, holding the `ModelGate`), the next one being claimed and prepared (images decoded, the
@@ -39,7 +43,7 @@ from contextlib import contextmanager
 from time import monotonic, perf_counter
 
 from celery import signals
-from celery_batches import Batches, SimpleRequest
+from celery_batches import Batches, SimpleRequest, consume_queue
 from celery_batches.trace import apply_batches_task
 
 from vlmq.tasks.flower import JobEvents
@@ -47,7 +51,7 @@ from vlmq.tasks.flower import JobEvents
 logger = logging.getLogger("vlmq.worker")
 TICK_S = 0.0005
 WAIT_SHARE = 0.02
-MIN_WAIT_S = 0.00025
+LOOP_RESOLUTION_S = 0.001
 EMA = 0.3
 
 
@@ -161,7 +165,14 @@ class QueueAwareBatches(Batches):
             self._last_at = monotonic()
             if self._buffer.qsize() == 0 and self._pending.qsize() == 0:
                 self._first_at = self._last_at  # the batch's first job: its wait starts now
-            return handler(message, body, ack, reject, callbacks, **kwargs)
+            handled = handler(message, body, ack, reject, callbacks, **kwargs)
+            if not self.idle_wait and not (self.gate is not None and self.gate.in_flight):
+                # no wait to sit out: an idle model takes it once the loop is done with this message (rule 3)
+                if consumer.hub is not None:
+                    consumer.hub.call_soon(self._do_flush)
+                else:
+                    self._do_flush()
+            return handled
 
         return on_message
 
@@ -178,7 +189,14 @@ class QueueAwareBatches(Batches):
                 return
         elif waiting and self.gate is not None and self.gate.in_flight >= 2:
             return  # a full batch too waits for a thread
+        # celery-batches flushes everything buffered; more than a batch piles up while both threads are
+        # busy (the worker prefetches a batch per thread): the rest stays for the next flush
+        buffered = list(consume_queue(self._buffer))
+        for request in buffered[:self.flush_every]:
+            self._buffer.put(request)
         super()._do_flush()
+        for request in buffered[self.flush_every:]:
+            self._buffer.put(request)
 
     def flush(self, requests):
         """celery-batches' flush (same pool call, same acknowledgements), with each job's events."""
@@ -223,4 +241,5 @@ class QueueAwareBatches(Batches):
     def batch_took(self, seconds: float) -> None:
         """Adapt the idle wait to this model's batch time."""
         self._batch_s = seconds if self._batch_s is None else EMA * seconds + (1 - EMA) * self._batch_s
-        self.idle_wait = min(self.max_wait, max(MIN_WAIT_S, WAIT_SHARE * self._batch_s))
+        wait = min(self.max_wait, WAIT_SHARE * self._batch_s)
+        self.idle_wait = wait if wait >= LOOP_RESOLUTION_S else 0.0

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import threading
 import time
+from types import SimpleNamespace
 
-from vlmq.tasks.batching import ModelGate, keep_waiting
+from vlmq.tasks.batching import ModelGate, QueueAwareBatches, keep_waiting
 
 IDLE, CAP = 0.040, 0.200
 
@@ -57,3 +58,31 @@ def test_a_batch_that_ends_before_the_model_does_not_hold_up_the_next() -> None:
         pass
     with gate.predicting():  # a caller outside the flush order (tools, benchmarks) is not held
         pass
+
+
+def test_an_idle_wait_under_the_loop_resolution_is_no_wait() -> None:
+    class Task(QueueAwareBatches):
+        name = "test.batching.idle-wait"
+        max_wait = 0.2
+
+    fast, slow = Task(), Task()
+    fast.batch_took(0.020)  # 2% is 0.4 ms: the loop's timers could not wait that little
+    slow.batch_took(2.0)  # 2% is 40 ms
+    assert fast.idle_wait == 0.0 and abs(slow.idle_wait - 0.040) < 1e-9
+    assert not keep_waiting(age=0.0, quiet=0.0, idle_wait=fast.idle_wait, max_wait=0.2, backlog=lambda: False)
+    assert keep_waiting(age=0.0, quiet=0.0, idle_wait=fast.idle_wait, max_wait=0.2, backlog=lambda: True)
+
+
+def test_a_flush_takes_at_most_one_batch_and_leaves_the_rest_buffered() -> None:
+    class Task(QueueAwareBatches):
+        name = "test.batching.cap"
+        flush_every = 8
+
+    task, flushed = Task(), []
+    task.flush = lambda requests: flushed.append([r.n for r in requests])
+    for n in range(11):  # piled up while both threads were busy
+        task._buffer.put(SimpleNamespace(n=n, eta=None))
+    task._do_flush()
+    assert flushed == [list(range(8))] and task._buffer.qsize() == 3
+    task._do_flush()  # the rest: the cap (max_wait 0.2 s) since the first arrival is long past
+    assert flushed[1] == [8, 9, 10] and task._buffer.qsize() == 0

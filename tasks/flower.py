@@ -12,9 +12,11 @@ batch (each task message; its task id is the job id) what Celery gives a plain t
 
 All of them go through the consumer's event dispatcher: the received events (the consumer's thread)
 into its buffer, published as `task.multi` messages at the consumer's next loop turn; a batch's
-started events and its finished events (a pool thread) each published at once as one `task.multi`
-message, under the dispatcher's mutex (its buffer is the consumer thread's: an event appended to it
-while that thread flushes it is lost). Two messages per batch, never one per token.
+started events and its finished events (a pool thread) each built at once and published as one
+`task.multi` message, under the dispatcher's mutex (its buffer is the consumer thread's: an event
+appended to it while that thread flushes it is lost), by `EventPublisher`'s thread in the order they
+were built: a Redis round trip that the batch no longer waits for before its first step (0.3 ms of
+a lone job's path). Two messages per batch, never one per token.
 
 Flower's `/api/workers` holds `inspect` replies, asked at Flower's start and on `?refresh=1` only:
 a worker that started later (a model still loading when Flower started), or was busy in a batch
@@ -32,7 +34,11 @@ too), a running generation stops at its next token, webhooks and the lane are se
 
 from __future__ import annotations
 
+import atexit
 import logging
+import queue
+import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -146,16 +152,58 @@ class JobEvents:
 
     @staticmethod
     def _publish(dispatcher: Any, events: list[tuple[str, dict[str, Any]]]) -> None:
-        """A batch's events as one `task.multi` message (what the dispatcher's own flush sends), published
-        now under its mutex. From the pool's threads never through `send`, whose buffer the consumer's
-        thread flushes: an event appended during that flush is lost."""
+        """A batch's events as one `task.multi` message (what the dispatcher's own flush sends). From the
+        pool's threads never through `send`, whose buffer the consumer's thread flushes."""
         built = [Event(kind, hostname=dispatcher.hostname, utcoffset=utcoffset(), pid=dispatcher.pid,
                        clock=dispatcher.clock.forward(), **fields) for kind, fields in events]
-        try:
-            with dispatcher.mutex:
-                dispatcher._publish(built, dispatcher.producer, "task.multi")
-        except Exception as exc:  # noqa: BLE001 - monitoring only: a lost event changes no job
-            log.warning("%d task events not published: %s", len(built), exc)
+        PUBLISHER.put(dispatcher, built)
+
+
+class EventPublisher:
+    """Publishes built events on a thread of its own, in the order they were put; at exit it waits
+    (up to `DRAIN_S`) for what is still queued."""
+
+    DRAIN_S = 2.0
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._unpublished = 0
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def put(self, dispatcher: Any, events: list[Event]) -> None:
+        with self._lock:
+            self._unpublished += 1
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, daemon=True, name="vlmq-task-events")
+                self._thread.start()
+                atexit.register(self.drain)
+        self._queue.put((dispatcher, events))
+
+    def _run(self) -> None:
+        while True:
+            dispatcher, events = self._queue.get()
+            try:
+                with dispatcher.mutex:
+                    dispatcher._publish(events, dispatcher.producer, "task.multi")
+            except Exception as exc:  # noqa: BLE001 - monitoring only: a lost event changes no job
+                log.warning("%d task events not published: %s", len(events), exc)
+            finally:
+                with self._lock:
+                    self._unpublished -= 1
+
+    def drain(self, timeout: float = DRAIN_S) -> bool:
+        """Wait until everything put so far is published; whether it was, in time."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._unpublished:
+                    return True
+            time.sleep(0.005)
+        return False
+
+
+PUBLISHER = EventPublisher()
 
 
 class Revocations:

@@ -432,6 +432,23 @@ def batch_seconds(rclient: redis.Redis, model: str) -> tuple[float, float]:
     return float(total or 0), float(count or 0)
 
 
+STAGES = ("images", "preprocess", "claim")
+
+
+def stage_seconds(rclient: redis.Redis, model: str) -> dict[str, tuple[float, float]]:
+    """(sum, count) of the worker's vlmq_batch_stage_seconds for each stage before the forward pass."""
+    from vlmq.keyspace import METRICS_PREFIX
+    from vlmq.metrics_store import labels_field
+
+    pipe = rclient.pipeline(transaction=False)
+    for stage in STAGES:
+        base = labels_field({"model": model, "stage": stage})
+        pipe.hget(METRICS_PREFIX + "batch_stage_seconds", f"{base}|sum")
+        pipe.hget(METRICS_PREFIX + "batch_stage_seconds", f"{base}|count")
+    replies = iter(pipe.execute())
+    return {stage: (float(next(replies) or 0), float(next(replies) or 0)) for stage in STAGES}
+
+
 async def _overhead_loop(url: str, rclient: redis.Redis, model: str, blobs: list[bytes], n: int,
                          max_new_tokens: int) -> list[dict]:
     from vlmq.client import AsyncClient
@@ -461,8 +478,10 @@ async def _overhead_loop(url: str, rclient: redis.Redis, model: str, blobs: list
 def overhead_mode(url: str, rclient: redis.Redis, model: str, blobs: list[bytes], pure: list[float], n: int,
                   max_new_tokens: int, procs: list[Proc]) -> tuple[dict, list[str]]:
     asyncio.run(_overhead_loop(url, rclient, model, blobs, 3, max_new_tokens))  # warm-up
+    before = stage_seconds(rclient, model)
     with CpuWatch(procs) as cpu:
         rows = asyncio.run(_overhead_loop(url, rclient, model, blobs, n, max_new_tokens))
+    after = stage_seconds(rclient, model)
     if any(r["batches"] != 1 for r in rows):
         log(f"warning: {sum(r['batches'] != 1 for r in rows)} jobs did not run as a batch of their own")
     ms = 1000
@@ -481,6 +500,9 @@ def overhead_mode(url: str, rclient: redis.Redis, model: str, blobs: list[bytes]
         "e2e": [r["e2e_s"] * ms for r in rows],
         "client": [r["client_s"] * ms for r in rows],
         "http": [(r["client_s"] - r["e2e_s"]) * ms for r in rows],
+        # mean ms per batch (one job each) of the worker's steps before the forward pass
+        "stages": {stage: ms * (after[stage][0] - before[stage][0]) / max(1.0, after[stage][1] - before[stage][1])
+                   for stage in STAGES},
     }
     return result, [r["id"] for r in rows]
 
@@ -844,6 +866,17 @@ def main() -> int:
                 "HTTP, parsing, validation, image decode before created_at; Prefer-wait wake-up and answer"),
             (f"| calibration: a bare Celery round trip on the same Redis | {fmt(pct(celery_rtt, 50))} | "
              f"{fmt(pct(celery_rtt, 99))} | benchmarks/bare_celery.py: send_task, a solo worker writes one key |"),
+            "",
+            "Where the queue time goes (means per job, ms; the worker's `vlmq_batch_stage_seconds` over the run):",
+            "",
+            "| step | mean ms |", "|---|---:|",
+            *[f"| {label} | {ov['stages'][stage]:.2f} |" for stage, label in (
+                ("images", "records read, image read from the blob store, JPEG decode at the model's scale"),
+                ("preprocess", "the processor (`adapter.prepare`)"),
+                ("claim", "the claim script"))],
+            (f"| the rest: API after `created_at` (blob write, admission script), broker delivery, flush, hand-off "
+             f"to the batch thread | {statistics.mean(ov['queue']) - sum(ov['stages'].values()):.2f} |"),
+            f"| queue (mean) | {statistics.mean(ov['queue']):.2f} |",
             "",
             (f"Target: overhead p50 ≤ 2x a bare Celery round trip: **{ratio:.2f}x**; hooks inside predict ≤ 10% of "
              f"the pure model time: **{pct(ov['hooks'], 50) / pct(ov['pure'], 50):.1%}** (p50)."),

@@ -1,4 +1,8 @@
-"""Dependencies, each declared once as an `Annotated` alias; routes take only these."""
+"""Dependencies, each declared once as an `Annotated` alias; routes take only these.
+
+Each is an `async def`, though none awaits: FastAPI runs a plain `def` dependency in its thread pool,
+a thread hop per request (a tenth of a submit's CPU, measured by benchmarks/submit.py).
+"""
 
 from __future__ import annotations
 
@@ -14,26 +18,26 @@ from vlmq.settings import Settings
 from vlmq.store import JobStore
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     return request.app.state.services
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def get_settings(services: ServicesDep) -> Settings:
+async def get_settings(services: ServicesDep) -> Settings:
     return services.settings
 
 
-def get_store(services: ServicesDep) -> JobStore:
+async def get_store(services: ServicesDep) -> JobStore:
     return services.store
 
 
-def get_registry(services: ServicesDep) -> Registry:
+async def get_registry(services: ServicesDep) -> Registry:
     return services.registry
 
 
-def get_fleet(services: ServicesDep) -> Fleet:
+async def get_fleet(services: ServicesDep) -> Fleet:
     return services.fleet
 
 

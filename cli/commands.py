@@ -291,21 +291,24 @@ def api(
     workers: Annotated[int | None, typer.Option(min=1, help="API processes on the one port "
                                                 "(default: VLMQ_API_WORKERS).")] = None,
 ) -> None:
-    """Run the API (uvicorn; several processes share the port and its load)."""
+    """Run the API (uvicorn; several processes share the port and its load, a socket each)."""
     import uvicorn
+
+    from vlmq.cli.api_processes import APP, ApiProcesses, balanced, port_free
 
     settings = _settings()
     processes = workers or settings.api_workers
+    host, port = host or settings.api_host, port or settings.api_port
     with _prometheus_multiproc(processes):
-        uvicorn.run(
-            "vlmq.api.main:create_app",
-            factory=True,
-            host=host or settings.api_host,
-            port=port or settings.api_port,
-            workers=processes,
-            log_level="warning",
-            access_log=False,
-        )
+        if processes > 1 and balanced():
+            if not port_free(host, port):  # the processes' shared sockets would share it with that one too
+                _fail(EXIT_USAGE, f"{host}:{port} is in use")
+            status = ApiProcesses(host, port, processes).run()
+            if status:
+                raise typer.Exit(status)
+            return
+        uvicorn.run(APP, factory=True, host=host, port=port, workers=processes, log_level="warning",
+                    access_log=False)
 
 
 @contextmanager

@@ -112,7 +112,7 @@ class Settings(BaseSettings):
     # --- services started by `vlmq up` ------------------------------------------------------
     api_host: str = Field("127.0.0.1", description="Where `vlmq api` binds (0.0.0.0 in containers).")
     api_port: int = Field(8000, description="Port of `vlmq api`.")
-    api_workers: int = Field(1, ge=1, le=64, description="Processes of `vlmq api` sharing its port (one core each).")
+    api_workers: int = Field(1, ge=1, le=64, description="Processes of `vlmq api` sharing its port (one core each; a `SO_REUSEPORT` socket each on Linux).")
     flower_host: str = Field("127.0.0.1", description="Where `vlmq flower` binds.")
     flower_port: int = Field(5555, description="Port of Flower.")
     frontend_host: str = Field("127.0.0.1", description="Where `vlmq frontend` binds.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -130,9 +131,38 @@ def test_api_and_worker_logs_are_json_lines_with_the_job_id(stack) -> None:
     assert api_lines and api_lines[0]["component"] == "api" and "accepted" in api_lines[0]["msg"]
 
 
+def _connections_per_process(parent: int, port: int, count: int) -> list[int]:
+    """Open `count` keep-alive connections at once (as a client's pool does), one request each; how
+    many each API process holds."""
+    import asyncio
+
+    import psutil
+
+    async def burst() -> list[int]:
+        async def one() -> asyncio.StreamWriter:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+            await writer.drain()
+            assert (await reader.readline()).startswith(b"HTTP/1.1 200")
+            return writer
+
+        writers = await asyncio.gather(*(one() for _ in range(count)))
+        try:
+            return [held for child in psutil.Process(parent).children(recursive=True)
+                    if (held := sum(c.laddr.port == port and c.status == psutil.CONN_ESTABLISHED
+                                    for c in child.net_connections(kind="tcp")))]
+        finally:
+            for writer in writers:
+                writer.close()
+
+    return asyncio.run(burst())
+
+
 def test_several_api_processes_sum_http_metrics_and_keep_the_fleet_figures(base_env, log_dir) -> None:
-    """`vlmq api --workers 2`: /metrics from either process counts every process's requests
-    (prometheus_client's multiprocess files) and still has vlmq's fleet-wide figures."""
+    """`vlmq api --workers 2`: each process has a share of a burst of connections (a socket each; a
+    second one on the same port refused),
+    /metrics from either process counts every process's requests (prometheus_client's multiprocess
+    files) and still has vlmq's fleet-wide figures."""
     import httpx
 
     from tests.utils.processes import spawn
@@ -154,6 +184,12 @@ def test_several_api_processes_sum_http_metrics_and_keep_the_fleet_figures(base_
                 pass
             time.sleep(0.2)
         time.sleep(2)  # the second process: both accept from here on
+        # a burst of connections is spread over both (a socket each; a shared one may give one process all)
+        held = _connections_per_process(proc.pid, port, 64)
+        assert len(held) == 2 and min(held) >= 16, held
+        taken = subprocess.run([sys.executable, "-m", "vlmq.cli", "api", "--workers", "2", "--port", str(port)],
+                               check=False, env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+        assert taken.returncode == 2 and f"127.0.0.1:{port} is in use" in taken.stderr, taken.stderr
         before = httpx.get(url + "/metrics", timeout=10).text
         for _ in range(40):  # a new connection each: the kernel spreads them over both processes
             assert httpx.get(url + "/v1/models", timeout=10).status_code == 200

@@ -236,8 +236,11 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="vlmq-submit-"))
     logs = work / "logs"
     env = {k: v for k, v in os.environ.items() if not k.startswith("VLMQ_")}
-    if args.blob_url:
-        env["VLMQ_BLOB_URL"] = args.blob_url
+    # this run's images in a folder of their own under --blob-url, deleted at the end (10,000 photos
+    # are gigabytes: on tmpfs, of memory)
+    blob_url = f"{args.blob_url.rstrip('/')}/{work.name}" if args.blob_url else ""
+    if blob_url:
+        env["VLMQ_BLOB_URL"] = blob_url
     env.update(VLMQ_REDIS_URL=redis_url, VLMQ_DATA_DIR=str(work / "data"), VLMQ_LOG_LEVEL="WARNING",
                VLMQ_MODELS=json.dumps({SINK: {"adapter": "blip_caption", "source": "demo:blip-base",
                                               "tasks": ["caption"], "queue_limit": 100_000_000}}))
@@ -333,7 +336,7 @@ def main() -> int:
             kind = name.split(":")[1] if name.startswith("vlmq:") else name.split(".")[0] + " (queue)"
             kinds[kind] += client.memory_usage(key) or 0
             counts[kind] += 1
-        blob_root = Path(args.blob_url.removeprefix("file://")) if args.blob_url else work / "data" / "blobs"
+        blob_root = Path(blob_url.removeprefix("file://")) if blob_url else work / "data" / "blobs"
         blob_bytes = sum(f.stat().st_size for f in blob_root.rglob("*") if f.is_file())
         out += [f"## Redis memory with {accepted:,} real photos queued (`used_memory`, INFO)", "",
                 (f"**{per_job:,.0f} bytes per queued job** (target ≤ 2,048), whatever the image size: the images "
@@ -347,6 +350,9 @@ def main() -> int:
         for proc in procs:
             proc.stop()
         client.flushdb()
+        if blob_url.startswith("file://"):
+            shutil.rmtree(blob_url.removeprefix("file://"), ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
     text = "\n".join(out)
     print(text)
     if args.out:

@@ -22,9 +22,10 @@ from vlmq.api.headers import parse_duration, parse_prefer_wait
 from vlmq.api.idempotency import Idempotency, body_hash
 from vlmq.api.intake import read_submission
 from vlmq.api.schemas import DeliveryList, ErrorBody, JobList, JobView
+from vlmq.api.services import Services
 from vlmq.api.submit import Delivery, submit_one
 from vlmq.blobs import artifact_name, delete_quietly, owned_images
-from vlmq.jobs import JobStatus, Lane, now
+from vlmq.jobs import JobRecord, JobStatus, Lane, now
 from vlmq.keyspace import DELIVERIES
 from vlmq.store import aget
 
@@ -111,15 +112,22 @@ def list_jobs(store: StoreDep, caller: CallerDep, limit: Annotated[int, Query(ge
 
 
 @router.get("/{job_id}", response_model=JobView, responses={404: {"model": ErrorBody}})
-def get_job(job_id: str, services: ServicesDep, caller: CallerDep) -> JobView:
+async def get_job(job_id: str, services: ServicesDep, caller: CallerDep) -> JobView:
     """The job; while queued, with its position in its lane and an estimated wait."""
+    record = owned(await aget(services.aredis, job_id), caller, job_id)  # a poll: one read, on the event loop
+    if record.status is JobStatus.queued:
+        return await run_in_threadpool(_queued_view, services, record)
+    return JobView.of(record)
+
+
+def _queued_view(services: Services, record: JobRecord) -> JobView:
+    """A queued job's view with its place (blocking reads); aborted first if its deadline passed."""
     store = services.store
-    record = owned(store.get(job_id), caller, job_id)
-    if record.status is JobStatus.queued and record.deadline is not None and now() >= record.deadline:
-        if store.cancel(job_id, "its deadline passed before it started", JobStatus.aborted):
+    if record.deadline is not None and now() >= record.deadline:
+        if store.cancel(record.id, "its deadline passed before it started", JobStatus.aborted):
             services.lanes.left(record)
             delete_quietly(services.blobs, *owned_images(record))
-        record = store.get(job_id) or record
+        record = store.get(record.id) or record
     if record.status is JobStatus.queued:
         return JobView.of(record, services.place(record))
     return JobView.of(record)

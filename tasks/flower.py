@@ -10,13 +10,14 @@ batch (each task message; its task id is the job id) what Celery gives a plain t
   the `processed` of its heartbeats);
 - `task-succeeded` or `task-failed` when its batch returns, with the rule of `outcome_of`.
 
-All of them go through the consumer's event dispatcher: the received events (the consumer's thread)
-into its buffer, published as `task.multi` messages at the consumer's next loop turn; a batch's
-started events and its finished events (a pool thread) each built at once and published as one
-`task.multi` message, under the dispatcher's mutex (its buffer is the consumer thread's: an event
-appended to it while that thread flushes it is lost), by `EventPublisher`'s thread in the order they
-were built: a Redis round trip that the batch no longer waits for before its first step (0.3 ms of
-a lone job's path). Two messages per batch, never one per token.
+All of them go through the consumer's event dispatcher, built where they happen (a message's received
+event in the consumer's thread, a batch's started and finished events in a pool thread) and published
+by `EventPublisher`'s thread in the order they were built, whatever is queued together as one
+`task.multi` message, under the dispatcher's mutex (not through its buffer, which the consumer's
+thread flushes: an event appended while it flushes is lost). One ordered path matters to Flower: a
+started event that overtook its received event would be counted under no task name. Neither the
+consumer nor the batch waits for a Redis round trip (the batch's was 0.3 ms of a lone job's path).
+A few messages per batch, never one per token.
 
 Flower's `/api/workers` holds `inspect` replies, asked at Flower's start and on `?refresh=1` only:
 a worker that started later (a model still loading when Flower started), or was busy in a batch
@@ -116,13 +117,14 @@ class JobEvents:
         if dispatcher is None:
             return
         delivery = request.delivery_info or {}
-        dispatcher.send(
-            "task-received", uuid=request.id, name=request.name, args=request.argsrepr,
-            kwargs=request.kwargsrepr, root_id=request.root_id, parent_id=request.parent_id,
-            retries=request.request_dict.get("retries", 0),
-            eta=request.eta and request.eta.isoformat(), expires=request.expires and request.expires.isoformat(),
-            exchange=delivery.get("exchange"), routing_key=delivery.get("routing_key"),  # the lane's queue
-        )  # buffered: the consumer publishes it at its next loop turn (or with the batch's start)
+        self._publish(dispatcher, [("task-received", {
+            "uuid": request.id, "name": request.name, "args": request.argsrepr, "kwargs": request.kwargsrepr,
+            "root_id": request.root_id, "parent_id": request.parent_id,
+            "retries": request.request_dict.get("retries", 0),
+            "eta": request.eta and request.eta.isoformat(),
+            "expires": request.expires and request.expires.isoformat(),
+            "exchange": delivery.get("exchange"), "routing_key": delivery.get("routing_key"),  # the lane's queue
+        })])
 
     def started(self, requests: Iterable[Any]) -> None:
         requests = list(requests)
@@ -182,15 +184,26 @@ class EventPublisher:
 
     def _run(self) -> None:
         while True:
-            dispatcher, events = self._queue.get()
-            try:
-                with dispatcher.mutex:
-                    dispatcher._publish(events, dispatcher.producer, "task.multi")
-            except Exception as exc:  # noqa: BLE001 - monitoring only: a lost event changes no job
-                log.warning("%d task events not published: %s", len(events), exc)
-            finally:
-                with self._lock:
-                    self._unpublished -= 1
+            taken = [self._queue.get()]
+            while True:  # whatever else is queued goes in the same message
+                try:
+                    taken.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            runs: list[tuple[Any, list[Event]]] = []  # consecutive events of one dispatcher, in order
+            for dispatcher, events in taken:
+                if runs and runs[-1][0] is dispatcher:
+                    runs[-1][1].extend(events)
+                else:
+                    runs.append((dispatcher, list(events)))
+            for dispatcher, events in runs:
+                try:
+                    with dispatcher.mutex:
+                        dispatcher._publish(events, dispatcher.producer, "task.multi")
+                except Exception as exc:  # noqa: BLE001 - monitoring only: a lost event changes no job
+                    log.warning("%d task events not published: %s", len(events), exc)
+            with self._lock:
+                self._unpublished -= len(taken)
 
     def drain(self, timeout: float = DRAIN_S) -> bool:
         """Wait until everything put so far is published; whether it was, in time."""

@@ -28,16 +28,24 @@ def is_worker(argv: list[str]) -> bool:
 
 
 def run_worker(argv: list[str]) -> int:
-    child = subprocess.Popen(argv)
+    started: list[subprocess.Popen] = []
+    pending: list[int] = []
 
     def forward(signum: int, _frame: object) -> None:
+        if not started:  # before the worker exists: passed on as soon as it does
+            pending.append(signum)
+            return
         try:
-            child.send_signal(signum)
+            started[0].send_signal(signum)
         except ProcessLookupError:
             pass
 
-    for sig in FORWARDED:
+    for sig in FORWARDED:  # first: a signal between the spawn and these lines would kill this process
         signal.signal(sig, forward)
+    child = subprocess.Popen(argv)
+    started.append(child)
+    for signum in pending:
+        child.send_signal(signum)
     status = child.wait()
     if status == EXIT_SETUP_FAILED:
         sys.stderr.write(

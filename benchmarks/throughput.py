@@ -437,16 +437,12 @@ STAGES = ("images", "preprocess", "claim")
 
 def stage_seconds(rclient: redis.Redis, model: str) -> dict[str, tuple[float, float]]:
     """(sum, count) of the worker's vlmq_batch_stage_seconds for each stage before the forward pass."""
-    from vlmq.keyspace import METRICS_PREFIX
-    from vlmq.metrics_store import labels_field
+    from vlmq.metrics_store import SECONDS_BUCKETS, MetricsStore
 
-    pipe = rclient.pipeline(transaction=False)
-    for stage in STAGES:
-        base = labels_field({"model": model, "stage": stage})
-        pipe.hget(METRICS_PREFIX + "batch_stage_seconds", f"{base}|sum")
-        pipe.hget(METRICS_PREFIX + "batch_stage_seconds", f"{base}|count")
-    replies = iter(pipe.execute())
-    return {stage: (float(next(replies) or 0), float(next(replies) or 0)) for stage in STAGES}
+    totals = {labels["stage"]: (total, count) for labels, _, total, count
+              in MetricsStore(rclient).histogram("batch_stage_seconds", SECONDS_BUCKETS)
+              if labels.get("model") == model}
+    return {stage: totals.get(stage, (0.0, 0.0)) for stage in STAGES}
 
 
 async def _overhead_loop(url: str, rclient: redis.Redis, model: str, blobs: list[bytes], n: int,

@@ -154,8 +154,8 @@ class JobEvents:
 
     @staticmethod
     def _publish(dispatcher: Any, events: list[tuple[str, dict[str, Any]]]) -> None:
-        """A batch's events as one `task.multi` message (what the dispatcher's own flush sends). From the
-        pool's threads never through `send`, whose buffer the consumer's thread flushes."""
+        """A message's or a batch's events, built now (their clock and order) and handed to `PUBLISHER`,
+        never to `send`, whose buffer the consumer's thread flushes."""
         built = [Event(kind, hostname=dispatcher.hostname, utcoffset=utcoffset(), pid=dispatcher.pid,
                        clock=dispatcher.clock.forward(), **fields) for kind, fields in events]
         PUBLISHER.put(dispatcher, built)

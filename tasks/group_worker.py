@@ -312,18 +312,20 @@ class GroupWorker:
             return False
         scores = self.fleet.uses(self.spec.name)
         others = self._others() if orphans else []
+        backlogged = set(waiting)
         for member, helping in [*((m, False) for m in orphans), *((m, True) for m in behind)]:
             starving = not helping and stamp - waiting[member] >= STARVE_S
             spec = self.registry.get(member)
             incoming = self.holdings.estimate(member, spec.resolved_source(self.settings))
-            victims = self.holdings.victims(incoming, set(waiting), starving, scores)
+            victims = self.holdings.victims(incoming, backlogged, starving, scores)
             if victims is None:
                 if helping:
                     continue  # help only with room to spare: no member with jobs queued leaves for it
                 return False
-            cost = room_cost([self.holdings.get(v).slot() for v in victims], scores)
-            if not helping and not starving and cheaper_elsewhere(others, incoming, set(waiting), scores, cost):
-                continue  # the worker whose room costs least takes it, as one cache of all their slots would
+            if not helping and not starving:
+                cost = room_cost([self.holdings.get(v).slot() for v in victims], scores)
+                if cheaper_elsewhere(others, incoming, backlogged, scores, cost):
+                    continue  # the worker whose room costs least takes it, as one cache of all their slots would
             if not self.client.set(LOAD_LOCK.format(member), self.name, nx=True, px=int(HEARTBEAT_S * 4000)):
                 continue  # another group worker is taking it
             try:

@@ -77,13 +77,18 @@ class Slot:
                    held.weights_bytes)
 
 
+def least_used_first(slots: Iterable[Slot], scores: Mapping[str, float]) -> list[Slot]:
+    """Eviction order: the lowest use score first (none: lowest of all), ties to the least recently used."""
+    return sorted(slots, key=lambda s: (scores.get(s.name, -math.inf), s.last_used))
+
+
 def make_room(slots: Iterable[Slot], max_loaded: int, max_memory_bytes: int | None, incoming_bytes: int,
               backlogged: set[str], starving: bool, scores: Mapping[str, float]) -> list[Slot] | None:
     """Members to evict, least used first, so that one more of `incoming_bytes` fits; None: no room
     can be made now (members still loading, or all busy and nobody starving)."""
     counted = [s for s in slots if s.counted]
     count, used = len(counted), sum(s.weights_bytes for s in counted)
-    ready = sorted((s for s in counted if s.evictable), key=lambda s: (scores.get(s.name, -math.inf), s.last_used))
+    ready = least_used_first((s for s in counted if s.evictable), scores)
     candidates = [s for s in ready if s.name not in backlogged]
     if starving:
         candidates += [s for s in ready if s.name in backlogged]
@@ -207,8 +212,7 @@ class Holdings:
             return []
         with self.lock:
             used = self.used_bytes()
-            ready = sorted((m.slot() for m in self.counted() if m.name != keep), key=lambda s: (
-                scores.get(s.name, -math.inf), s.last_used))
+            ready = least_used_first((m.slot() for m in self.counted() if m.name != keep), scores)
         chosen = []
         for slot in ready:
             if used <= self.max_memory_bytes:

@@ -75,7 +75,7 @@ from vlmq.tasks.live import LiveJobs
 from vlmq.tasks.metrics import WorkerMetrics
 from vlmq.tasks.reconcile import Reconciler
 from vlmq.tasks.runner import JobReport, ModelRunner
-from vlmq.tasks.worker import Heartbeat, celery_worker, register_tasks, upkeep
+from vlmq.tasks.worker import Heartbeat, celery_worker, register_tasks, set_threads, upkeep
 
 log = logging.getLogger("vlmq.worker")
 LOAD_TICK_S = 0.1
@@ -449,10 +449,9 @@ class GroupWorker:
 
 def run_group_worker(group: str, settings: Settings, hostname: str | None = None) -> int:
     setup_logging("worker", settings.log_format, settings.log_level, model=group)
-    import torch
     from transformers.utils import logging as hf_logging
 
-    torch.set_num_threads(settings.torch_threads)
+    set_threads(settings)
     hf_logging.disable_progress_bar()  # one per load: noise in the worker's log
     registry = load_registry(settings)
     spec = registry.groups[group]  # a group with members (the CLI checks)

@@ -104,6 +104,10 @@ class Settings(BaseSettings):
 
     # --- workers ----------------------------------------------------------------------------
     torch_threads: int = Field(1, ge=1, description="torch.set_num_threads in each model worker.")
+    gil_switch_ms: float = Field(
+        0.5, gt=0, le=100, description="sys.setswitchinterval in each model worker: how soon the model's thread "
+        "gets the GIL back from the threads preparing and finishing the other batches (Python's default: 5)."
+    )
 
     # --- logs -------------------------------------------------------------------------------
     log_format: Literal["json", "text"] = Field("json", description="json: one object per line, with job_id.")

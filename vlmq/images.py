@@ -127,7 +127,7 @@ def _check_jpeg(data: bytes) -> None:
         at += 2 + length
         if marker == _SOS:
             break
-    if data.find(_EOI, at) < 0:
+    if data.rfind(_EOI, at) < 0:  # from the end, where it is: a scan from the front read every byte (~1 GB/s)
         raise ImageError("invalid_image", "the JPEG is truncated: no end of image after its scan")
 
 

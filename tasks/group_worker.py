@@ -75,7 +75,8 @@ from vlmq.tasks.live import LiveJobs
 from vlmq.tasks.metrics import WorkerMetrics
 from vlmq.tasks.reconcile import Reconciler
 from vlmq.tasks.runner import JobReport, ModelRunner
-from vlmq.tasks.worker import Heartbeat, celery_worker, register_tasks, set_threads, upkeep
+from vlmq.tasks.tuning import tune
+from vlmq.tasks.worker import Heartbeat, celery_worker, register_tasks, upkeep
 
 log = logging.getLogger("vlmq.worker")
 LOAD_TICK_S = 0.1
@@ -451,7 +452,7 @@ def run_group_worker(group: str, settings: Settings, hostname: str | None = None
     setup_logging("worker", settings.log_format, settings.log_level, model=group)
     from transformers.utils import logging as hf_logging
 
-    set_threads(settings)
+    tune(settings)
     hf_logging.disable_progress_bar()  # one per load: noise in the worker's log
     registry = load_registry(settings)
     spec = registry.groups[group]  # a group with members (the CLI checks)

@@ -47,6 +47,7 @@ from vlmq.tasks.live import LiveJobs
 from vlmq.tasks.metrics import WorkerMetrics
 from vlmq.tasks.reconcile import Reconciler, sweep_blobs
 from vlmq.tasks.runner import JobReport, ModelRunner
+from vlmq.tasks.tuning import tune
 
 log = logging.getLogger("vlmq.worker")
 #: Batches a worker has in hand at once: one in the model's forward pass, the next one preparing.
@@ -137,19 +138,9 @@ def register_tasks(app, spec: ModelSpec, run_batch: Callable[[list[str]], list[J
     return names
 
 
-def set_threads(settings: Settings) -> None:
-    """torch's threads, and how soon the model's thread gets the GIL back: with Python's 5 ms, each time
-    a torch kernel released it to the thread preparing or finishing another batch, `generate` waited up
-    to 5 ms to go on (a tiny model ran 14% slower under load)."""
-    import torch
-
-    torch.set_num_threads(settings.torch_threads)
-    sys.setswitchinterval(settings.gil_switch_ms / 1000)
-
-
 def run_worker(model: str, settings: Settings, hostname: str | None = None) -> int:
     setup_logging("worker", settings.log_format, settings.log_level, model=model)
-    set_threads(settings)
+    tune(settings)
     registry = load_registry(settings)
     spec = registry.get(model)
     name = hostname or f"{model}@{socket.gethostname()}-{os.getpid()}"

@@ -108,6 +108,10 @@ class Settings(BaseSettings):
         0.5, gt=0, le=100, description="sys.setswitchinterval in each model worker: how soon the model's thread "
         "gets the GIL back from the threads preparing and finishing the other batches (Python's default: 5)."
     )
+    worker_malloc_reuse: bool = Field(
+        True, description="glibc: one malloc arena per model worker and freed buffers up to 32 MiB kept for reuse "
+        "instead of an mmap and page faults per tensor (a full-size CPU forward pass ~12% faster)."
+    )
 
     # --- logs -------------------------------------------------------------------------------
     log_format: Literal["json", "text"] = Field("json", description="json: one object per line, with job_id.")

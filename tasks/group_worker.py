@@ -38,7 +38,6 @@ announcement expires after `ONLINE_S`) and loads it.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import gc
 import logging
 import os
@@ -75,7 +74,7 @@ from vlmq.tasks.live import LiveJobs
 from vlmq.tasks.metrics import WorkerMetrics
 from vlmq.tasks.reconcile import Reconciler
 from vlmq.tasks.runner import JobReport, ModelRunner
-from vlmq.tasks.tuning import tune
+from vlmq.tasks.tuning import trim_malloc, tune
 from vlmq.tasks.worker import Heartbeat, celery_worker, register_tasks, upkeep
 
 log = logging.getLogger("vlmq.worker")
@@ -131,8 +130,7 @@ def _release_memory(adapter: weakref.ref) -> None:
 
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)  # glibc keeps freed heap pages otherwise
+    trim_malloc()
 
 
 class GroupWorker:

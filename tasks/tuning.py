@@ -34,16 +34,32 @@ def tune(settings: Settings) -> None:
     torch.set_num_threads(settings.torch_threads)
     sys.setswitchinterval(settings.gil_switch_ms / 1000)
     if settings.worker_malloc_reuse and not reuse_malloc():
-        log.info("malloc left as it is: not glibc")
+        log.info("malloc left as it is: not glibc, or an option refused")
 
 
 def reuse_malloc() -> bool:
     """One malloc arena for the process, and freed buffers up to 32 MiB kept for reuse; False where
-    the C library is not glibc."""
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):
+    the C library is not glibc (or refused an option)."""
+    libc = _glibc()
+    if libc is None:
         return False
     options = ((_M_ARENA_MAX, 1), (_M_MMAP_THRESHOLD, _MMAP_THRESHOLD), (_M_TRIM_THRESHOLD, _TRIM_THRESHOLD),
                (_M_TOP_PAD, _TOP_PAD))
-    return all(mallopt(option, value) == 1 for option, value in options)
+    return all(libc.mallopt(option, value) == 1 for option, value in options)
+
+
+def trim_malloc() -> None:
+    """Give the heap's free pages back to the system now (a group worker, after evicting a model):
+    glibc keeps them otherwise, up to `_TRIM_THRESHOLD` with `reuse_malloc`."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+def _glibc() -> ctypes.CDLL | None:
+    """The C library where it is glibc (`mallopt` and `malloc_trim` are glibc's, not POSIX's)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+    return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None

@@ -1,6 +1,7 @@
 """`vlmq worker --model NAME`: a Celery worker pinned to one model.
 
-Start-up, in order: read the registry entry; set torch's thread count; announce the worker as
+Start-up, in order: read the registry entry; set the process's settings (torch's threads, the GIL's
+switch interval, malloc: tasks/tuning.py); announce the worker as
 `loading`; load the weights once (`adapter.setup()`); announce `ready` with the weights'
 revision and load time; then consume only that model's queue with the solo pool (the model
 lives in this one process, no fork after loading). A setup failure is reported on the model

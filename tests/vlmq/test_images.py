@@ -97,6 +97,56 @@ def test_the_check_of_a_jpeg_reads_its_structure_not_its_pixels(monkeypatch: pyt
         _decode(data)
 
 
+@pytest.mark.parametrize("options", [{}, {"progressive": True}, {"subsampling": 0}, {"optimize": True}],
+                         ids=["baseline", "progressive", "4:4:4", "optimized"])
+@pytest.mark.parametrize("mode", ["RGB", "L", "CMYK"])
+def test_the_check_reads_a_jpegs_size_and_format_as_pillow_does(monkeypatch: pytest.MonkeyPatch, mode: str,
+                                                                 options: dict) -> None:
+    """The check reads a JPEG's frame header itself: the size Pillow reads, without Pillow."""
+    from PIL import Image as PILImage
+
+    data = encode(astronaut().resize((301, 173)).convert(mode), "JPEG", **options)
+    with PILImage.open(io.BytesIO(data)) as img:
+        expected = (img.width, img.height, img.format)
+    monkeypatch.setattr(PILImage, "open", lambda *a, **k: pytest.fail("Pillow opened a JPEG at the check"))
+    checked = _check(data)
+    assert (checked.width, checked.height, checked.format) == expected == (301, 173, "JPEG")
+
+
+def _sof(data: bytes) -> int:
+    """Where a JPEG's baseline frame header (FFC0) starts."""
+    return data.index(b"\xff\xc0")
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d[:_sof(d) + 4] + b"\x0c" + d[_sof(d) + 5:], "of 12 bits"),  # 12-bit samples
+        (lambda d: d[:_sof(d) + 9] + b"\x02" + d[_sof(d) + 10:], "2 components"),
+        (lambda d: d[:_sof(d) + 1] + b"\xe5" + d[_sof(d) + 2:], "no frame header"),  # the SOF made an APP5
+        (lambda d: d[:_sof(d) + 5] + b"\x00\x00" + d[_sof(d) + 7:], "no pixels"),  # height 0
+        (lambda d: d[:_sof(d) + 2] + b"\xff\xff" + d[_sof(d) + 4:], "broken"),  # a length past the end
+    ],
+    ids=["12-bit", "2-components", "no-frame", "zero-height", "bad-length"],
+)
+def test_a_jpeg_frame_pillow_cannot_decode_is_refused_at_the_check(edit, message: str) -> None:
+    data = edit(encode(astronaut(), "JPEG"))
+    with pytest.raises(ImageError, match=message) as info:
+        _check(data)
+    assert info.value.code == "invalid_image" and info.value.status == 422
+    with pytest.raises(ImageError):  # the worker's decode (Pillow) refuses it too
+        _decode(data)
+
+
+def test_a_jpeg_over_the_limits_is_refused_from_its_frame_header() -> None:
+    data = encode(astronaut().resize((600, 200)), "JPEG")
+    with pytest.raises(ImageError, match="each side must be at most 500") as info:
+        check_image(data, max_pixels=10**9, max_side=500)
+    assert info.value.code == "image_too_large" and info.value.status == 413
+    with pytest.raises(ImageError, match="at most 100000"):
+        check_image(data, max_pixels=100_000, max_side=10_000)
+
+
 def test_a_jpeg_with_an_exif_thumbnail_and_data_after_its_end() -> None:
     """A camera JPEG: its EXIF thumbnail's end marker comes before the scan; a motion photo appends
     a video after the image's end. Both are images; cut inside the scan, neither is."""

@@ -1,4 +1,9 @@
-"""Request headers of the job contract: `Prefer: wait=N` and `Cancel-After`."""
+"""Request headers of the job contract: `Prefer: wait=N`, `Idempotency-Key` and `Cancel-After`.
+
+The submit route reads them from the request itself (as FastAPI parameters, their extraction and
+validation was 5% of a submit's CPU, benchmarks/submit.py); `SUBMIT_HEADERS` documents them in the
+OpenAPI schema (api/openapi.py), and the functions below check them (a 422 naming the header).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,17 @@ import re
 from vlmq.api.errors import ApiError
 
 MAX_WAIT_S = 60
+CANCEL_AFTER = r"^\s*\d+(\.\d+)?\s*(ms|s|m|h)?\s*$"
+#: The submit route's headers, as OpenAPI parameter objects.
+SUBMIT_HEADERS = [
+    {"name": "prefer", "in": "header", "required": False, "schema": {"type": "string"},
+     "description": "wait=N (N ≤ 60): hold the answer until the job ends"},
+    {"name": "idempotency-key", "in": "header", "required": False,
+     "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+     "description": "Same key + body: same job, 24 h"},
+    {"name": "cancel-after", "in": "header", "required": False, "schema": {"type": "string", "pattern": CANCEL_AFTER},
+     "description": "Deadline: 30s, 500ms, 5m, 1h"},
+]
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}
 _WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(?P<value>\"[^\"]*\"|[^,;\s]*)", re.IGNORECASE)

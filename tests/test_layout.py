@@ -110,3 +110,22 @@ def test_every_redis_key_is_named_in_the_keyspace_module() -> None:
                         and key.match(node.value) and " " not in node.value):
                     found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value!r}")
     assert not found, "\n".join(found)
+
+
+def test_the_gpu_benchmark_maps_every_part_on_a_bare_python(tmp_path: Path) -> None:
+    """benchmarks/gpu.py runs vlmq from this checkout on a machine where it is not installed: its link
+    tree must hold every part (it once lacked cli/, and the lent GPU machine's run would have died)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, pathlib; sys.path.insert(0, 'benchmarks'); import gpu; "
+        f"gpu.bootstrap(None, pathlib.Path({str(tmp_path)!r})); "
+        "import importlib; names = " + repr(sorted(PARTS.values())) + "; "
+        "print('\\n'.join(importlib.import_module(n).__file__ for n in names))"
+    )
+    out = subprocess.run([sys.executable, "-c", script], check=False, cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    files = out.stdout.split()
+    assert len(files) == len(PARTS) and all(f.startswith(str(tmp_path / "src" / "vlmq")) for f in files), files

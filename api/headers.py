@@ -12,7 +12,7 @@ import re
 from vlmq.api.errors import ApiError
 
 MAX_WAIT_S = 60
-CANCEL_AFTER = r"^\s*\d+(\.\d+)?\s*(ms|s|m|h)?\s*$"
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 #: The submit route's headers, as OpenAPI parameter objects.
 SUBMIT_HEADERS = [
     {"name": "prefer", "in": "header", "required": False, "schema": {"type": "string"},
@@ -20,10 +20,10 @@ SUBMIT_HEADERS = [
     {"name": "idempotency-key", "in": "header", "required": False,
      "schema": {"type": "string", "minLength": 1, "maxLength": 255},
      "description": "Same key + body: same job, 24 h"},
-    {"name": "cancel-after", "in": "header", "required": False, "schema": {"type": "string", "pattern": CANCEL_AFTER},
+    {"name": "cancel-after", "in": "header", "required": False,
+     "schema": {"type": "string", "pattern": _DURATION.pattern},
      "description": "Deadline: 30s, 500ms, 5m, 1h"},
 ]
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}
 _WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(?P<value>\"[^\"]*\"|[^,;\s]*)", re.IGNORECASE)
 
